@@ -1,0 +1,79 @@
+"""S2OConfig: every knob of the S2O operator, validated once at construction.
+
+The defaults target Llama-class prefill at 32K-128K tokens (head dim 128, GQA); see README
+"Configuration" for the reason behind each one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+ORDERINGS = ("tiers", "sort")
+POOLINGS = ("mean", "max")
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclass(frozen=True)
+class S2OConfig:
+    """Parameters of S2O sparse attention (contract: shared/design/S2O.md).
+
+    threshold:     tau, the error budget of the stop rule. The walk over the ranked prefix stops
+                   after a key tile whose softmax-mass gain is below ``threshold * l`` for every
+                   row of the query tile. 0 visits every key (= dense attention).
+    segment_size:  queries per ranking segment; one index table per (batch, kv head, segment).
+    block_m:       query rows per tile; each query tile applies the stop rule on its own.
+    block_n:       keys per tile, both in the dense pass and in the gathered walk.
+    sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
+    local_window:  keys right before the segment, always attended densely (local band).
+    ordering:      "tiers" (discrete priority tiers, original order inside a tier: no sort) or
+                   "sort" (full descending sort of the estimated scores).
+    num_tiers:     number of priority tiers for ordering="tiers".
+    tier_width:    width of a tier in logits (nats) below the segment's best estimated score.
+    pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query, the
+                   paper's) or "max" (max over the score of each block_m-query tile's mean).
+    min_seq_len:   below this sequence length the operator runs dense SDPA.
+    """
+
+    threshold: float = 1e-3
+    segment_size: int = 512
+    block_m: int = 128
+    block_n: int = 64
+    sink_tokens: int = 64
+    local_window: int = 512
+    ordering: str = "tiers"
+    num_tiers: int = 16
+    tier_width: float = 1.0
+    pooling: str = "max"
+    min_seq_len: int = 8192
+
+    def __post_init__(self):
+        def bad(field, value, allowed):
+            raise ValueError(f"S2OConfig.{field}={value!r} is invalid: expected {allowed}")
+
+        if not isinstance(self.threshold, (int, float)) or not (0.0 <= float(self.threshold) < 1.0):
+            bad("threshold", self.threshold, "a float in [0, 1)")
+        for name in ("block_m", "block_n"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not _is_pow2(v) or not 16 <= v <= 256:
+                bad(name, v, "a power of two in [16, 256]")
+        s = self.segment_size
+        if not isinstance(s, int) or not _is_pow2(s) or s < self.block_m or s > 65536:
+            bad("segment_size", s, f"a power of two in [block_m={self.block_m}, 65536]")
+        for name in ("sink_tokens", "local_window", "min_seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(name, v, "an int >= 0")
+        if self.ordering not in ORDERINGS:
+            bad("ordering", self.ordering, f"one of {ORDERINGS}")
+        if self.pooling not in POOLINGS:
+            bad("pooling", self.pooling, f"one of {POOLINGS}")
+        if not isinstance(self.num_tiers, int) or not 1 <= self.num_tiers <= 64:
+            bad("num_tiers", self.num_tiers, "an int in [1, 64]")
+        if not isinstance(self.tier_width, (int, float)) or not float(self.tier_width) > 0:
+            bad("tier_width", self.tier_width, "a float > 0")
+
+    def replace(self, **changes) -> "S2OConfig":
+        return dataclasses.replace(self, **changes)

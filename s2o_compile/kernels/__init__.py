@@ -1,0 +1,1 @@
+"""Kernels: the PyTorch reference (CPU path and oracle) and the Triton kernels (GPU path)."""

@@ -1,0 +1,155 @@
+"""S2O in plain PyTorch: the CPU path and the oracle of the Triton kernels.
+
+Written for clarity and vectorized per segment: one segment's queries are processed together, so
+memory is O(segment_size * block_n) per head, never N x N. Every step mirrors the contract
+(shared/design/S2O.md) and the Triton kernels tile for tile: same segments, same index table
+layout (kernels/layout.py), same query tiles, same key tiles, same stop rule. Computation is in
+float32; the output is cast back to the input dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import S2OConfig
+from .layout import segments, table_offsets
+
+
+def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
+    """[B, Hkv, ...] -> [B, Hkv * group, ...]: query head h reads kv head h // group."""
+    return x.repeat_interleave(group, dim=1) if group > 1 else x
+
+
+def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
+                   cfg: S2OConfig) -> torch.Tensor:
+    """Estimated logit of every prefix key for one segment: [B, Hkv, P] (float32).
+
+    The representative query pools the segment's queries and, for GQA, the query heads of the
+    group, so one ranking serves one kv head. pooling="mean" uses one mean query (the paper's);
+    pooling="max" takes the max over the scores of each block_m-row tile's mean query, so a key
+    that matters to any query tile of the segment ranks high.
+    """
+    B, Hq, L, D = q_seg.shape
+    Hkv = k_prefix.shape[1]
+    qg = q_seg.reshape(B, Hkv, Hq // Hkv, L, D)
+    if cfg.pooling == "mean":
+        rep = qg.mean(dim=(2, 3)).unsqueeze(2)  # [B, Hkv, 1, D]
+    else:
+        tiles = math.ceil(L / cfg.block_m)
+        tile_of_row = torch.arange(L, device=q_seg.device) // cfg.block_m
+        sums = torch.zeros(B, Hkv, tiles, D, device=q_seg.device, dtype=q_seg.dtype)
+        sums.index_add_(2, tile_of_row, qg.sum(dim=2))
+        counts = torch.bincount(tile_of_row, minlength=tiles).to(q_seg.dtype) * qg.shape[2]
+        rep = sums / counts[:, None]  # [B, Hkv, tiles, D]
+    scores = scale * rep @ k_prefix.transpose(-1, -2)  # [B, Hkv, tiles, P]
+    return scores.amax(dim=2)
+
+
+def order_prefix(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
+    """Visiting order of the prefix keys (positions into the prefix), most important first.
+
+    "sort": stable descending sort of the scores. "tiers": tier = floor((best - score) /
+    tier_width), capped at num_tiers - 1; tiers in ascending order, original order inside a tier.
+    NaN scores go last.
+    """
+    if cfg.ordering == "sort":
+        return torch.sort(torch.nan_to_num(scores, nan=-math.inf), dim=-1, descending=True,
+                          stable=True).indices
+    return torch.sort(tiers_of(scores, cfg), dim=-1, stable=True).indices
+
+
+def tiers_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
+    best = scores.amax(dim=-1, keepdim=True)
+    tier = torch.floor((best - scores) / cfg.tier_width)
+    return torch.nan_to_num(tier, nan=cfg.num_tiers - 1.0).clamp(0, cfg.num_tiers - 1).to(torch.int32)
+
+
+def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,
+                      cfg: S2OConfig) -> torch.Tensor:
+    """The flat index table [B, Hkv, total] int32 of absolute key positions (layout.py)."""
+    B, Hkv, N, _ = k.shape
+    parts = []
+    for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window):
+        if seg.prefix_len == 0:
+            continue
+        scores = segment_scores(q[:, :, seg.start:seg.end].float(),
+                                k[:, :, seg.sink_end:seg.lo].float(), scale, cfg)
+        parts.append((order_prefix(scores, cfg) + seg.sink_end).to(torch.int32))
+    if not parts:
+        return torch.empty(B, Hkv, 0, dtype=torch.int32, device=q.device)
+    return torch.cat(parts, dim=-1)
+
+
+def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor,
+                         scale: float, cfg: S2OConfig):
+    """Pass 1 (dense: sink, local, own keys) and pass 2 (ranked prefix, early stopping).
+
+    Returns (out [B, Hq, N, D] in q's dtype, visited [B, Hq, n_query_tiles] int64: key tiles of
+    the ranked prefix each query tile visited, pairs [B, Hq] int64: QK pairs computed).
+    """
+    B, Hq, N, D = q.shape
+    Hkv = k.shape[1]
+    group = Hq // Hkv
+    BM, BN, tau = cfg.block_m, cfg.block_n, float(cfg.threshold)
+    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    visited = torch.zeros(B, Hq, math.ceil(N / BM), dtype=torch.int64, device=q.device)
+    pairs = torch.zeros(B, Hq, dtype=torch.int64, device=q.device)
+    offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window).tolist()
+    kf, vf = k.float(), v.float()
+
+    for g, seg in enumerate(segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window)):
+        L = seg.end - seg.start
+        qs = q[:, :, seg.start:seg.end].float() * scale
+        qpos = torch.arange(seg.start, seg.end, device=q.device)
+
+        # Pass 1: dense over sink + [lo, end), causal by original position.
+        kpos = torch.cat([torch.arange(0, seg.sink_end), torch.arange(seg.lo, seg.end)]).to(q.device)
+        k1 = _expand_heads(kf[:, :, kpos], group)
+        v1 = _expand_heads(vf[:, :, kpos], group)
+        s = qs @ k1.transpose(-1, -2)  # [B, Hq, L, K1]
+        s = s.masked_fill(kpos[None, :] > qpos[:, None], -math.inf)
+        m = s.amax(dim=-1)
+        p = torch.exp(s - m[..., None])
+        l = p.sum(dim=-1)
+        acc = p @ v1
+        pairs += (seg.sink_end + (qpos - seg.lo + 1)).sum()
+
+        # Pass 2: the ranked prefix, tile by tile; each query tile stops on its own.
+        table = index[:, :, offsets[g]:offsets[g + 1]].long()
+        P = table.shape[-1]
+        n_qt = math.ceil(L / BM)
+        qt0 = seg.start // BM
+        rows_per_tile = torch.tensor([min(BM, L - t * BM) for t in range(n_qt)], device=q.device)
+        tile_of_row = torch.arange(L, device=q.device) // BM
+        active = torch.ones(B, Hq, n_qt, dtype=torch.bool, device=q.device)
+        for t0 in range(0, P, BN):
+            if not bool(active.any()):
+                break
+            idx = table[:, :, t0:t0 + BN]  # [B, Hkv, bn]
+            kt = _expand_heads(torch.gather(kf, 2, idx[..., None].expand(-1, -1, -1, D)), group)
+            vt = _expand_heads(torch.gather(vf, 2, idx[..., None].expand(-1, -1, -1, D)), group)
+            s = qs @ kt.transpose(-1, -2)  # [B, Hq, L, bn]
+            m_new = torch.maximum(m, s.amax(dim=-1))
+            alpha = torch.exp(m - m_new)
+            p = torch.exp(s - m_new[..., None])
+            gain = p.sum(dim=-1)
+            l_new = l * alpha + gain
+            row_active = active[:, :, tile_of_row]  # [B, Hq, L]
+            m = torch.where(row_active, m_new, m)
+            l = torch.where(row_active, l_new, l)
+            acc = torch.where(row_active[..., None], acc * alpha[..., None] + p @ vt, acc)
+            visited[:, :, qt0:qt0 + n_qt] += active
+            pairs += (active * rows_per_tile).sum(-1) * idx.shape[-1]
+            # Stop rule: the tile stops once gain / l < tau on every one of its rows.
+            row_small = (gain < tau * l_new).to(torch.int64)
+            small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
+            active &= small_rows < rows_per_tile
+        out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
+    return out, visited, pairs
+
+
+def s2o_attention_reference(q, k, v, scale: float, cfg: S2OConfig):
+    """Full S2O on [B, Hq, N, D] / [B, Hkv, N, D]: returns (out, visited, pairs)."""
+    index = build_index_table(q, k, scale, cfg)
+    return attention_with_table(q, k, v, index, scale, cfg)

@@ -1,0 +1,95 @@
+"""The S2O operator, registered with torch.library.
+
+torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
+  A triton_op: torch.compile sees its body, so Inductor schedules the Triton kernels it launches
+  through wrap_triton. CUDA tensors with a supported head dim take the Triton kernels; CPU tensors
+  take torch.ops.s2o.sparse_attention_reference, an opaque custom op around the PyTorch reference
+  (its Python loops and early exit must not be traced). Sequences shorter than min_seq_len run
+  dense SDPA. The output is always contiguous [B, Hq, N, D]; density is float32 [B, Hq].
+
+The config travels as the S2OConfig fields in declaration order (config_args / S2OConfig(*args)).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.library import triton_op
+
+from .config import S2OConfig
+from .kernels import triton_s2o
+from .kernels.reference import s2o_attention_reference
+from .validation import check_attention_inputs
+
+log = logging.getLogger("s2o_compile")
+
+def config_args(cfg: S2OConfig) -> tuple:
+    """S2OConfig -> the op's trailing arguments (the dataclass fields, in order)."""
+    return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg))
+
+
+def causal_pairs(n: int) -> int:
+    return n * (n + 1) // 2
+
+
+def _dense(q, k, v, scale):
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                         enable_gqa=q.shape[1] != k.shape[1])
+    density = torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
+    return out.contiguous(), density
+
+
+# The op signatures spell out the S2OConfig fields (schema inference needs annotations).
+@torch.library.custom_op("s2o::sparse_attention_reference", mutates_args=())
+def sparse_attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
+    block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
+    num_tiers: int, tier_width: float, pooling: str, min_seq_len: int,
+) -> tuple[Tensor, Tensor]:
+    cfg = S2OConfig(threshold, segment_size, block_m, block_n, sink_tokens, local_window,
+                    ordering, num_tiers, tier_width, pooling, min_seq_len)
+    out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
+    return out, (pairs.double() / causal_pairs(q.shape[2])).float()
+
+
+@sparse_attention_reference.register_fake
+def _(q, k, v, scale, *cfg_args):
+    B, Hq, N, D = q.shape
+    return q.new_empty(B, Hq, N, D), q.new_empty(B, Hq, dtype=torch.float32)
+
+
+@triton_op("s2o::sparse_attention", mutates_args=())
+def sparse_attention_op(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
+    block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
+    num_tiers: int, tier_width: float, pooling: str, min_seq_len: int,
+) -> tuple[Tensor, Tensor]:
+    check_attention_inputs(q, k, v)
+    cfg_args = (threshold, segment_size, block_m, block_n, sink_tokens, local_window, ordering,
+                num_tiers, tier_width, pooling, min_seq_len)
+    cfg = S2OConfig(*cfg_args)
+    if q.shape[2] < cfg.min_seq_len:
+        return _dense(q, k, v, scale)
+    if q.device.type == "cuda":
+        reason = triton_s2o.unsupported_reason(q)
+        if reason is None:
+            return triton_s2o.s2o_attention(q, k, v, scale, cfg)
+        log.warning("s2o: dense SDPA instead of S2O on %s: %s", q.device, reason)
+        return _dense(q, k, v, scale)
+    return torch.ops.s2o.sparse_attention_reference(q, k, v, scale, *cfg_args)
+
+
+def _no_backward(ctx, *grads):
+    raise RuntimeError("s2o.sparse_attention is inference-only (prefill): it has no backward. "
+                       "The graph pass never rewrites SDPA calls whose inputs require grad.")
+
+
+def _setup_context(ctx, inputs, output):
+    pass
+
+
+sparse_attention_op.register_autograd(_no_backward, setup_context=_setup_context)
+sparse_attention_reference.register_autograd(_no_backward, setup_context=_setup_context)
