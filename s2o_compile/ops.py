@@ -31,13 +31,21 @@ def config_args(cfg: S2OConfig) -> tuple:
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg))
 
 
+def _static(x):
+    if isinstance(x, torch.SymInt):
+        return int(x)
+    if isinstance(x, torch.SymFloat):
+        return float(x)
+    return x
+
+
 def causal_pairs(n: int) -> int:
     return n * (n + 1) // 2
 
 
 def _dense(q, k, v, scale):
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                         enable_gqa=q.shape[1] != k.shape[1])
+                                         enable_gqa=bool(q.shape[1] != k.shape[1]))
     density = torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
     return out.contiguous(), density
 
@@ -68,8 +76,10 @@ def sparse_attention_op(
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int,
 ) -> tuple[Tensor, Tensor]:
     check_attention_inputs(q, k, v)
-    cfg_args = (threshold, segment_size, block_m, block_n, sink_tokens, local_window, ordering,
-                num_tiers, tier_width, pooling, min_seq_len)
+    # Under dynamic=True Dynamo may trace config ints as symbols: they are constants, specialize.
+    cfg_args = tuple(_static(a) for a in (threshold, segment_size, block_m, block_n, sink_tokens,
+                                          local_window, ordering, num_tiers, tier_width, pooling,
+                                          min_seq_len))
     cfg = S2OConfig(*cfg_args)
     if q.shape[2] < cfg.min_seq_len:
         return _dense(q, k, v, scale)

@@ -25,10 +25,11 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
                    cfg: S2OConfig) -> torch.Tensor:
     """Estimated logit of every prefix key for one segment: [B, Hkv, P] (float32).
 
-    The representative query pools the segment's queries and, for GQA, the query heads of the
-    group, so one ranking serves one kv head. pooling="mean" uses one mean query (the paper's);
-    pooling="max" takes the max over the scores of each block_m-row tile's mean query, so a key
-    that matters to any query tile of the segment ranks high.
+    pooling="mean" is the paper's: one representative query, the mean over the segment's queries
+    and, for GQA, over the query heads of the group, so one ranking serves one kv head.
+    pooling="max": one mean query per (query head, block_m-row tile) and the max of their scores,
+    so a key that matters to any head or query tile of the segment ranks high (heads of a GQA
+    group often favour different keys, which a group mean dilutes).
     """
     B, Hq, L, D = q_seg.shape
     Hkv = k_prefix.shape[1]
@@ -38,11 +39,11 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
     else:
         tiles = math.ceil(L / cfg.block_m)
         tile_of_row = torch.arange(L, device=q_seg.device) // cfg.block_m
-        sums = torch.zeros(B, Hkv, tiles, D, device=q_seg.device, dtype=q_seg.dtype)
-        sums.index_add_(2, tile_of_row, qg.sum(dim=2))
-        counts = torch.bincount(tile_of_row, minlength=tiles).to(q_seg.dtype) * qg.shape[2]
-        rep = sums / counts[:, None]  # [B, Hkv, tiles, D]
-    scores = scale * rep @ k_prefix.transpose(-1, -2)  # [B, Hkv, tiles, P]
+        sums = torch.zeros(B, Hkv, Hq // Hkv, tiles, D, device=q_seg.device, dtype=q_seg.dtype)
+        sums.index_add_(3, tile_of_row, qg)
+        counts = torch.bincount(tile_of_row, minlength=tiles).to(q_seg.dtype)
+        rep = (sums / counts[:, None]).flatten(2, 3)  # [B, Hkv, group * tiles, D]
+    scores = scale * rep @ k_prefix.transpose(-1, -2)  # [B, Hkv, reps, P]
     return scores.amax(dim=2)
 
 

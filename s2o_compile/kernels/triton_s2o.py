@@ -46,31 +46,41 @@ def table_size(n: int, segment_size: int, sink_tokens: int, local_window: int) -
 
 
 @triton.jit
-def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP, N_POOL,
-                         ROWS: tl.constexpr, RB: tl.constexpr, D: tl.constexpr):
-    p = tl.program_id(0)
+def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP, N_REP,
+                         SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
+                         REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr, D: tl.constexpr):
+    """Representative query r of segment r // TP: the mean of HPR query heads over ROWS rows.
+    Rows j = r % TP >= REPS of a segment are padding (the scores kernel masks them)."""
+    r = tl.program_id(0)
     bhk = tl.program_id(1)
     b = bhk // H_KV
     hk = bhk % H_KV
-    r0 = p * ROWS
-    r1 = tl.minimum(r0 + ROWS, N)
+    g = r // TP
+    j = r % TP
+    slots = GROUP // HPR  # head slots per query tile
+    t = j // slots
+    r0 = g * SEG + t * ROWS
+    r1 = tl.minimum(tl.minimum(r0 + ROWS, N), (g + 1) * SEG)
+    r1 = tl.where(j < REPS, r1, r0)
     offs_d = tl.arange(0, D)
     acc = tl.zeros([D], dtype=tl.float32)
-    for hh in range(0, GROUP):
-        base = Q + b.to(tl.int64) * stride_qb + (hk * GROUP + hh).to(tl.int64) * stride_qh
-        for r in range(r0, r1, RB):
-            rows = r + tl.arange(0, RB)
+    for hh in range(0, HPR):
+        head = hk * GROUP + (j % slots) * HPR + hh
+        base = Q + b.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
+        for row in range(r0, r1, RB):
+            rows = row + tl.arange(0, RB)
             x = tl.load(base + rows[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                         mask=(rows < r1)[:, None], other=0.0)
             acc += tl.sum(x.to(tl.float32), axis=0)
-    cnt = (GROUP * (r1 - r0)).to(tl.float32)
-    tl.store(REP + (bhk.to(tl.int64) * N_POOL + p) * D + offs_d, acc / cnt)
+    cnt = tl.maximum(HPR * (r1 - r0), 1).to(tl.float32)
+    tl.store(REP + (bhk.to(tl.int64) * N_REP + r) * D + offs_d, acc / cnt)
 
 
 @triton.jit
 def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                          N, H_KV, N_POOL, N_SEG, TOTAL, scale, SINK, LOCAL,
-                          SEG: tl.constexpr, T: tl.constexpr, RB: tl.constexpr,
+                          N, H_KV, GROUP, N_SEG, TOTAL, scale, SINK, LOCAL,
+                          SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
+                          REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr):
     c0 = tl.program_id(0) * BK
     bhk = tl.program_id(1)
@@ -81,18 +91,22 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     kc = tl.load(K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                  mask=(cols < N)[:, None], other=0.0)
-    SB: tl.constexpr = RB // T
-    # A key j is in segment g's prefix iff j < g * SEG - (LOCAL + SINK) (and j >= sink_end).
+    SB: tl.constexpr = RB // TP
+    n_rep = N_SEG * TP
+    # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL.
     g_first = (c0 + LOCAL + SINK) // SEG
-    rep_base = REP + bhk.to(tl.int64) * N_POOL * D
-    for rb in range((g_first * T) // RB * RB, N_POOL, RB):
+    rep_base = REP + bhk.to(tl.int64) * n_rep * D
+    for rb in range((g_first * TP) // RB * RB, n_rep, RB):
         rows = rb + tl.arange(0, RB)
+        j = rows % TP
+        row_ok = (rows < n_rep) & (j < REPS) \
+            & ((rows // TP) * SEG + (j // (GROUP // HPR)) * ROWS < N)
         rep = tl.load(rep_base + rows[:, None] * D + offs_d[None, :],
-                      mask=(rows < N_POOL)[:, None], other=0.0)
+                      mask=row_ok[:, None], other=0.0)
         s = tl.dot(rep.to(kc.dtype), tl.trans(kc)) * scale
-        s = tl.where((rows < N_POOL)[:, None], s, float("-inf"))
-        smax = tl.max(tl.reshape(s, (SB, T, BK)), axis=1)
-        segs = rb // T + tl.arange(0, SB)
+        s = tl.where(row_ok[:, None], s, float("-inf"))
+        smax = tl.max(tl.reshape(s, (SB, TP, BK)), axis=1)
+        segs = rb // TP + tl.arange(0, SB)
         s0 = segs * SEG
         sink_end = tl.minimum(s0, SINK)
         lo = tl.maximum(s0 - LOCAL, sink_end)
@@ -251,19 +265,23 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     if total == 0:
         return table, offsets
 
-    rows = BM if cfg.pooling == "max" else S
-    T = S // rows
-    n_pool = math.ceil(N / rows)
-    rep = torch.empty(B, Hkv, n_pool, D, dtype=torch.float32, device=q.device)
-    _launch(_pool_queries_kernel, (n_pool, B * Hkv), q, rep, q.stride(0), q.stride(1),
-            q.stride(2), N, Hkv, Hq // Hkv, n_pool, ROWS=rows, RB=32, D=D)
+    group = Hq // Hkv
+    if cfg.pooling == "max":  # one rep per (query tile, query head)
+        rows, hpr, reps = BM, 1, (S // BM) * group
+    else:  # one rep per segment, pooled over the group's heads
+        rows, hpr, reps = S, group, 1
+    TP = triton.next_power_of_2(reps)
+    rep = torch.empty(B, Hkv, G * TP, D, dtype=torch.float32, device=q.device)
+    meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=D)
+    _launch(_pool_queries_kernel, (G * TP, B * Hkv), q, rep, q.stride(0), q.stride(1),
+            q.stride(2), N, Hkv, group, G * TP, RB=32, **meta)
 
     scores = torch.empty(B, Hkv, total, dtype=torch.float32, device=q.device)
     segmax = torch.full((B, Hkv, G), float("-inf"), dtype=torch.float32, device=q.device)
     BK = 64
     _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
-            k.stride(0), k.stride(1), k.stride(2), N, Hkv, n_pool, G, total, scale,
-            cfg.sink_tokens, cfg.local_window, SEG=S, T=T, RB=max(32, T), BK=BK, D=D)
+            k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, G, total, scale,
+            cfg.sink_tokens, cfg.local_window, RB=max(32, TP), BK=BK, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * Hkv), scores, segmax, offsets, table, G, total,

@@ -1,0 +1,37 @@
+import os
+
+import torch
+
+# Without a GPU, Triton kernels run in the interpreter on CPU tensors. The variable is read when
+# the kernels are decorated, so it must be set before s2o_compile is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from s2o_compile import S2OConfig  # noqa: E402
+
+# A small configuration whose segments, tiles, sink and local window all matter at ~300 tokens.
+SMALL = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+                  local_window=20, min_seq_len=0)
+
+
+@pytest.fixture
+def small_cfg():
+    return SMALL
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def dense(q, k, v, scale=None):
+    return torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=True, scale=scale,
+        enable_gqa=q.shape[1] != k.shape[1])
+
+
+def qkv(B, Hq, Hkv, N, D, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda h: torch.randn(B, h, N, D, generator=g).to(dtype=dtype, device=device)  # noqa: E731
+    return mk(Hq), mk(Hkv), mk(Hkv)

@@ -1,0 +1,116 @@
+"""The PyTorch reference against dense SDPA and against the contract's stop rule."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import SMALL, dense, qkv, rel_err
+from s2o_compile import S2OConfig
+from s2o_compile.kernels import reference as R
+from s2o_compile.kernels.layout import table_offsets
+from s2o_compile.kernels.triton_s2o import pairs_from_visited, table_size
+from s2o_compile.workload import structured_qkv
+import stop_rule_case as case
+
+CONFIGS = [
+    SMALL,
+    SMALL.replace(pooling="mean", ordering="sort"),
+    SMALL.replace(sink_tokens=0, local_window=0, block_m=64),
+    SMALL.replace(sink_tokens=100, local_window=7, block_n=32, segment_size=32),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("B,Hq,Hkv,N,D", [(2, 4, 2, 333, 64), (1, 6, 2, 129, 128), (1, 2, 2, 70, 64)])
+def test_tau0_equals_dense_fp32(cfg, B, Hq, Hkv, N, D):
+    q, k, v = qkv(B, Hq, Hkv, N, D, seed=N + D)
+    out, visited, pairs = R.s2o_attention_reference(q, k, v, D ** -0.5, cfg)
+    assert rel_err(out, dense(q, k, v)) < 1e-5
+    assert torch.all(pairs == N * (N + 1) // 2)  # every causal pair computed
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tau0_equals_dense_half(dtype):
+    q, k, v = qkv(2, 8, 2, 301, 128, dtype=dtype, seed=3)
+    out, _, _ = R.s2o_attention_reference(q, k, v, 128 ** -0.5, SMALL)
+    assert out.dtype == dtype
+    assert rel_err(out, dense(q, k, v)) < 1e-2
+
+
+def test_index_table_is_a_permutation_of_each_prefix():
+    q, k, v = qkv(1, 4, 2, 300, 64, seed=1)
+    cfg = SMALL
+    table = R.build_index_table(q, k, 0.125, cfg)
+    offsets = table_offsets(300, cfg.segment_size, cfg.sink_tokens, cfg.local_window).tolist()
+    assert table.shape[-1] == offsets[-1] == table_size(300, cfg.segment_size, cfg.sink_tokens,
+                                                        cfg.local_window)
+    for g, seg in enumerate(R.segments(300, cfg.segment_size, cfg.sink_tokens, cfg.local_window)):
+        part = table[..., offsets[g]:offsets[g + 1]]
+        expect = torch.arange(seg.sink_end, seg.lo)
+        assert torch.equal(torch.sort(part.long(), dim=-1).values,
+                           expect.expand_as(part))
+
+
+def test_tiers_visit_in_non_increasing_estimated_importance():
+    q, k, v = qkv(1, 4, 2, 300, 64, seed=2)
+    cfg = SMALL.replace(tier_width=0.25)
+    seg = R.segments(300, 64, cfg.sink_tokens, cfg.local_window)[-1]
+    scores = R.segment_scores(q[:, :, seg.start:seg.end], k[:, :, seg.sink_end:seg.lo], 0.125, cfg)
+    order = R.order_prefix(scores, cfg)
+    tiers = torch.gather(R.tiers_of(scores, cfg), -1, order)
+    assert torch.all(tiers[..., 1:] >= tiers[..., :-1])
+    assert tiers.min() == 0 and tiers.max() > 1  # several tiers really used
+
+
+@pytest.mark.parametrize("tau,visits", sorted(case.EXPECTED_VISITS.items()))
+def test_stop_rule_visits_exactly(tau, visits):
+    assert [round(r, 4) for r in case.ratios()] == [0.9989, 0.1191, 0.0159, 0.0021]
+    q, k, v, expected_order = case.build()
+    cfg = case.CFG.replace(threshold=tau)
+    table = R.build_index_table(q, k, 1.0, cfg)
+    assert torch.equal(table[0, 0].long(), expected_order)
+    out, visited, pairs = R.attention_with_table(q, k, v, table, 1.0, cfg)
+    assert visited.tolist() == [[[0, visits]]]
+    own = sum(range(1, 65)) * 2  # both segments' own causal pairs
+    assert pairs.item() == own + 64 * 16 * visits
+
+
+def test_tau_sweep_is_monotone_on_structured_input():
+    q, k, v = structured_qkv(1, 4, 1, 2048, 64 + 64, dtype=torch.float32, seed=5)
+    ref = dense(q, k, v)
+    cfg = S2OConfig(segment_size=128, block_m=64, block_n=32, local_window=128, min_seq_len=0)
+    densities, errors = [], []
+    for tau in [0.0, 1e-4, 1e-3, 1e-2, 5e-2, 0.2]:
+        out, _, pairs = R.s2o_attention_reference(q, k, v, 128 ** -0.5, cfg.replace(threshold=tau))
+        densities.append(pairs.sum().item() / (4 * 2048 * 2049 / 2))
+        errors.append(rel_err(out, ref))
+    assert densities[0] == 1.0 and errors[0] < 1e-5
+    assert all(a >= b for a, b in zip(densities, densities[1:])), densities
+    assert all(a <= b + 1e-6 for a, b in zip(errors, errors[1:])), errors
+    assert densities[-1] < 0.5 * densities[0]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_pair_count_formula_matches_reference(cfg):
+    q, k, v = qkv(1, 4, 2, 333, 64, seed=9)
+    cfg = cfg.replace(threshold=0.05)
+    _, visited, pairs = R.s2o_attention_reference(q, k, v, 0.125, cfg)
+    assert torch.equal(pairs_from_visited(visited, 333, cfg), pairs)
+
+
+def test_no_n_by_n_memory():
+    """16K tokens, one head: an N x N float32 score matrix would take 1 GiB; peak RSS stays far below."""
+    code = (
+        "import resource, torch\n"
+        "from s2o_compile import S2OConfig\n"
+        "from s2o_compile.kernels.reference import s2o_attention_reference\n"
+        "q, k, v = (torch.randn(1, 1, 16384, 64) for _ in range(3))\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "out, _, _ = s2o_attention_reference(q, k, v, 0.125, S2OConfig(threshold=0.05))\n"
+        "assert torch.isfinite(out).all()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout.strip().splitlines()[-1]) < 256  # MiB

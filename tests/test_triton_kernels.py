@@ -1,0 +1,76 @@
+"""The Triton kernels against the reference and dense SDPA.
+
+Without a GPU they run in Triton's interpreter (TRITON_INTERPRET=1, set by conftest) on CPU
+tensors at small sizes; on a GPU the same tests run compiled on CUDA tensors.
+"""
+import pytest
+import torch
+
+from conftest import SMALL, dense, qkv, rel_err
+from s2o_compile.kernels import reference as R
+from s2o_compile.kernels import triton_s2o as T
+import stop_rule_case as case
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+CONFIGS = [
+    SMALL,
+    SMALL.replace(pooling="mean", ordering="sort"),
+    SMALL.replace(sink_tokens=0, local_window=0, block_m=64),
+    SMALL.replace(sink_tokens=100, local_window=7, segment_size=32),
+]
+SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("B,Hq,Hkv,N,D", SHAPES)
+def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
+    q, k, _ = qkv(B, Hq, Hkv, N, D, device=DEV, seed=N)
+    expected = R.build_index_table(q.cpu(), k.cpu(), D ** -0.5, cfg)
+    table, offsets = T.build_index_table(q, k, D ** -0.5, cfg)
+    assert offsets[-1].item() == table.shape[-1] == expected.shape[-1]
+    assert torch.equal(table.cpu(), expected)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("B,Hq,Hkv,N,D", SHAPES)
+def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
+    q, k, v = qkv(B, Hq, Hkv, N, D, device=DEV, seed=N + 1)
+    out, density = T.s2o_attention(q, k, v, D ** -0.5, cfg)
+    assert rel_err(out, dense(q, k, v)) < 1e-5
+    assert torch.allclose(density.cpu(), torch.ones(B, Hq))
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
+def test_attention_tau_positive_equals_reference_given_the_same_table(tau):
+    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
+    cfg = SMALL.replace(threshold=tau)
+    table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
+    ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
+    offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
+    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
+    assert torch.equal(visited.cpu().long(), ref_visited)
+    assert rel_err(out.cpu(), ref_out) < 1e-5
+    assert torch.equal(T.pairs_from_visited(visited, 333, cfg).cpu(), ref_pairs)
+    if tau >= 0.2:
+        assert (ref_pairs < 333 * 334 // 2).any()  # the stop rule really cut work
+
+
+@pytest.mark.parametrize("tau,visits", sorted(case.EXPECTED_VISITS.items()))
+def test_stop_rule_visits_exactly(tau, visits):
+    q, k, v, expected_order = case.build()
+    q, k, v = q.to(DEV), k.to(DEV), v.to(DEV)
+    cfg = case.CFG.replace(threshold=tau)
+    table, offsets = T.build_index_table(q, k, 1.0, cfg)
+    assert torch.equal(table[0, 0].long().cpu(), expected_order)
+    _, visited = T.attention_with_table(q, k, v, table, offsets, 1.0, cfg)
+    assert visited.cpu().tolist() == [[[0, visits]]]
+
+
+def test_transposed_inputs_and_half_precision():
+    B, Hq, Hkv, N, D = 1, 4, 2, 150, 64
+    g = torch.Generator().manual_seed(7)
+    mk = lambda h: torch.randn(B, N, h, D, generator=g).to(DEV, torch.float16).transpose(1, 2)  # noqa: E731
+    q, k, v = mk(Hq), mk(Hkv), mk(Hkv)
+    out, _ = T.s2o_attention(q, k, v, D ** -0.5, SMALL)
+    assert out.is_contiguous() and out.dtype == torch.float16
+    assert rel_err(out, dense(q, k, v)) < 1e-2
