@@ -29,8 +29,8 @@ _SLASH_PAIRS = 4    # rotary pairs for slash lines
 _TOPICS = 24        # topic directions for vertical stripes
 
 
-def _gen(seed: int, *salt: int) -> torch.Generator:
-    g = torch.Generator()
+def _gen(seed: int, *salt: int, device="cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
     g.manual_seed(hash((seed,) + salt) & 0x7FFF_FFFF_FFFF)
     return g
 
@@ -64,16 +64,17 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
     o_slash, o_topic = d_band, d_band + d_slash
     o_sink = o_topic + _TOPICS
 
+    f = torch.float64 if torch.device(device).type == "cpu" else torch.float32
     for c0 in range(0, N, chunk):
         c1 = min(c0 + chunk, N)
-        pos = torch.arange(c0, c1, dtype=torch.float64)
-        gc = _gen(seed, 1, c0)
-        qc = noise * torch.randn(B, H, c1 - c0, D, generator=gc, dtype=torch.float64)
-        kc = noise * torch.randn(B, Hkv, c1 - c0, D, generator=gc, dtype=torch.float64)
-        vc = torch.randn(B, Hkv, c1 - c0, D, generator=gc)
+        pos = torch.arange(c0, c1, dtype=f, device=device)
+        gc = _gen(seed, 1, c0, device=device)
+        qc = noise * torch.randn(B, H, c1 - c0, D, generator=gc, dtype=f, device=device)
+        kc = noise * torch.randn(B, Hkv, c1 - c0, D, generator=gc, dtype=f, device=device)
+        vc = torch.randn(B, Hkv, c1 - c0, D, generator=gc, device=device)
 
         # local band: sum_r a^2 cos(w_r (i - j)) peaks at i == j
-        ang = pos[:, None] * band_w[None, :].double()
+        ang = pos[:, None] * band_w[None, :].to(device, f)
         a = math.sqrt(6.0 * c / _BAND_PAIRS)
         qc[..., 0:d_band:2] += a * torch.cos(ang)
         qc[..., 1:d_band:2] += a * torch.sin(ang)
@@ -81,8 +82,8 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
         kc[..., 1:d_band:2] += a * torch.sin(ang)
 
         # slash lines: keys carry the phase of j + offset, so logits peak at i - j == offset
-        ang_q = pos[:, None] * slash_w[None, :].double()
-        ang_k = (pos[None, :, None] + slash_off[:, None, None].double()) * slash_w.double()
+        ang_q = pos[:, None] * slash_w[None, :].to(device, f)
+        ang_k = (pos[None, :, None] + slash_off[:, None, None].to(device, f)) * slash_w.to(device, f)
         a = math.sqrt(4.0 * c / _SLASH_PAIRS)
         qc[..., o_slash:o_topic:2] += a * torch.cos(ang_q)
         qc[..., o_slash + 1:o_topic:2] += a * torch.sin(ang_q)
@@ -90,17 +91,17 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
         kc[..., o_slash + 1:o_topic:2] += a * torch.sin(ang_k)
 
         # vertical stripes: scattered topic keys, favoured by the query region's topics
-        stripe = torch.rand(B, Hkv, c1 - c0, generator=gc) < stripe_density
-        topic = torch.randint(0, _TOPICS, (B, Hkv, c1 - c0), generator=gc)
-        onehot = torch.nn.functional.one_hot(topic, _TOPICS).double() * stripe[..., None]
+        stripe = torch.rand(B, Hkv, c1 - c0, generator=gc, device=device) < stripe_density
+        topic = torch.randint(0, _TOPICS, (B, Hkv, c1 - c0), generator=gc, device=device)
+        onehot = torch.nn.functional.one_hot(topic, _TOPICS).to(device, f) * stripe[..., None]
         kc[..., o_topic:o_sink] += 3.0 * math.sqrt(c) * onehot
         reg = (pos.long() // region)
-        fav = torch.nn.functional.one_hot(favour[:, :, reg], _TOPICS).sum(-2).double()
+        fav = torch.nn.functional.one_hot(favour.to(device)[:, :, reg], _TOPICS).sum(-2).to(device, f)
         qc[..., o_topic:o_sink] += 3.0 * math.sqrt(c) * fav
 
         # attention sink: the first 4 keys
         qc[..., o_sink] += 2.5 * math.sqrt(c)
-        sink = (pos < 4).double()
+        sink = (pos < 4).to(device, f)
         kc[..., o_sink] += 2.5 * math.sqrt(c) * sink
 
         q[:, :, c0:c1] = (qc * root).to(dtype)

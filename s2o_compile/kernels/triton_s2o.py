@@ -320,7 +320,8 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
-            SEG=cfg.segment_size, BM=BM, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32)
+            SEG=cfg.segment_size, BM=BM, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
+            num_warps=8 if BM * D >= 128 * 128 else 4, num_stages=2)
     return out, visited
 
 
