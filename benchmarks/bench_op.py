@@ -58,7 +58,9 @@ def main(argv=None):
     ap.add_argument("--segment-size", type=int, default=S2OConfig.segment_size)
     ap.add_argument("--block-m", type=int, default=S2OConfig.block_m)
     ap.add_argument("--block-n", type=int, default=S2OConfig.block_n)
-    ap.add_argument("--ordering", default="tiers")
+    ap.add_argument("--ordering", default=S2OConfig.ordering, choices=["tiers", "sort"])
+    ap.add_argument("--stop-rule", default=S2OConfig.stop_rule, choices=["gain", "remaining"])
+    ap.add_argument("--pooling", default=S2OConfig.pooling, choices=["max", "mean"])
     ap.add_argument("--out", default=None, help="JSON results file")
     args = ap.parse_args(argv)
 
@@ -76,7 +78,8 @@ def main(argv=None):
         scale = args.head_dim ** -0.5
         for tau in args.taus:
             cfg = S2OConfig(threshold=tau, min_seq_len=0, segment_size=args.segment_size,
-                            block_m=args.block_m, block_n=args.block_n, ordering=args.ordering)
+                            block_m=args.block_m, block_n=args.block_n, ordering=args.ordering,
+                            stop_rule=args.stop_rule, pooling=args.pooling)
             table, offsets = T.build_index_table(q, k, scale, cfg)
             out, density = T.s2o_attention(q, k, v, scale, cfg)
             err = ((out.float() - ref).norm() / ref.norm()).item()
@@ -85,13 +88,13 @@ def main(argv=None):
             t_att = bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
             t_all = bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
             d = density.mean().item()
-            row = dict(N=N, tau=tau, density=d, rel_err=err, mse=mse, s2o_ms=t_all,
+            row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse, s2o_ms=t_all,
                        preprocess_ms=t_pre, attention_ms=t_att, dense_ms=dts, best_dense_ms=best,
                        speedup=best / t_all, efficiency=t_all / (d * best),
                        table_mib=table.numel() * 4 / 2**20,
                        kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)
             rows.append(row)
-            print(f"N={N:6d} tau={tau:<7g} density={d:.4f} err={err:.4f} s2o={t_all:8.2f}ms "
+            print(f"{args.stop_rule[:4]} {args.ordering[:4]} {args.pooling} N={N:6d} tau={tau:<7g} density={d:.4f} err={err:.4f} s2o={t_all:8.2f}ms "
                   f"(pre {t_pre:6.2f} att {t_att:8.2f}) dense={best:8.2f}ms "
                   f"{' '.join(f'{k_}={v_:.2f}' for k_, v_ in dts.items() if v_)} "
                   f"speedup={best / t_all:5.2f}x eff={t_all / (d * best):4.2f} "

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 ORDERINGS = ("tiers", "sort")
+STOP_RULES = ("gain", "remaining")
 POOLINGS = ("mean", "max")
 
 
@@ -35,6 +36,9 @@ class S2OConfig:
     pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query, the
                    paper's) or "max" (max over the score of each block_m-query tile's mean).
     min_seq_len:   below this sequence length the operator runs dense SDPA.
+    stop_rule:     "gain" (the contract): stop when gain / l < tau on every row. "remaining":
+                   stop when gain * (tiles left) / l < tau on every row, i.e. when the mass the
+                   remaining tiles could add, if none exceeds the current one, is below tau.
     """
 
     threshold: float = 1e-3
@@ -48,6 +52,7 @@ class S2OConfig:
     tier_width: float = 1.0
     pooling: str = "max"
     min_seq_len: int = 8192
+    stop_rule: str = "gain"
 
     def __post_init__(self):
         def bad(field, value, allowed):
@@ -68,6 +73,8 @@ class S2OConfig:
                 bad(name, v, "an int >= 0")
         if self.ordering not in ORDERINGS:
             bad("ordering", self.ordering, f"one of {ORDERINGS}")
+        if self.stop_rule not in STOP_RULES:
+            bad("stop_rule", self.stop_rule, f"one of {STOP_RULES}")
         if self.pooling not in POOLINGS:
             bad("pooling", self.pooling, f"one of {POOLINGS}")
         if not isinstance(self.num_tiers, int) or not 1 <= self.num_tiers <= 64:

@@ -15,6 +15,7 @@ import stop_rule_case as case
 
 CONFIGS = [
     SMALL,
+    SMALL.replace(stop_rule="remaining"),
     SMALL.replace(pooling="mean", ordering="sort"),
     SMALL.replace(sink_tokens=0, local_window=0, block_m=64),
     SMALL.replace(sink_tokens=100, local_window=7, block_n=32, segment_size=32),

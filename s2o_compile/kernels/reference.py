@@ -143,7 +143,8 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             visited[:, :, qt0:qt0 + n_qt] += active
             pairs += (active * rows_per_tile).sum(-1) * idx.shape[-1]
             # Stop rule: the tile stops once gain / l < tau on every one of its rows.
-            row_small = (gain < tau * l_new).to(torch.int64)
+            left = math.ceil(max(P - t0 - BN, 0) / BN) if cfg.stop_rule == "remaining" else 1
+            row_small = (gain * left < tau * l_new).to(torch.int64)
             small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
             active &= small_rows < rows_per_tile
         out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)

@@ -81,7 +81,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           N, H_KV, GROUP, N_SEG, TOTAL, scale, SINK, LOCAL,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
-                          BK: tl.constexpr, D: tl.constexpr):
+                          BK: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr):
     c0 = tl.program_id(0) * BK
     bhk = tl.program_id(1)
     b = bhk // H_KV
@@ -103,7 +103,10 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
             & ((rows // TP) * SEG + (j // (GROUP // HPR)) * ROWS < N)
         rep = tl.load(rep_base + rows[:, None] * D + offs_d[None, :],
                       mask=row_ok[:, None], other=0.0)
-        s = tl.dot(rep.to(kc.dtype), tl.trans(kc)) * scale
+        if IEEE:
+            s = tl.dot(rep, tl.trans(kc), input_precision="ieee") * scale
+        else:
+            s = tl.dot(rep.to(kc.dtype), tl.trans(kc)) * scale
         s = tl.where(row_ok[:, None], s, float("-inf"))
         smax = tl.max(tl.reshape(s, (SB, TP, BK)), axis=1)
         segs = rb // TP + tl.arange(0, SB)
@@ -181,7 +184,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_vb, stride_vh, stride_vn,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                          D: tl.constexpr, IEEE: tl.constexpr):
+                          D: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr):
     mt = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H_Q
@@ -240,7 +243,11 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         t += BN
         n_vis += 1
         # Stop rule: continue while some valid row still gained >= tau of its mass.
-        keep = (~(gain < tau * l_i)) & row_ok
+        if REMAINING:
+            left = (tl.maximum(P - t, 0) + BN - 1) // BN
+        else:
+            left = 1
+        keep = (~(gain * left < tau * l_i)) & row_ok
         go = (t < P) & (tl.max(keep.to(tl.int32), axis=0) > 0)
 
     out = acc / l_i[:, None]
@@ -281,7 +288,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     BK = 64
     _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, G, total, scale,
-            cfg.sink_tokens, cfg.local_window, RB=max(32, TP), BK=BK, **meta)
+            cfg.sink_tokens, cfg.local_window, RB=max(32, TP), BK=BK,
+            IEEE=k.dtype == torch.float32, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * Hkv), scores, segmax, offsets, table, G, total,
@@ -321,6 +329,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
+            REMAINING=cfg.stop_rule == "remaining",
             num_warps=8 if BM * D >= 128 * 128 else 4, num_stages=2)
     return out, visited
 
