@@ -52,7 +52,7 @@ class S2OConfig:
     tier_width: float = 1.0
     pooling: str = "max"
     min_seq_len: int = 8192
-    stop_rule: str = "gain"
+    stop_rule: str = "remaining"
 
     def __post_init__(self):
         def bad(field, value, allowed):

@@ -82,6 +82,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr):
+    scale = tl.cast(scale, tl.float32)
     c0 = tl.program_id(0) * BK
     bhk = tl.program_id(1)
     b = bhk // H_KV
@@ -126,6 +127,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
 @triton.jit
 def _tier_table_kernel(SCORES, SEGMAX, OFFSETS, TABLE, N_SEG, TOTAL, SINK, tier_width,
                        SEG: tl.constexpr, NT: tl.constexpr, TP: tl.constexpr, CH: tl.constexpr):
+    tier_width = tl.cast(tier_width, tl.float32)
     g = tl.program_id(0)
     bhk = tl.program_id(1)
     off = tl.load(OFFSETS + g)
@@ -185,6 +187,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                           D: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr):
+    qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
+    tau = tl.cast(tau, tl.float32)
     mt = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H_Q
