@@ -37,9 +37,23 @@ def _is(node, methods, functions) -> bool:
     return node.op == "call_function" and node.target in functions
 
 
+def _is_noop_slice(node: Node) -> bool:
+    """aten.slice(x, dim, 0, INT64_MAX): torch.export writes these for full slices like x[:, :]."""
+    if node.op != "call_function" or node.target is not aten.slice.Tensor:
+        return False
+    start, end, step = (list(node.args[2:]) + [None, None, None])[:3]
+    a, b = tensor_value(node.args[0]), tensor_value(node)
+    return (start in (None, 0) and (end is None or isinstance(end, int) and end >= 2 ** 62)
+            and step in (None, 1) and a is not None and b is not None
+            and same_shape(a.shape, b.shape))
+
+
 def _source(node: Node):
-    """The tensor a one-input step reads (its first argument)."""
-    return node.args[0] if node.args and isinstance(node.args[0], Node) else None
+    """The tensor a one-input step reads (its first argument), past no-op slices."""
+    src = node.args[0] if node.args and isinstance(node.args[0], Node) else None
+    while isinstance(src, Node) and _is_noop_slice(src):
+        src = src.args[0]
+    return src
 
 
 def _is_pure_index(node: Node) -> bool:

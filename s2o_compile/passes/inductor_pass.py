@@ -42,6 +42,11 @@ class S2OInductorPass(CustomGraphPass):
     def __call__(self, graph: Graph) -> None:
         self.reports.append(rewrite_sdpa(graph, self.config))
 
+    def __reduce__(self):
+        # torch 2.11 pickles the pass into the FX graph cache key: keep the key to the config,
+        # not the reports gathered so far.
+        return (type(self), (self.config,))
+
     def uuid(self) -> str:
         h = hashlib.sha256(repr(self.config).encode())
         for path in _sources():

@@ -100,9 +100,11 @@ def check_head_dim(c: SdpaCall):
 
 def check_seq_len(c: SdpaCall):
     q, k, v = (c.value(n) for n in ("query", "key", "value"))
-    if not (same_size(q.shape[2], k.shape[2]) and same_size(k.shape[2], v.shape[2])):
+    if not same_size(q.shape[2], k.shape[2]):
         return (f"q_len {q.shape[2]} != kv_len {k.shape[2]}: S2O serves self-attention prefill "
                 "(decode steps and cross-attention keep SDPA)")
+    if not same_size(k.shape[2], v.shape[2]):
+        return f"key length {k.shape[2]} and value length {v.shape[2]} are not provably equal"
     return None
 
 
