@@ -24,8 +24,8 @@ import math
 
 import torch
 
-_BAND_PAIRS = 6     # rotary pairs for the local band
-_SLASH_PAIRS = 4    # rotary pairs for slash lines
+_BAND_PAIRS = 8     # rotary pairs for the local band
+_SLASH_PAIRS = 8    # rotary pairs for slash lines
 _TOPICS = 24        # topic directions for vertical stripes
 
 
@@ -50,8 +50,11 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
     root = math.sqrt(D)  # pre-scale q so that logits = q . k / sqrt(D) carry the planted values
 
     g = _gen(seed, 0)
-    band_w = 2 * math.pi / torch.logspace(math.log10(256), math.log10(4096), _BAND_PAIRS)
-    slash_w = 2 * math.pi / torch.linspace(32, 128, _SLASH_PAIRS)
+    # Incommensurate (jittered, random) frequencies: a sum of cosines with commensurate periods
+    # would repeat, turning one slash line into a periodic grid of them.
+    jitter = 1 + 0.1 * torch.rand(_BAND_PAIRS, generator=g)
+    band_w = 2 * math.pi / (torch.logspace(math.log10(128), math.log10(8192), _BAND_PAIRS) * jitter)
+    slash_w = 2 * math.pi / (8 + 56 * torch.rand(_SLASH_PAIRS, generator=g))
     slash_off = torch.randint(64, 4096, (Hkv,), generator=g).float()
     n_regions = math.ceil(N / region)
     # Each (query head, region) favours 3 topics; each stripe key of a kv head carries one topic.
@@ -75,7 +78,7 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
 
         # local band: sum_r a^2 cos(w_r (i - j)) peaks at i == j
         ang = pos[:, None] * band_w[None, :].to(device, f)
-        a = math.sqrt(6.0 * c / _BAND_PAIRS)
+        a = math.sqrt(4.0 * c / _BAND_PAIRS)
         qc[..., 0:d_band:2] += a * torch.cos(ang)
         qc[..., 1:d_band:2] += a * torch.sin(ang)
         kc[..., 0:d_band:2] += a * torch.cos(ang)
@@ -84,7 +87,7 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
         # slash lines: keys carry the phase of j + offset, so logits peak at i - j == offset
         ang_q = pos[:, None] * slash_w[None, :].to(device, f)
         ang_k = (pos[None, :, None] + slash_off[:, None, None].to(device, f)) * slash_w.to(device, f)
-        a = math.sqrt(4.0 * c / _SLASH_PAIRS)
+        a = math.sqrt(3.0 * c / _SLASH_PAIRS)
         qc[..., o_slash:o_topic:2] += a * torch.cos(ang_q)
         qc[..., o_slash + 1:o_topic:2] += a * torch.sin(ang_q)
         kc[..., o_slash:o_topic:2] += a * torch.cos(ang_k)
@@ -94,15 +97,15 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
         stripe = torch.rand(B, Hkv, c1 - c0, generator=gc, device=device) < stripe_density
         topic = torch.randint(0, _TOPICS, (B, Hkv, c1 - c0), generator=gc, device=device)
         onehot = torch.nn.functional.one_hot(topic, _TOPICS).to(device, f) * stripe[..., None]
-        kc[..., o_topic:o_sink] += 3.0 * math.sqrt(c) * onehot
+        kc[..., o_topic:o_sink] += 3.3 * math.sqrt(c) * onehot
         reg = (pos.long() // region)
         fav = torch.nn.functional.one_hot(favour.to(device)[:, :, reg], _TOPICS).sum(-2).to(device, f)
-        qc[..., o_topic:o_sink] += 3.0 * math.sqrt(c) * fav
+        qc[..., o_topic:o_sink] += 3.3 * math.sqrt(c) * fav
 
         # attention sink: the first 4 keys
-        qc[..., o_sink] += 2.5 * math.sqrt(c)
+        qc[..., o_sink] += 3.2 * math.sqrt(c)
         sink = (pos < 4).to(device, f)
-        kc[..., o_sink] += 2.5 * math.sqrt(c) * sink
+        kc[..., o_sink] += 3.2 * math.sqrt(c) * sink
 
         q[:, :, c0:c1] = (qc * root).to(dtype)
         k[:, :, c0:c1] = kc.to(dtype)
