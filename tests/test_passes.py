@@ -1,4 +1,4 @@
-"""rewrite_sdpa on Dynamo and torch.export graphs: every eligibility branch, GQA, dead code, numerics."""
+"""rewrite_sdpa on Dynamo and torch.export graphs: each eligibility branch, GQA, dead code."""
 import logging
 import operator
 
@@ -36,6 +36,15 @@ def from_hidden(attend, Hq=4, Hkv=2, D=16):
         B, N, _ = x.shape
         q, k, v = x.view(B, N, Hq + 2 * Hkv, D).transpose(1, 2).split([Hq, Hkv, Hkv], dim=1)
         return attend(q, k, v)
+    return layer
+
+
+def from_hidden_with(attend, Hq=4, Hkv=2, D=16):
+    """from_hidden for attend(q, k, v, extra)."""
+    def layer(x, extra):
+        B, N, _ = x.shape
+        q, k, v = x.view(B, N, Hq + 2 * Hkv, D).transpose(1, 2).split([Hq, Hkv, Hkv], dim=1)
+        return attend(q, k, v, extra)
     return layer
 
 
@@ -171,7 +180,7 @@ class BufferMask(torch.nn.Module):
                                               enable_gqa=True)
 
 
-# --- rewritten ------------------------------------------------------------------------------------
+# --- rewritten ----------------------------------------------------------------------------------
 
 def test_is_causal_mha_is_rewritten():
     assert_rewritten(is_causal_call, *qkv(Hq=4, Hkv=4, seed=1))
@@ -241,7 +250,7 @@ def test_rewrite_is_logged(caplog):
     assert any("rewrote" in r.getMessage() and r.name == "s2o_compile" for r in caplog.records)
 
 
-# --- skipped ----------------------------------------------------------------------------------------
+# --- skipped ------------------------------------------------------------------------------------
 
 def test_padding_mask_is_skipped():
     q, k, v = qkv(seed=7)
@@ -256,11 +265,13 @@ def test_float_bias_mask_is_skipped():
 
 
 def test_sliding_window_is_skipped():
-    assert_skipped(sliding(16), *qkv(seed=9), check="causal", reason="not the causal lower triangle")
+    assert_skipped(sliding(16), *qkv(seed=9), check="causal",
+                   reason="not the causal lower triangle")
 
 
 def test_chunked_mask_is_skipped():
-    assert_skipped(chunked(32), *qkv(seed=10), check="causal", reason="not the causal lower triangle")
+    assert_skipped(chunked(32), *qkv(seed=10), check="causal",
+                   reason="not the causal lower triangle")
 
 
 def test_wide_window_static_graph_is_exact_at_its_only_size():
@@ -369,3 +380,27 @@ def test_report_lists_every_call_in_order():
     assert report.reasons() == [None, "causal"] and report.num_rewritten == 1
     assert "1 of 2 SDPA call(s) rewritten" in str(report)
     torch.testing.assert_close(out, two(q, k, v, torch.ones(2, 100)), rtol=1e-5, atol=1e-5)
+
+
+def test_mask_with_a_runtime_int_window_is_skipped():
+    """First graph: window 1000 is a constant, exposed at the larger size 2 * 1000 + 2. After the
+    window changes it becomes a symbol (automatic dynamic), i.e. runtime data: kept as well."""
+    def attend(q, k, v, window):
+        i = torch.arange(q.shape[2], device=q.device)
+        mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < window)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    reports = []
+
+    def backend(gm, example_inputs):
+        reports.append(rewrite_sdpa(gm, CFG))
+        return gm.forward
+
+    compiled = torch.compile(from_hidden_with(attend), backend=backend)
+    for window in (1000, 3, 5):
+        x = hidden(60, seed=window)
+        torch.testing.assert_close(compiled(x, window), from_hidden_with(attend)(x, window),
+                                   rtol=1e-5, atol=1e-5)
+    first, second = reports
+    assert only(first).check == "causal" and "at size 2002" in only(first).reason
+    assert only(second).check == "causal" and "not the causal lower triangle" in only(second).reason

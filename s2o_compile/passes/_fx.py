@@ -2,7 +2,8 @@
 
 Dynamo graphs keep a node's fake value in meta["example_value"], torch.export/ATen graphs in
 meta["val"]; the passes read whichever is there. Sizes are compared on their sympy expressions:
-asking ``SymInt == SymInt`` for a bool would install a guard after tracing, which a pass must not do.
+asking ``SymInt == SymInt`` for a bool would install a guard after tracing, which a pass must not
+do.
 """
 from __future__ import annotations
 
@@ -86,10 +87,15 @@ _INPLACE_OPERATORS = {operator.setitem, operator.iadd, operator.isub, operator.i
                       operator.irshift}
 
 
+_INPLACE_DUNDERS = {f"__i{op}__" for op in ("add", "sub", "mul", "matmul", "truediv", "floordiv",
+                                             "mod", "pow", "and", "or", "xor", "lshift", "rshift")}
+_INPLACE_DUNDERS.add("__setitem__")
+
+
 def _inplace_name(name: str) -> bool:
-    if name.startswith("__") and name.endswith("__"):
-        return name == "__setitem__" or name[2:3] == "i" and name not in ("__index__", "__int__",
-                                                                            "__invert__", "__iter__")
+    """Tensor.add_, Tensor.__iadd__, Tensor.__setitem__ ... (not __init__ or __invert__)."""
+    if name.startswith("__"):
+        return name in _INPLACE_DUNDERS
     return name.endswith("_")
 
 
@@ -114,7 +120,3 @@ def may_mutate(node: Node) -> bool:
     if isinstance(t, torch._ops.HigherOrderOperator):
         return True
     return _inplace_name(getattr(t, "__name__", ""))
-
-
-def input_nodes(node: Node) -> list[Node]:
-    return list(node.all_input_nodes)

@@ -12,6 +12,9 @@ instead of is_causal=True. Such a mask is accepted only when
    (Dynamo guards on shapes), so that size is evaluated. A dynamic graph is evaluated at two sizes:
    the traced one (capped) and a larger one that also exceeds every integer constant of the
    subgraph, so that a sliding window or a chunk (a constant such as 4096) shows up.
+
+For dynamic graphs step 4 is a test at two sizes, not a formal proof; the constant rule catches the
+masks models actually build (causal, sliding window, chunked, padded).
 """
 from __future__ import annotations
 
@@ -22,12 +25,12 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.fx import Graph, GraphModule, Node
 
-from ._fx import may_mutate, meta_value, size_expr, tensor_value
+from ._fx import may_mutate, meta_value, tensor_value
 
 MAX_MASK_ELEMENTS = 1 << 34  # largest static mask evaluated (the model builds the same mask itself)
 MAX_DYNAMIC_MASK_ELEMENTS = 1 << 28  # dynamic graphs: the sizes are ours to pick, keep them cheap
-DYNAMIC_SIZE_CAP = 2048      # dynamic graphs: sequence sizes of the first evaluation are capped here
-DYNAMIC_OTHER_CAP = 4        # ... and other sizes (batch) here
+DYNAMIC_SIZE_CAP = 2048      # dynamic graphs: first evaluation's sequence sizes are capped here
+DYNAMIC_OTHER_CAP = 4        # ... and its other sizes (batch) here
 SENTINEL = 1 << 31           # larger integer literals are "until the end" sentinels, not windows
 
 _SCALAR_TYPES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
@@ -102,8 +105,8 @@ def _largest_constant(nodes: set[Node]) -> int:
 def _free_symbols(x) -> set:
     if isinstance(x, (tuple, list, torch.Size)):
         return set().union(*(_free_symbols(y) for y in x)) if x else set()
-    e = size_expr(x) if isinstance(x, torch.SymInt) else getattr(getattr(x, "node", None), "expr", None)
-    return set(getattr(e, "free_symbols", ()))
+    node = getattr(x, "node", None)  # SymInt, SymFloat, SymBool; plain numbers have none
+    return set(getattr(getattr(node, "expr", None), "free_symbols", ()))
 
 
 def _shape_env(values):
@@ -133,6 +136,9 @@ def _evaluate(x, point: dict):
 def _points(mask_value: torch.Tensor, leaves: set[Node], nodes: set[Node]) -> list[dict]:
     """Symbol values at which to evaluate: [{}] for a static graph, two sizes for a dynamic one."""
     values = [meta_value(n) for n in leaves]
+    for n, v in zip(leaves, values):
+        if isinstance(v, torch.SymFloat) and _free_symbols(v):
+            raise NotProven(f"the mask depends on a runtime float ('{n.name}')")
     symbols = set().union(*(_free_symbols(v) for v in values)) if values else set()
     if not symbols:
         return [{}]
@@ -176,8 +182,8 @@ def _lower_triangle(m, n: int) -> bool:
     step = max(1, (1 << 24) // max(n, 1))
     for r0 in range(0, n, step):
         rows = torch.arange(r0, min(n, r0 + step), device=m.device)
-        want = cols[None, :] <= rows[:, None]
-        if not torch.equal(m[..., r0:r0 + len(rows), :], want.expand(m[..., r0:r0 + len(rows), :].shape)):
+        block = m[..., r0:r0 + len(rows), :]
+        if not torch.equal(block, (cols[None, :] <= rows[:, None]).expand(block.shape)):
             return False
     return True
 

@@ -31,7 +31,7 @@ def _sources() -> list[str]:
 
 
 class S2OInductorPass(CustomGraphPass):
-    """Rewrite eligible SDPA calls to S2O inside Inductor; one RewriteReport per graph in .reports."""
+    """Rewrite eligible SDPA calls to S2O inside Inductor; .reports: one RewriteReport per graph."""
 
     def __init__(self, config: S2OConfig | None = None):
         self.config = config if config is not None else S2OConfig()

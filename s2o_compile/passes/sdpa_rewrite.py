@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Graph, GraphModule, Node
 
-from .. import ops  # noqa: F401 - registers torch.ops.s2o.*
 from ..config import S2OConfig
 from ..kernels.triton_s2o import HEAD_DIMS
-from ..ops import config_args
+from ..ops import config_args  # importing ops registers torch.ops.s2o.*
 from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES
 from ._fx import (may_mutate, meta_value, same_size, shape_str, size_expr, static_int,
                   tensor_value, user_location, value_key)
@@ -180,28 +179,39 @@ def _scale_arg(c: SdpaCall):
     scale = c.args["scale"]
     if scale is None:
         return static_int(c.value("query").shape[-1]) ** -0.5
-    return scale
+    return float(scale) if isinstance(scale, (int, float)) else scale
+
+
+def _new_meta(node: Node) -> dict:
+    """Fake values for the op node and its getitem (out, density), under the graph's meta key."""
+    key = value_key(node)
+    if key is None:
+        return {}
+    out = meta_value(node)
+    density = out.new_empty((out.shape[0], out.shape[1]), dtype=torch.float32)
+    kept = {k: node.meta[k] for k in ("stack_trace", "nn_module_stack", "source_fn_stack")
+            if k in node.meta}
+    return {"op": {key: (out, density), **kept}, "out": {key: out, **kept}}
 
 
 def _replace(c: SdpaCall, cfg: S2OConfig) -> None:
+    """Swap the SDPA node for getitem(s2o.sparse_attention(...), 0); drop what only fed it."""
     node, graph = c.node, c.node.graph
+    meta = _new_meta(node)  # everything that can fail happens before the graph changes
+    args = (c.args["query"], c.k, c.v, _scale_arg(c), *config_args(cfg))
     with graph.inserting_before(node):
-        s2o = graph.call_function(S2O_OP, (c.args["query"], c.k, c.v, _scale_arg(c),
-                                           *config_args(cfg)))
+        s2o = graph.call_function(S2O_OP, args)
         out = graph.call_function(operator.getitem, (s2o, 0))
-    key = value_key(node)
-    if key is not None:
-        val = meta_value(node)
-        density = val.new_empty((val.shape[0], val.shape[1]), dtype=torch.float32)
-        s2o.meta[key], out.meta[key] = (val, density), val
-    for n in (s2o, out):
-        for k in ("stack_trace", "nn_module_stack", "source_fn_stack"):
-            if k in node.meta:
-                n.meta[k] = node.meta[k]
+    s2o.meta.update(meta.get("op", {}))
+    out.meta.update(meta.get("out", {}))
     inputs = node.all_input_nodes
     node.replace_all_uses_with(out)
     graph.erase_node(node)
-    _erase_dead(inputs)
+    try:
+        _erase_dead(inputs)
+    except Exception:  # noqa: BLE001 - leftovers only cost time, the rewrite itself is done
+        log.warning("s2o: could not remove dead nodes after rewriting %s", node.name,
+                    exc_info=True)
 
 
 def _erase_dead(nodes) -> None:
@@ -222,6 +232,16 @@ def _erase_dead(nodes) -> None:
         todo.extend(inputs)
 
 
+def _rewrite_note(c: SdpaCall) -> str:
+    hq, hk = c.value("query").shape[1], tensor_value(c.k).shape[1]
+    note = "replaced by s2o.sparse_attention"
+    if c.k is not c.args["key"]:
+        note += f" (repeat_kv removed: {hq} query heads read {hk} kv heads)"
+    elif hk != hq:
+        note += f" (native GQA: {hq} query heads read {hk} kv heads)"
+    return note
+
+
 def _decide(c: SdpaCall, cfg: S2OConfig) -> NodeReport:
     node = c.node
     shapes = " ".join(f"{n[0]}{shape_str(c.value(n))}" for n in ("query", "key", "value"))
@@ -232,7 +252,7 @@ def _decide(c: SdpaCall, cfg: S2OConfig) -> NodeReport:
         failure = first_failure(c)
         if failure is None:
             _replace(c, cfg)
-            report.decision, report.reason = REWRITTEN, "replaced by s2o.sparse_attention"
+            report.decision, report.reason = REWRITTEN, _rewrite_note(c)
             log.info("s2o: rewrote %s at %s (%s)", report.node, report.location, shapes)
             return report
         report.check, report.reason = failure
