@@ -27,20 +27,20 @@ def main():
         print(f"N={N} dense default {dense:.2f} ms", flush=True)
         base = S2OConfig(min_seq_len=0)
         for tau, rule in [(0.0, "gain"), (1e-2, "remaining"), (1e-3, "gain")]:
-            for bm, bn, nw, pf in [(128, 64, 8, False), (128, 64, 8, True), (128, 128, 8, True),
-                                   (64, 64, 4, True), (128, 64, 4, True)]:
+            for bm, bn, nw, chunk, st in [(128, 64, 8, 1, 2), (128, 64, 8, 4, 3), (128, 64, 8, 8, 3),
+                                          (128, 64, 8, 4, 2), (128, 128, 8, 4, 3), (64, 64, 4, 4, 3)]:
                 cfg = base.replace(threshold=tau, stop_rule=rule, block_m=bm, block_n=bn)
                 table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
-                T.PREFETCH = pf
+                run = lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
+                                                     num_warps=nw, num_stages=st, chunk=chunk)
                 try:
-                    out, vis = T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg, num_warps=nw)
+                    out, vis = run()
                     d = (T.pairs_from_visited(vis, N, cfg).double() / (N * (N + 1) / 2)).mean().item()
-                    t = bench(lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg, num_warps=nw))
-                    print(f"  tau={tau:<6g} {rule:9s} BM={bm:3d} BN={bn:3d} warps={nw} prefetch={pf:d}: "
+                    t = bench(run)
+                    print(f"  tau={tau:<6g} {rule:9s} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st}: "
                           f"{t:8.2f} ms density={d:.3f} eff={t / (d * dense):.2f}", flush=True)
                 except Exception as e:
-                    print(f"  BM={bm} BN={bn} warps={nw} prefetch={pf}: FAILED {type(e).__name__}: {str(e)[:120]}")
-        T.PREFETCH = True
+                    print(f"  BM={bm} BN={bn} warps={nw} chunk={chunk} stages={st}: FAILED {type(e).__name__}: {str(e)[:120]}")
         cfg = base
         S, BM = cfg.segment_size, cfg.block_m
         for ordering in ["tiers", "sort"]:

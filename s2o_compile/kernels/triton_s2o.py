@@ -27,7 +27,7 @@ from ..config import S2OConfig
 from .layout import num_segments, table_offsets
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
-PREFETCH = True  # hand-pipelined gathered walk (module switch for A/B measurements)
+WALK_CHUNK = 4  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
 
 
 def unsupported_reason(q: torch.Tensor) -> str | None:
@@ -200,13 +200,11 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                           D: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr,
-                          PREFETCH: tl.constexpr):
+                          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
-    # Heads of a GQA group are adjacent programs (K/V tiles shared in L2); the longest query
-    # tiles (the end of the sequence) start first.
-    bh = tl.program_id(0)
-    mt = N_MT - 1 - tl.program_id(1)
+    mt = tl.program_id(0)
+    bh = tl.program_id(1)
     b = bh // H_Q
     h = bh % H_Q
     hk = h // GROUP
@@ -253,27 +251,27 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     t = 0
     n_vis = 0
     go = P > 0
-    if PREFETCH:
-        # Software pipelining by hand (Triton does not pipeline a while loop): K/V of the next
-        # tile and the indices of the one after are loaded before the current tile's math.
-        ok_nxt = offs_n < P
-        idx = tl.load(t_base + offs_n, mask=ok_nxt, other=0).to(tl.int64)
-        k_nxt = tl.load(k_base + idx[:, None] * stride_kn, mask=ok_nxt[:, None], other=0.0)
-        v_nxt = tl.load(v_base + idx[:, None] * stride_vn, mask=ok_nxt[:, None], other=0.0)
-        idx_nxt = tl.load(t_base + BN + offs_n, mask=BN + offs_n < P, other=0).to(tl.int64)
+    if CHUNK > 1:
+        # The early stop needs a while loop, which Triton does not software-pipeline; an inner
+        # for loop over CHUNK tiles is pipelined. Its loads do not depend on the stop flag (so
+        # they can be issued ahead); tiles after a stop inside a chunk are masked out of the
+        # math, which keeps the result and the visit count equal to the plain walk.
+        live = go
         while go:
-            k = k_nxt
-            v = v_nxt
-            ok = ok_nxt
-            ok_nxt = t + BN + offs_n < P
-            k_nxt = tl.load(k_base + idx_nxt[:, None] * stride_kn, mask=ok_nxt[:, None], other=0.0)
-            v_nxt = tl.load(v_base + idx_nxt[:, None] * stride_vn, mask=ok_nxt[:, None], other=0.0)
-            pos2 = t + 2 * BN + offs_n
-            idx_nxt = tl.load(t_base + pos2, mask=pos2 < P, other=0).to(tl.int64)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
-            t += BN
-            n_vis += 1
-            go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING)
+            for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
+                pos = t + c * BN + offs_n
+                ok = pos < P
+                idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
+                k = tl.load(k_base + idx[:, None] * stride_kn, mask=ok[:, None], other=0.0)
+                v = tl.load(v_base + idx[:, None] * stride_vn, mask=ok[:, None], other=0.0)
+                use = ok & live
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, use[None, :], m_i, l_i, acc, qk_scale,
+                                                   IEEE)
+                n_vis += live.to(tl.int32)
+                live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
+                                            REMAINING)
+            t += CHUNK * BN
+            go = live & (t < P)
     else:
         while go:
             pos = t + offs_n
@@ -353,7 +351,7 @@ def _sorted_table(scores, offsets, N, cfg):
 
 
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
-                         num_stages=2):
+                         num_stages=3, chunk=None):
     """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt])."""
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
@@ -361,12 +359,13 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     n_mt = triton.cdiv(N, BM)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
-    _launch(_s2o_attention_kernel, (B * Hq, n_mt), q, k, v, out, table, offsets, visited,
+    chunk = WALK_CHUNK if chunk is None else chunk
+    _launch(_s2o_attention_kernel, (n_mt, B * Hq), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
-            REMAINING=cfg.stop_rule == "remaining", PREFETCH=PREFETCH,
+            REMAINING=cfg.stop_rule == "remaining", CHUNK=chunk, NUM_STAGES=num_stages,
             num_warps=num_warps or (8 if BM * D >= 128 * 128 else 4), num_stages=num_stages)
     return out, visited
 
