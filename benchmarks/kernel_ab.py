@@ -27,8 +27,8 @@ def main():
         print(f"N={N} dense default {dense:.2f} ms", flush=True)
         base = S2OConfig(min_seq_len=0)
         for tau, rule in [(0.0, "gain"), (1e-2, "remaining"), (1e-3, "gain")]:
-            for bm, bn, nw, chunk, st in [(128, 64, 8, 1, 2), (128, 64, 8, 4, 3), (128, 64, 8, 8, 3),
-                                          (128, 64, 8, 4, 2), (128, 128, 8, 4, 3), (64, 64, 4, 4, 3)]:
+            for bm, bn, nw, chunk, st in [(128, 64, 8, 8, 3), (128, 128, 8, 4, 3), (64, 64, 4, 4, 3),
+                                          (64, 64, 4, 8, 3), (64, 128, 4, 4, 3), (64, 128, 8, 4, 3)]:
                 cfg = base.replace(threshold=tau, stop_rule=rule, block_m=bm, block_n=bn)
                 table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
                 run = lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
@@ -43,10 +43,16 @@ def main():
                     print(f"  BM={bm} BN={bn} warps={nw} chunk={chunk} stages={st}: FAILED {type(e).__name__}: {str(e)[:120]}")
         cfg = base
         S, BM = cfg.segment_size, cfg.block_m
-        for ordering in ["tiers", "sort"]:
-            c = cfg.replace(ordering=ordering)
+        for ordering, bm, tiles in [("tiers", 128, (32, 64, 4)), ("tiers", 128, (64, 128, 8)),
+                                    ("tiers", 64, (32, 64, 4)), ("tiers", 64, (64, 128, 8)),
+                                    ("tiers", 64, (128, 64, 8)), ("sort", 128, (32, 64, 4))]:
+            c = cfg.replace(ordering=ordering, block_m=bm)
+            T.SCORE_TILES = tiles
+            ref_table, _ = T.build_index_table(q, k, 128 ** -0.5, c)
             t = bench(lambda: T.build_index_table(q, k, 128 ** -0.5, c))
-            print(f"  preprocess {ordering}: {t:.2f} ms ({100 * t / dense:.1f}% of dense)", flush=True)
+            print(f"  preprocess {ordering} BM={bm} score tiles {tiles}: {t:.2f} ms "
+                  f"({100 * t / dense:.1f}% of dense)", flush=True)
+        T.SCORE_TILES = (32, 64, 4)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             T.build_index_table(q, k, 128 ** -0.5, cfg)
             torch.cuda.synchronize()

@@ -28,6 +28,7 @@ from .layout import num_segments, table_offsets
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 WALK_CHUNK = 4  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
+SCORE_TILES = (32, 64, 4)  # prefix-score kernel: rep rows, keys per program, warps
 
 
 def unsupported_reason(q: torch.Tensor) -> str | None:
@@ -319,11 +320,11 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 
     scores = torch.empty(B, Hkv, total, dtype=torch.float32, device=q.device)
     segmax = torch.full((B, Hkv, G), float("-inf"), dtype=torch.float32, device=q.device)
-    BK = 64
+    RB, BK, warps = SCORE_TILES
     _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, G, total, scale,
-            cfg.sink_tokens, cfg.local_window, RB=max(32, TP), BK=BK,
-            IEEE=k.dtype == torch.float32, **meta)
+            cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
+            IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * Hkv), scores, segmax, offsets, table, G, total,
