@@ -43,7 +43,7 @@ class S2OConfig:
 
     threshold: float = 1e-3
     segment_size: int = 512
-    block_m: int = 128
+    block_m: int = 64
     block_n: int = 64
     sink_tokens: int = 64
     local_window: int = 512

@@ -27,8 +27,8 @@ from ..config import S2OConfig
 from .layout import num_segments, table_offsets
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
-WALK_CHUNK = 4  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
-SCORE_TILES = (32, 64, 4)  # prefix-score kernel: rep rows, keys per program, warps
+WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
+SCORE_TILES = (64, 128, 8)  # prefix-score kernel: rep rows, keys per program, warps
 
 
 def unsupported_reason(q: torch.Tensor) -> str | None:
