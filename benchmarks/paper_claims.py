@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from baselines import block_sparse_table
 from s2o_compile import S2OConfig
+from s2o_compile.cli_args import add_config_arguments, config_from_args
 from s2o_compile.kernels import layout
 from s2o_compile.kernels import reference as R
 from s2o_compile.workload import structured_qkv
@@ -214,15 +214,13 @@ def parse_args(argv=None):
                     help="index tables to sweep (s2o is compared with each other one)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     ap.add_argument("--kernel", choices=["auto", "reference", "triton"], default="auto",
-                    help="attention implementation: auto = Triton on CUDA, reference on CPU")
+                    help="attention implementation: auto = Triton on CUDA, reference on CPU "
+                         "(triton on CPU needs TRITON_INTERPRET=1 and tiny sizes)")
     ap.add_argument("--seed", type=int, default=0)
-    for f, kind in [("segment_size", int), ("block_m", int), ("block_n", int),
-                    ("sink_tokens", int), ("local_window", int), ("ordering", str),
-                    ("pooling", str), ("stop_rule", str)]:
-        ap.add_argument("--" + f.replace("_", "-"), type=kind, default=getattr(S2OConfig, f),
-                        help=f"S2OConfig.{f} (default %(default)s)")
     ap.add_argument("--out", default=None, help="JSON results file")
+    add_config_arguments(ap, exclude=("threshold", "min_seq_len"))
     args = ap.parse_args(argv)
+    args.config = config_from_args(ap, args, threshold=0.0, min_seq_len=0)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA GPU is available")
     if "s2o" not in args.methods:
@@ -239,13 +237,7 @@ def main(argv=None) -> dict:
     H = args.heads or (32 if on_gpu else 8)
     Hkv = args.kv_heads or (8 if on_gpu else 2)
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    try:
-        cfg = S2OConfig(min_seq_len=0, segment_size=args.segment_size, block_m=args.block_m,
-                        block_n=args.block_n, sink_tokens=args.sink_tokens,
-                        local_window=args.local_window, ordering=args.ordering,
-                        pooling=args.pooling, stop_rule=args.stop_rule)
-    except ValueError as e:
-        sys.exit(f"paper_claims: {e}")
+    cfg = args.config
     meta = dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
                 kernel="triton" if use_triton else "reference", torch=torch.__version__,
                 date=time.strftime("%Y-%m-%d"), heads=H, kv_heads=Hkv, head_dim=args.head_dim,

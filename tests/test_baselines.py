@@ -133,6 +133,7 @@ def test_paper_claims_end_to_end_small(tmp_path, capsys):
     assert "MSE ratio" in capsys.readouterr().out
 
 
-def test_paper_claims_rejects_bad_config():
-    with pytest.raises(SystemExit, match="block_n"):
+def test_paper_claims_rejects_bad_config(capsys):
+    with pytest.raises(SystemExit) as e:
         paper_claims.main(["--block-n", "48", "--seq-len", "64"])
+    assert e.value.code == 2 and "S2OConfig.block_n=48" in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""Operator benchmark: S2O vs the fastest dense SDPA backend, same run, same card.
+
+    python -m s2o_compile bench --seq-lens 8192 32768 131072 --taus 0 1e-3 1e-2
+    python benchmarks/bench_op.py ...          (the same, from a checkout)
+
+Llama-3.1-8B attention shapes by default (B 1, Hq 32, Hkv 8, D 128, bf16, causal) on the
+structured workload (s2o_compile/workload.py, a proxy of real heat maps). For each N and tau:
+S2O total time, its preprocessing (ranking + index table) and attention kernel separately, dense
+SDPA with the default backend, the FLASH backend and cuDNN, density, relative error and MSE
+against dense. Medians from triton.testing.do_bench. Writes JSON (--out) and prints a table.
+It lives in the package so that it runs after `pip install`; it needs a CUDA GPU (speed of the
+Triton kernels is what it measures: the CPU reference says nothing about it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import S2OConfig
+from .cli_args import add_config_arguments, config_from_args
+from .workload import structured_qkv
+
+HELP = "operator benchmark: S2O vs the fastest dense SDPA backend (needs a CUDA GPU)"
+NEEDS_GPU = ("s2o bench: needs a CUDA GPU (it times the Triton kernels against cuDNN/FLASH SDPA); "
+             "none is available here. On CPU, `python -m s2o_compile demo` shows density and "
+             "error with the PyTorch reference.")
+
+
+def _bench(fn, ms_budget=400):
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=ms_budget, return_mode="median")
+
+
+def dense_times(q, k, v) -> dict:
+    """Median ms of causal SDPA with the default backend, FLASH and cuDNN (None: refused)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    times = {}
+    for name, backends in [("default", None), ("flash", [SDPBackend.FLASH_ATTENTION]),
+                           ("cudnn", [SDPBackend.CUDNN_ATTENTION])]:
+        def run():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        try:
+            if backends is None:
+                times[name] = _bench(run)
+            else:
+                with sdpa_kernel(backends):
+                    run()
+                    times[name] = _bench(run)
+        except Exception as e:  # a backend that refuses these inputs is reported, not fatal
+            times[name] = None
+            print(f"  dense {name}: unavailable ({type(e).__name__}: {str(e)[:80]})")
+    return times
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[8192, 32768, 131072])
+    ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 1e-3, 3e-3, 1e-2])
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--out", default=None, help="JSON results file")
+    add_config_arguments(ap, exclude=("threshold", "min_seq_len"))
+
+
+def check_arguments(ap: argparse.ArgumentParser, args) -> S2OConfig:
+    """Usage errors (exit 2) for shapes and config; the returned config has threshold 0."""
+    if any(n < 1 for n in args.seq_lens):
+        ap.error("--seq-lens must be >= 1")
+    if any(not 0 <= t < 1 for t in args.taus):
+        ap.error("--taus must be in [0, 1)")
+    if args.heads < 1 or args.kv_heads < 1 or args.heads % args.kv_heads:
+        ap.error(f"--heads {args.heads} must be a positive multiple of --kv-heads {args.kv_heads}")
+    return config_from_args(ap, args, threshold=0.0, min_seq_len=0)
+
+
+def run(args, cfg0: S2OConfig) -> list[dict]:
+    """The benchmark proper (CUDA): one row per (N, tau)."""
+    import triton
+
+    from .kernels import triton_s2o as T
+
+    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__,
+                triton=triton.__version__, python=platform.python_version(),
+                date=time.strftime("%Y-%m-%d"), heads=args.heads, kv_heads=args.kv_heads,
+                head_dim=args.head_dim, dtype="bf16")
+    print(meta)
+    rows = []
+    for N in args.seq_lens:
+        q, k, v = structured_qkv(1, args.heads, args.kv_heads, N, args.head_dim, device="cuda")
+        ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).float()
+        dts = dense_times(q, k, v)
+        best = min(t for t in dts.values() if t is not None)
+        scale = args.head_dim ** -0.5
+        for tau in args.taus:
+            cfg = cfg0.replace(threshold=tau)
+            table, offsets = T.build_index_table(q, k, scale, cfg)
+            out, density = T.s2o_attention(q, k, v, scale, cfg)
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            mse = ((out.float() - ref) ** 2).mean().item()
+            t_pre = _bench(lambda: T.build_index_table(q, k, scale, cfg))
+            t_att = _bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
+            t_all = _bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
+            d = density.mean().item()
+            row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
+                       s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, dense_ms=dts,
+                       best_dense_ms=best, speedup=best / t_all, efficiency=t_all / (d * best),
+                       table_mib=table.numel() * 4 / 2**20,
+                       kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)
+            rows.append(row)
+            print(f"{cfg.stop_rule[:4]} {cfg.ordering[:4]} {cfg.pooling} N={N:6d} tau={tau:<7g} "
+                  f"density={d:.4f} err={err:.4f} s2o={t_all:8.2f}ms "
+                  f"(pre {t_pre:6.2f} att {t_att:8.2f}) dense={best:8.2f}ms "
+                  f"{' '.join(f'{k_}={v_:.2f}' for k_, v_ in dts.items() if v_)} "
+                  f"speedup={best / t_all:5.2f}x eff={t_all / (d * best):4.2f} "
+                  f"table={row['table_mib']:.0f}MiB kv={row['kv_mib']:.0f}MiB", flush=True)
+        del q, k, v, ref
+        torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    return rows
+
+
+def command(ap: argparse.ArgumentParser, args) -> int:
+    """Entry point of `python -m s2o_compile bench`: 0 on success, 1 without a GPU."""
+    cfg = check_arguments(ap, args)
+    if not torch.cuda.is_available():
+        print(NEEDS_GPU, file=sys.stderr)
+        return 1
+    run(args, cfg)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="bench_op.py", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return command(ap, ap.parse_args(argv))
