@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export import Dim
 
-from s2o_compile import S2OConfig, rewrite_sdpa
+from s2o_compile import S2OConfig, make_backend, rewrite_sdpa
 from s2o_compile.passes import sdpa_rewrite
 
 CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
@@ -204,6 +204,23 @@ def test_hf_style_mask_and_repeat_kv_are_unwrapped_and_removed():
     for gone in (torch.arange, operator.le, "expand", "reshape"):
         assert gone not in left, (gone, gm.code)
     assert "mask[2,1,100,100]" in node.shapes and "test_passes.py" in node.location
+
+
+def test_output_keeps_sdpa_layout_for_views_downstream():
+    """SDPA's output follows the query layout; HF-style [B, N, H, D] storage lets code .view() the
+    transposed output. The rewrite restores that layout (the op itself returns contiguous)."""
+    def attend_then_view(x):
+        B, N, _ = x.shape
+        q, k, v = x.view(B, N, 8, 16).transpose(1, 2).split([4, 2, 2], dim=1)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return o, o.transpose(1, 2).view(B, N, 64)
+
+    x = torch.randn(2, 100, 128, generator=torch.Generator().manual_seed(30))
+    (o, flat), report, gm = rewritten_run(attend_then_view, x)
+    assert only(report).rewritten
+    o_ref, flat_ref = attend_then_view(x)
+    assert o.stride() == o_ref.stride() != o.contiguous().stride()
+    torch.testing.assert_close(flat, flat_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_tril_mask_is_rewritten():
@@ -404,3 +421,19 @@ def test_mask_with_a_runtime_int_window_is_skipped():
     first, second = reports
     assert only(first).check == "causal" and "at size 2002" in only(first).reason
     assert only(second).check == "causal" and "not the causal lower triangle" in only(second).reason
+
+
+def test_mask_broadcasting_the_batch_is_skipped():
+    """A [2, 1, N, N] mask with a batch-1 query: SDPA's output takes the mask's batch. (Eager
+    SDPA refuses this; compiled SDPA computes it, hence aot_eager here.)"""
+    def attend(q, k, v):
+        n = q.shape[2]
+        mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril().expand(2, 1, n, n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    backend, q, k, v = make_backend(CFG, inner="aot_eager"), *qkv(B=1, seed=31)
+    out = torch.compile(attend, backend=backend)(q, k, v)
+    torch._dynamo.reset()
+    assert torch.equal(out, torch.compile(attend, backend="aot_eager")(q, k, v))
+    node = only(backend.reports[0])
+    assert node.check == "rank" and "broadcast" in node.reason and out.shape[0] == 2

@@ -62,6 +62,23 @@ def static_int(x) -> int | None:
         return None
 
 
+def hint(x) -> int | None:
+    """The traced value of a size (no guard); None for a data-dependent (unbacked) one."""
+    if isinstance(x, int):
+        return x
+    h = getattr(getattr(x, "node", None), "hint", None)
+    return int(h) if h is not None else None
+
+
+def layout_order(t: torch.Tensor) -> list[int] | None:
+    """t's dims from outermost to innermost in memory (from stride hints; ties keep logical
+    order). None when a stride is data-dependent."""
+    strides = [hint(s) for s in t.stride()]
+    if None in strides:
+        return None
+    return sorted(range(t.dim()), key=lambda d: -strides[d])
+
+
 def shape_str(t) -> str:
     if not isinstance(t, torch.Tensor):
         return "?"

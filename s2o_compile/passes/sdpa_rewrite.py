@@ -19,8 +19,8 @@ from ..config import S2OConfig
 from ..kernels.triton_s2o import HEAD_DIMS
 from ..ops import config_args  # importing ops registers torch.ops.s2o.*
 from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES
-from ._fx import (may_mutate, meta_value, same_size, shape_str, size_expr, static_int,
-                  tensor_value, user_location, value_key)
+from ._fx import (layout_order, may_mutate, meta_value, same_shape, same_size, shape_str,
+                  size_expr, static_int, tensor_value, user_location, value_key)
 from .causal_mask import prove_causal
 from .gqa import unwrap_pair
 from .report import REWRITTEN, SKIPPED, NodeReport, RewriteReport
@@ -30,6 +30,7 @@ log = logging.getLogger("s2o_compile")
 SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention,
                 torch.ops.aten.scaled_dot_product_attention.default)
 S2O_OP = torch.ops.s2o.sparse_attention.default
+aten = torch.ops.aten
 _PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
 _DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None,
              "enable_gqa": False}
@@ -44,6 +45,7 @@ class SdpaCall:
     proofs: dict | None = None  # mask proofs of this graph, shared: HF feeds one mask to all layers
     k: Node | None = None  # the K/V the op will read (repeat_kv undone)
     v: Node | None = None
+    order: list[int] | None = None  # memory order of SDPA's output, which the rewrite keeps
 
     def value(self, name):
         return tensor_value(self.args[name])
@@ -71,6 +73,10 @@ def check_rank(c: SdpaCall):
     q, k, v = vals
     if not (same_size(q.shape[0], k.shape[0]) and same_size(k.shape[0], v.shape[0])):
         return "query, key and value batch sizes differ (broadcast batch)"
+    out = tensor_value(c.node)
+    if out is None or not same_shape(out.shape, q.shape[:3] + v.shape[3:]):
+        return (f"SDPA's output {shape_str(out)} is not [B, Hq, N, Dv] of the query "
+                "(broadcast from the mask)")
     return None
 
 
@@ -152,6 +158,17 @@ def check_gqa(c: SdpaCall):
     return None
 
 
+def check_layout(c: SdpaCall):
+    """SDPA's output follows the query's memory layout (e.g. [B, N, H, D] storage for HF); the op
+    returns contiguous [B, H, N, D], so the rewrite restores SDPA's layout: later views depend on
+    it. That needs the layout to be known."""
+    out = tensor_value(c.node)
+    c.order = layout_order(out) if out is not None else None
+    if c.order is None:
+        return "the layout of SDPA's output is data-dependent"
+    return None
+
+
 CHECKS = (
     ("rank", check_rank),
     ("dtype", check_dtype),
@@ -160,6 +177,7 @@ CHECKS = (
     ("inference", check_inference),
     ("causal", check_causal),
     ("gqa", check_gqa),
+    ("layout", check_layout),
 )
 
 
@@ -182,30 +200,39 @@ def _scale_arg(c: SdpaCall):
     return float(scale) if isinstance(scale, (int, float)) else scale
 
 
-def _new_meta(node: Node) -> dict:
-    """Fake values for the op node and its getitem (out, density), under the graph's meta key."""
-    key = value_key(node)
-    if key is None:
-        return {}
-    out = meta_value(node)
-    density = out.new_empty((out.shape[0], out.shape[1]), dtype=torch.float32)
-    kept = {k: node.meta[k] for k in ("stack_trace", "nn_module_stack", "source_fn_stack")
-            if k in node.meta}
-    return {"op": {key: (out, density), **kept}, "out": {key: out, **kept}}
+def _restore_layout(order: list[int]):
+    """Steps (target, args, kwargs) giving a contiguous tensor the memory order `order`:
+    permute, copy to contiguous, permute back. The strides SDPA's output had, at one copy."""
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return [(aten.permute.default, (order,), {}),
+            (aten.clone.default, (), {"memory_format": torch.contiguous_format}),
+            (aten.permute.default, (inverse,), {})]
 
 
 def _replace(c: SdpaCall, cfg: S2OConfig) -> None:
-    """Swap the SDPA node for getitem(s2o.sparse_attention(...), 0); drop what only fed it."""
+    """Swap the SDPA node for getitem(s2o.sparse_attention(...), 0) in SDPA's output layout;
+    drop what only fed it. Fake values are computed before the graph changes."""
     node, graph = c.node, c.node.graph
-    meta = _new_meta(node)  # everything that can fail happens before the graph changes
+    steps = [] if c.order == sorted(c.order) else _restore_layout(c.order)
+    key, val = value_key(node), meta_value(node)
+    kept = {k: node.meta[k] for k in ("stack_trace", "nn_module_stack", "source_fn_stack")
+            if k in node.meta}
+    fakes = []
+    if key is not None:
+        fake = val.new_empty(val.shape)  # contiguous, as the op returns it
+        fakes = [(fake, val.new_empty((val.shape[0], val.shape[1]), dtype=torch.float32)), fake]
+        for target, args, kwargs in steps:
+            fakes.append(target(fakes[-1], *args, **kwargs))
     args = (c.args["query"], c.k, c.v, _scale_arg(c), *config_args(cfg))
     with graph.inserting_before(node):
-        s2o = graph.call_function(S2O_OP, args)
-        out = graph.call_function(operator.getitem, (s2o, 0))
-    s2o.meta.update(meta.get("op", {}))
-    out.meta.update(meta.get("out", {}))
+        new = [graph.call_function(S2O_OP, args)]
+        new.append(graph.call_function(operator.getitem, (new[0], 0)))
+        for target, step_args, kwargs in steps:
+            new.append(graph.call_function(target, (new[-1], *step_args), kwargs))
+    for n, fake in zip(new, fakes):
+        n.meta.update({key: fake, **kept})
     inputs = node.all_input_nodes
-    node.replace_all_uses_with(out)
+    node.replace_all_uses_with(new[-1])
     graph.erase_node(node)
     try:
         _erase_dead(inputs)
