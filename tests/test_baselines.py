@@ -105,8 +105,17 @@ def test_compare_recovers_known_ratios():
     assert c["matched_density"] and c["matched_mse"]
     assert all(p["mse_ratio"] == pytest.approx(16) for p in c["matched_density"])
     assert all(p["density_ratio"] == pytest.approx(2) for p in c["matched_mse"])
-    assert c["mse_ratio_geomean"] == pytest.approx(16)
-    assert c["density_ratio_geomean"] == pytest.approx(2)
+    assert c["mse_ratio_median"] == pytest.approx(16) == c["mse_ratio_sparsest"]
+    assert c["density_ratio_median"] == pytest.approx(2) == c["density_ratio_sparsest"]
+
+
+def test_compare_leaves_out_points_in_the_rounding_floor():
+    rows = [dict(method=m, density=d, prefix_density=d, mse=e * f)
+            for m, f in (("s2o", 1), ("block", 4)) for d, e in ((0.2, 1e-2), (0.5, 1e-4),
+                                                                (0.8, 1e-6))]
+    c = paper_claims.compare(rows, "s2o", "block", mse_floor=1.5e-6)
+    assert [d for d, _ in c["front"]["s2o"]] == [0.2, 0.5]  # 1e-6 < 2 x floor: rounding
+    assert [d for d, _ in c["front"]["block"]] == [0.2, 0.5, 0.8]
 
 
 def test_compare_says_when_curves_cannot_be_compared():
@@ -114,7 +123,7 @@ def test_compare_says_when_curves_cannot_be_compared():
             dict(method="block", density=0.5, prefix_density=0.5, mse=1e-2),
             dict(method="block", density=0.7, prefix_density=0.7, mse=1e-3)]
     c = paper_claims.compare(rows, "s2o", "block")
-    assert c["mse_ratio_geomean"] is None and "fewer than 2" in c["note"]
+    assert c["mse_ratio_median"] is None and "fewer than 2" in c["note"]
 
 
 def test_paper_claims_end_to_end_small(tmp_path, capsys):
@@ -131,6 +140,18 @@ def test_paper_claims_end_to_end_small(tmp_path, capsys):
     assert {(c["baseline"], c["x"]) for c in run["comparisons"]} == {
         (b, x) for b in ("block", "block-mean") for x in ("density", "prefix_density")}
     assert "MSE ratio" in capsys.readouterr().out
+
+
+def test_paper_claims_bfloat16_measures_the_rounding_floor(capsys):
+    result = paper_claims.main(["--seq-len", "256", "--heads", "2", "--kv-heads", "1",
+                                "--head-dim", "64", "--segment-size", "64", "--block-m", "32",
+                                "--block-n", "16", "--sink-tokens", "16", "--local-window", "32",
+                                "--device", "cpu", "--dtype", "bfloat16", "--taus", "0.01", "0.5",
+                                "--methods", "s2o", "block"])
+    (run,) = result["runs"]
+    assert 0 < run["mse_floor"] < min(r["mse"] for r in run["rows"])
+    assert all(c["mse_floor"] == run["mse_floor"] for c in run["comparisons"])
+    assert "rounding floor" in capsys.readouterr().out
 
 
 def test_paper_claims_rejects_bad_config(capsys):
