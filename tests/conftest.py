@@ -35,3 +35,14 @@ def qkv(B, Hq, Hkv, N, D, dtype=torch.float32, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
     mk = lambda h: torch.randn(B, h, N, D, generator=g).to(dtype=dtype, device=device)  # noqa: E731
     return mk(Hq), mk(Hkv), mk(Hkv)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Counts of rewrites and of skips per reason from tests/test_fuzz_backend.py, when it ran."""
+    import sys
+
+    stats = getattr(sys.modules.get("test_fuzz_backend"), "STATS", None)
+    if stats:
+        terminalreporter.write_sep("-", "S2O fuzz: SDPA calls rewritten / skipped per reason")
+        for key, n in sorted(stats.items()):
+            terminalreporter.write_line(f"{key:<28}{n}")
