@@ -29,8 +29,10 @@ class S2OConfig:
     block_n:       keys per tile, both in the dense pass and in the gathered walk.
     sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
     local_window:  keys right before the segment, always attended densely (local band).
-    ordering:      "tiers" (discrete priority tiers, original order inside a tier: no sort) or
-                   "sort" (full descending sort of the estimated scores).
+    ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/64 logit:
+                   effectively a full sort, done as a 16-bit radix sort) or "tiers" (num_tiers
+                   tiers of tier_width logits, original order inside a tier: a counting sort,
+                   cheaper but far less accurate at long N, see BENCHMARKS.md).
     num_tiers:     number of priority tiers for ordering="tiers".
     tier_width:    width of a tier in logits (nats) below the segment's best estimated score.
     pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query, the
@@ -47,7 +49,7 @@ class S2OConfig:
     block_n: int = 64
     sink_tokens: int = 64
     local_window: int = 512
-    ordering: str = "tiers"
+    ordering: str = "sort"
     num_tiers: int = 16
     tier_width: float = 1.0
     pooling: str = "max"

@@ -59,7 +59,7 @@ def test_tiers_visit_in_non_increasing_estimated_importance():
     seg = R.segments(300, 64, cfg.sink_tokens, cfg.local_window)[-1]
     scores = R.segment_scores(q[:, :, seg.start:seg.end], k[:, :, seg.sink_end:seg.lo], 0.125, cfg)
     order = R.order_prefix(scores, cfg)
-    tiers = torch.gather(R.tiers_of(scores, cfg), -1, order)
+    tiers = torch.gather(R.priority_of(scores, cfg), -1, order)
     assert torch.all(tiers[..., 1:] >= tiers[..., :-1])
     assert tiers.min() == 0 and tiers.max() > 1  # several tiers really used
 

@@ -47,23 +47,32 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
     return scores.amax(dim=2)
 
 
-def order_prefix(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
-    """Visiting order of the prefix keys (positions into the prefix), most important first.
+# ordering="sort" orders by the gap to the segment's best score quantized to 1/64 logit: finer
+# than any score error, and a 16-bit key, so the GPU's radix sort needs 2 passes, not 4.
+SORT_STEPS_PER_LOGIT = 64
+SORT_MAX_KEY = 32767
 
-    "sort": stable descending sort of the scores. "tiers": tier = floor((best - score) /
-    tier_width), capped at num_tiers - 1; tiers in ascending order, original order inside a tier.
-    NaN scores go last.
+
+def order_prefix(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
+    """Visiting order of the prefix keys (positions into the prefix), most important first:
+    a stable ascending sort of priority_of(scores) (original order among equal priorities)."""
+    return torch.sort(priority_of(scores, cfg), dim=-1, stable=True).indices
+
+
+def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
+    """Priority of each prefix key, 0 first: floor((best - score) / width), capped.
+
+    "tiers": width tier_width, at most num_tiers tiers (a counting sort on the GPU).
+    "sort": width 1/64 logit, at most 32768 steps (a 16-bit radix sort on the GPU).
+    NaN scores get the last priority.
     """
     if cfg.ordering == "sort":
-        return torch.sort(torch.nan_to_num(scores, nan=-math.inf), dim=-1, descending=True,
-                          stable=True).indices
-    return torch.sort(tiers_of(scores, cfg), dim=-1, stable=True).indices
-
-
-def tiers_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
+        width, last = 1.0 / SORT_STEPS_PER_LOGIT, SORT_MAX_KEY
+    else:
+        width, last = cfg.tier_width, cfg.num_tiers - 1
     best = scores.amax(dim=-1, keepdim=True)
-    tier = torch.floor((best - scores) / cfg.tier_width)
-    return torch.nan_to_num(tier, nan=cfg.num_tiers - 1.0).clamp(0, cfg.num_tiers - 1).to(torch.int32)
+    prio = torch.floor((best - scores) / width)
+    return torch.nan_to_num(prio, nan=float(last)).clamp(0, last).to(torch.int32)
 
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,

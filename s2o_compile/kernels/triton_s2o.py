@@ -25,6 +25,7 @@ from torch.library import wrap_triton
 
 from ..config import S2OConfig
 from .layout import num_segments, table_offsets
+from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
@@ -331,12 +332,13 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
                 cfg.sink_tokens, float(cfg.tier_width), SEG=S, NT=cfg.num_tiers,
                 TP=triton.next_power_of_2(cfg.num_tiers), CH=256)
     else:
-        table.copy_(_sorted_table(scores, offsets, N, cfg))
+        table.copy_(_sorted_table(scores, segmax, offsets, N, cfg))
     return table, offsets
 
 
-def _sorted_table(scores, offsets, N, cfg):
-    """ordering="sort": stable descending sort per segment on a padded [B, Hkv, G, Pmax] copy."""
+def _sorted_table(scores, segmax, offsets, N, cfg):
+    """ordering="sort": a stable sort per segment of the 16-bit priority (reference.priority_of)
+    on a padded [B, Hkv, G, Pmax] copy; padding takes the last key and sorts after real keys."""
     B, Hkv, total = scores.shape
     S = cfg.segment_size
     G = num_segments(N, S)
@@ -344,9 +346,11 @@ def _sorted_table(scores, offsets, N, cfg):
     e = torch.arange(total, device=scores.device)
     seg = torch.searchsorted(offsets, e, right=True) - 1
     col = e - offsets[seg]
-    padded = torch.full((B, Hkv, G, p_max), float("-inf"), device=scores.device)
-    padded[:, :, seg, col] = torch.nan_to_num(scores, nan=float("-inf"))
-    order = torch.sort(padded, dim=-1, descending=True, stable=True).indices
+    gap = (segmax[:, :, seg] - scores) * SORT_STEPS_PER_LOGIT
+    prio = torch.nan_to_num(torch.floor(gap), nan=SORT_MAX_KEY).clamp(0, SORT_MAX_KEY)
+    padded = torch.full((B, Hkv, G, p_max), SORT_MAX_KEY, dtype=torch.int16, device=scores.device)
+    padded[:, :, seg, col] = prio.to(torch.int16)
+    order = torch.sort(padded, dim=-1, stable=True).indices
     sink_end = torch.clamp(seg * S, max=cfg.sink_tokens)
     return (order[:, :, seg, col] + sink_end).to(torch.int32)
 
