@@ -142,6 +142,31 @@ def test_grad_mode_keeps_every_call_and_backward_works():
     assert model.layers[0].qkv.weight.grad is not None
 
 
+@pytest.mark.parametrize("where", ["around", "inside"])
+def test_autocast_calls_keep_sdpa_dtype(where):
+    """Under autocast SDPA runs in bfloat16 on float32 inputs; the op has no autocast rule and
+    would return float32: the call is kept (same dtype and values as plain torch.compile)."""
+    def attend(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def attend_autocast(q, k, v):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return attend(q, k, v)
+
+    fn = attend if where == "around" else attend_autocast
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(1, h, 70, 32, generator=g) for h in (4, 2, 2))
+    backend = make_backend(CFG, inner="aot_eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=where == "around"):
+        out = torch.compile(fn, backend=backend)(q, k, v)
+        torch._dynamo.reset()
+        plain = torch.compile(fn, backend="aot_eager")(q, k, v)
+    assert out.dtype == plain.dtype == torch.bfloat16
+    assert torch.equal(out, plain)
+    assert decisions(backend) == [["dtype"]]
+    assert "autocast" in backend.reports[0].nodes[0].reason
+
+
 def test_two_configs_in_one_process():
     """Two models (and one function) compiled with different configs: each gets its own op
     arguments, Inductor's caches do not mix them, and recompiling one leaves the other alone."""

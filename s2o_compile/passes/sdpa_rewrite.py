@@ -86,6 +86,10 @@ def check_dtype(c: SdpaCall):
         return f"dtype {q.dtype} is not supported (float16, bfloat16, float32)"
     if k.dtype != q.dtype or v.dtype != q.dtype:
         return f"mixed dtypes q={q.dtype} k={k.dtype} v={v.dtype}"
+    out = tensor_value(c.node)
+    if out is not None and out.dtype != q.dtype:  # autocast casts SDPA's inputs, not the op's
+        return (f"SDPA returns {out.dtype} from {q.dtype} inputs (autocast): the op would "
+                f"return {q.dtype}")
     return None
 
 
