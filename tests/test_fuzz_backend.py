@@ -2,7 +2,8 @@
 
 Each example draws one scaled_dot_product_attention call (batch, lengths, head dims, dtype,
 is_causal, mask kind and broadcast shape, dropout, GQA, scale, input layout, grad, dynamic
-shapes, a layout-sensitive op after the call), compiles it through an S2O backend (tau = 0, so a
+shapes, a second call at another length (recompilation), autocast, a layout-sensitive op after
+the call), compiles it through an S2O backend (tau = 0, so a
 rewritten call must equal dense attention up to rounding) and through plain torch.compile with
 the same inner compiler, and compares:
   - not rewritten: bitwise equal (NaN == NaN);
@@ -20,6 +21,7 @@ Inductor's codegen, ~0.1 s per compile on CPU instead of ~2 s; a few examples go
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4),
 
 MASKS = ("none", "shape_causal", "tril", "input_causal", "padding", "float_causal",
          "float_bias_input", "strict", "window", "all_true")
+MASK_INPUTS = ("input_causal", "padding", "float_bias_input")
 MASKS_IN_GRAPH = ("shape_causal", "tril", "float_causal", "strict", "window", "all_true")
 MASK_SHAPES = ("NN", "1NN", "11NN", "B1NN", "BHNN", "1HNN", "over_batch", "5d")
 LAYOUTS = ("contiguous", "transposed", "nbhd", "packed", "strided_last", "expanded_batch",
@@ -83,6 +86,8 @@ class Call:
     #               "separate": q, k, v inputs each with a dynamic N (unrelated symbols)
     post: str
     seed: int
+    autocast: bool = False  # run under torch.autocast("cpu", bfloat16)
+    recall: int = 0  # > 0: call again at N + recall (Dynamo recompiles, automatic dynamic)
 
 
 @st.composite
@@ -124,8 +129,10 @@ def calls(draw) -> Call:
     if post == "view" and layout not in ("transposed", "packed", "mixed"):
         post = "flatten"  # .view needs SDPA's [B, N, H, D] output storage, i.e. such a q
     seed = draw(st.integers(0, 2 ** 16))
+    autocast = draw(st.integers(0, 9)) == 9
+    recall = draw(st.sampled_from([0, 0, 0, 5, 64]))
     return Call(B, Hq, Hkv, N, Nkv, D, Dv, kv_batch, dtype, is_causal, mask, mask_shape, dropout,
-                enable_gqa, scale, layout, requires_grad, dynamic, post, seed)
+                enable_gqa, scale, layout, requires_grad, dynamic, post, seed, autocast, recall)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -246,16 +253,22 @@ def make_fn(c: Call):
 
 # --- running -------------------------------------------------------------------------------------
 
-def run_compiled(fn, args, backend, c: Call):
+def run_compiled(fn, calls_args, backend, c: Call):
+    """Compile fn once and call it on each argument tuple: ([(output, graphs compiled so far)],
+    None) or (None, error)."""
     torch._dynamo.reset()
-    if c.dynamic == "shared":
-        torch._dynamo.mark_dynamic(args[0], 1)
-    elif c.dynamic == "separate":
-        for t in args[:3]:
-            torch._dynamo.mark_dynamic(t, 2)
+    for args in calls_args:
+        if c.dynamic == "shared":
+            torch._dynamo.mark_dynamic(args[0], 1)
+        elif c.dynamic == "separate":
+            for t in args[:3]:
+                torch._dynamo.mark_dynamic(t, 2)
     torch.manual_seed(c.seed)  # same dropout mask in both runs
     try:
-        return torch.compile(fn, backend=backend)(*args), None
+        compiled = torch.compile(fn, backend=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.autocast):
+            return [(compiled(*args), len(getattr(backend, "reports", ())))
+                    for args in calls_args], None
     except Exception as e:  # noqa: BLE001 - compared below: both paths must fail alike
         return None, e
 
@@ -268,12 +281,14 @@ def strides(t):
 def check_call(c: Call, inner: str = INNER):
     """Compile one call both ways and compare. Returns the S2O decision: "rewritten",
     "skipped:<check>", or "error:both raised"."""
-    args = make_qkv(c) + ((mask_input(c),) if c.mask in ("input_causal", "padding",
-                                                        "float_bias_input") else ())
+    variants = [c] + ([dataclasses.replace(c, N=c.N + c.recall, Nkv=c.Nkv + c.recall,
+                                           seed=c.seed + 1)] if c.recall else [])
+    calls_args = [make_qkv(x) + ((mask_input(x),) if x.mask in MASK_INPUTS else ())
+                  for x in variants]
     fn = make_fn(c)
-    expected, plain_error = run_compiled(fn, args, inner, c)
+    expected, plain_error = run_compiled(fn, calls_args, inner, c)
     backend = make_backend(CFG, inner=inner)
-    out, s2o_error = run_compiled(fn, args, backend, c)
+    outs, s2o_error = run_compiled(fn, calls_args, backend, c)
     nodes = [n for r in backend.reports for n in r.nodes]
     if plain_error is not None:
         assert s2o_error is not None, (
@@ -281,19 +296,36 @@ def check_call(c: Call, inner: str = INNER):
             f"{[str(n) for n in nodes]}")
         return "error:both raised"
     assert s2o_error is None, f"only the S2O backend raised: {s2o_error!r}"
-    assert len(nodes) == 1, f"the backend did not see exactly one SDPA call: {backend.reports}"
-    node = nodes[0]
+    assert all(len(r.nodes) == 1 for r in backend.reports), backend.reports
+    for x, (out, graphs), (want, _) in zip(variants, outs, expected):
+        assert graphs >= 1, "the S2O backend compiled nothing (Dynamo fell back to eager?)"
+        compare(x, nodes[graphs - 1], out, want)  # the graph that ran this call
+    return "rewritten" if nodes[0].rewritten else f"skipped:{nodes[0].check}"
+
+
+def mask_is_causal(c: Call) -> bool:
+    """Whether the call's mask (if any) is the causal lower triangle at its own length, in a
+    shape that does not broadcast SDPA's output beyond q's."""
+    if c.mask == "none":
+        return c.is_causal
+    if c.mask in MASK_INPUTS or c.mask_shape in ("over_batch", "5d"):
+        return False
+    return {"shape_causal": True, "tril": True, "float_causal": False, "strict": False,
+            "window": c.N <= 5, "all_true": c.N == 1}[c.mask]
+
+
+def compare(c: Call, node, out, expected):
+    """One output of the S2O-compiled call against plain torch.compile's."""
     assert out.shape == expected.shape and out.dtype == expected.dtype
     assert strides(out) == strides(expected), (out.stride(), expected.stride(), str(node))
     if not node.rewritten:
         assert torch.equal(out.nan_to_num(7.0), expected.nan_to_num(7.0)) and torch.equal(
             out.isnan(), expected.isnan()), f"not rewritten, yet the output changed: {node}"
-        return f"skipped:{node.check}"
+        return
     assert c.dropout == 0 and not c.requires_grad and c.N == c.Nkv, f"wrongly rewritten: {node}"
-    assert c.mask not in ("input_causal", "padding", "float_bias_input", "float_causal",
-                          "strict", "window", "all_true"), f"wrongly rewritten: {node}"
+    assert mask_is_causal(c), f"wrongly rewritten: {node}"
+    assert not c.autocast or c.dtype == torch.bfloat16, f"rewritten under autocast: {node}"
     torch.testing.assert_close(out, expected, **TOL[c.dtype], msg=lambda m: f"{node}\n{m}")
-    return "rewritten"
 
 
 @settings(parent=settings.get_profile(PROFILE))
