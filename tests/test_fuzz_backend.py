@@ -3,9 +3,9 @@
 Each example draws one scaled_dot_product_attention call (batch, lengths, head dims, dtype,
 is_causal, mask kind and broadcast shape, dropout, GQA, scale, input layout, grad, dynamic
 shapes, a second call at another length (recompilation), autocast, a layout-sensitive op after
-the call), compiles it through an S2O backend (tau = 0, so a
-rewritten call must equal dense attention up to rounding) and through plain torch.compile with
-the same inner compiler, and compares:
+the call), compiles it through an S2O backend (tau = 0, so a rewritten call must equal dense
+attention up to rounding) and through plain torch.compile with the same inner compiler, and
+compares:
   - not rewritten: bitwise equal (NaN == NaN);
   - rewritten: close at the dtype's tolerance, same shape, dtype and strides;
   - the call raises in plain torch.compile: it raises through the S2O backend too.
