@@ -59,6 +59,17 @@ MASKS = ("none", "shape_causal", "tril", "input_causal", "padding", "float_causa
 MASK_INPUTS = ("input_causal", "padding", "float_bias_input")
 MASKS_IN_GRAPH = ("shape_causal", "tril", "float_causal", "strict", "window", "all_true")
 MASK_SHAPES = ("NN", "1NN", "11NN", "B1NN", "BHNN", "1HNN", "over_batch", "5d")
+# k/v head repetitions: query head h must read kv head h // n_rep (HF's repeat_kv); "tile"
+# makes it read h % Hkv instead, which the rewrite must not mistake for repeat_kv.
+REPEATS = {
+    "hf": lambda x, n: x[:, :, None, :, :].expand(x.shape[0], x.shape[1], n, *x.shape[2:])
+                                          .reshape(x.shape[0], x.shape[1] * n, *x.shape[2:]),
+    "interleave": lambda x, n: x.repeat_interleave(n, dim=1),
+    "tile": lambda x, n: x.repeat(1, n, 1, 1),
+    "tile_expand": lambda x, n: x[:, None].expand(x.shape[0], n, *x.shape[1:])
+                                          .reshape(x.shape[0], n * x.shape[1], *x.shape[2:]),
+    "hf_k_tile_v": None,  # k repeated HF-style, v tiled
+}
 LAYOUTS = ("contiguous", "transposed", "nbhd", "packed", "strided_last", "expanded_batch",
            "mixed")
 
@@ -88,51 +99,63 @@ class Call:
     seed: int
     autocast: bool = False  # run under torch.autocast("cpu", bfloat16)
     recall: int = 0  # > 0: call again at N + recall (Dynamo recompiles, automatic dynamic)
+    repeat: str = ""  # k/v heads repeated in the graph before SDPA (see REPEATS)
 
 
 @st.composite
 def calls(draw) -> Call:
-    B = draw(st.sampled_from([1, 2, 3]))
-    N = draw(st.sampled_from([1, 2, 7, 16, 33, 63, 65, 97, 130, 161]))
-    Nkv = N
-    if draw(st.integers(0, 9)) == 9:  # decode step / chunked prefill: q_len != kv_len
-        Nkv = N + draw(st.sampled_from([1, 17]))
-    Hq, Hkv = draw(st.sampled_from([(1, 1), (2, 2), (4, 4), (4, 2), (4, 1), (6, 2), (6, 3)]))
-    D = draw(st.sampled_from([32, 64, 80, 128, 256]))
-    Dv = D if draw(st.integers(0, 9)) < 9 else D // 2  # SDPA allows another value head dim
-    kv_batch = B if draw(st.integers(0, 9)) < 9 else 1  # SDPA broadcasts a batch-1 k/v
-    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
-    mask = draw(st.sampled_from(("none", "shape_causal") + MASKS))
-    mask_shape = draw(st.sampled_from(MASK_SHAPES[:6] * 3 + MASK_SHAPES[6:]))
+    """One SDPA call. Half of the draws aim at an eligible call (the rewrite is where a wrong
+    answer can come from): they keep every dimension that does not decide eligibility random
+    (sizes, dtype, GQA, scale, layouts, dynamic shapes, recompilation, the op after the call)
+    and pick the deciding ones (mask, causality, dropout, grad, lengths) from the eligible side."""
+    eligible = draw(st.booleans())
+
+    def pick(values, eligible_values=None):
+        return draw(st.sampled_from(eligible_values if eligible and eligible_values else values))
+
+    B = pick([1, 2, 3])
+    N = pick([1, 2, 7, 16, 33, 63, 65, 97, 130, 161])
+    Nkv = N + pick([0] * 9 + [1, 17], [0])  # != N: decode step / chunked prefill
+    Hq, Hkv = pick([(1, 1), (2, 2), (4, 4), (4, 2), (4, 1), (6, 2), (6, 3)])
+    D = pick([32, 64, 80, 128, 256])
+    Dv = pick([D] * 9 + [D // 2], [D])  # SDPA allows another value head dim
+    kv_batch = pick([B] * 9 + [1], [B])  # SDPA broadcasts a batch-1 k/v
+    dtype = pick([torch.float32, torch.float16, torch.bfloat16])
+    mask = pick(("none", "shape_causal") + MASKS, ("none", "none", "shape_causal", "tril"))
+    mask_shape = pick(MASK_SHAPES[:6] * 3 + MASK_SHAPES[6:], MASK_SHAPES[:6])
     if mask == "padding" and "B" not in mask_shape:
         mask_shape = "B1NN"
     # a mask with is_causal=True: SDPA's CPU kernel applies both, its meta function raises
-    is_causal = draw(st.sampled_from([True, True, False] if mask == "none"
-                                     else [False] * 7 + [True]))
-    dropout = draw(st.sampled_from([0.0] * 7 + [0.1]))
-    # enable_gqa=False with Hkv=1 < Hq is SDPA's head broadcast; other head mismatches need GQA
-    if Hq == Hkv or Hkv == 1:
-        enable_gqa = draw(st.booleans())
+    if mask == "none":
+        is_causal = pick([True, True, False], [True])
     else:
-        enable_gqa = True
+        is_causal = pick([False] * 7 + [True], [False])
+    dropout = pick([0.0] * 7 + [0.1], [0.0])
+    # enable_gqa=False with Hkv=1 < Hq is SDPA's head broadcast; other head mismatches need GQA
+    enable_gqa = draw(st.booleans()) if Hq == Hkv or Hkv == 1 else True
     # scale <= 0 is left out: SDPA's CPU flash kernel returns NaN for it (torch bug, see
     # tests/test_nan_inf.py::test_sdpa_cpu_nonpositive_scale_is_nan_s2o_is_not), S2O does not.
-    scale = draw(st.sampled_from([None, None, 0.125, 0.5, 1.3]))
-    layout = draw(st.sampled_from(LAYOUTS))
-    requires_grad = draw(st.integers(0, 9)) == 9
+    scale = pick([None, None, 0.125, 0.5, 1.3])
+    layout = pick(LAYOUTS)
+    requires_grad = pick([False] * 9 + [True], [False])
     dynamic = ""
-    if N >= 2 and Nkv == N and mask not in ("input_causal", "padding", "float_bias_input"):
-        dynamic = draw(st.sampled_from(["", "", "", "", "shared", "shared", "separate"]))
+    if N >= 2 and Nkv == N and mask not in MASK_INPUTS:
+        dynamic = pick(["", "", "", "", "shared", "shared", "separate"])
     if dynamic == "shared":
         Dv, kv_batch, layout = D, B, "packed"
-    post = draw(st.sampled_from(["none", "none", "flatten", "view"]))
+    post = pick(["none", "none", "flatten", "view"])
     if post == "view" and layout not in ("transposed", "packed", "mixed"):
         post = "flatten"  # .view needs SDPA's [B, N, H, D] output storage, i.e. such a q
     seed = draw(st.integers(0, 2 ** 16))
-    autocast = draw(st.integers(0, 9)) == 9
-    recall = draw(st.sampled_from([0, 0, 0, 5, 64]))
+    autocast = pick([False] * 9 + [True], [False])
+    recall = pick([0, 0, 0, 5, 64])
+    repeat = ""
+    if Hq != Hkv and kv_batch == B:  # GQA written out in the model, HF style or otherwise
+        repeat = pick(["", ""] + list(REPEATS))
+        enable_gqa = enable_gqa if not repeat else False
     return Call(B, Hq, Hkv, N, Nkv, D, Dv, kv_batch, dtype, is_causal, mask, mask_shape, dropout,
-                enable_gqa, scale, layout, requires_grad, dynamic, post, seed, autocast, recall)
+                enable_gqa, scale, layout, requires_grad, dynamic, post, seed, autocast, recall,
+                repeat)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -240,6 +263,11 @@ def make_fn(c: Call):
             q, k, v, *mask = args
         attn_mask = mask[0] if mask else (mask_in_graph(c, q, k) if c.mask in MASKS_IN_GRAPH
                                           else None)
+        if c.repeat:
+            n_rep = c.Hq // c.Hkv
+            rk = REPEATS["hf" if c.repeat == "hf_k_tile_v" else c.repeat]
+            rv = REPEATS["tile" if c.repeat == "hf_k_tile_v" else c.repeat]
+            k, v = rk(k, n_rep), rv(v, n_rep)
         kw = {"enable_gqa": True} if c.enable_gqa else {}
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=c.dropout,
                                            is_causal=c.is_causal, scale=c.scale, **kw)
@@ -381,6 +409,9 @@ REGRESSIONS = {
     "mask-batch-beyond-q": (call(B=1, mask="shape_causal", mask_shape="over_batch",
                                  is_causal=False, seed=4), "skipped"),
     "mask-5d": (call(mask="tril", mask_shape="5d", is_causal=False, seed=5), "skipped"),
+    # GQA written out before SDPA: only HF's repeat_kv (h -> h // n_rep) may be undone
+    **{f"repeat-{r}": (call(Hq=6, repeat=r, enable_gqa=False, layout="transposed", seed=6),
+                       "rewritten") for r in ("hf", "tile_expand", "hf_k_tile_v")},
 }
 
 
