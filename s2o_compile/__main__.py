@@ -1,6 +1,8 @@
 """Command line: python -m s2o_compile {demo, explain, bench} [options] (--help on each).
 
-    demo      S2O vs dense SDPA on the structured workload (CPU or GPU)
+    demo      a small HF Llama through torch.compile with the s2o backend (rewrite report,
+              graph before/after, prefill vs dense), then the operator vs dense SDPA on
+              the structured workload (CPU or GPU; --no-model skips the model part)
     explain   the rewrite report and before/after graph code of a model, written to a folder
     bench     the operator benchmark, S2O vs the fastest dense SDPA (needs a CUDA GPU)
 
