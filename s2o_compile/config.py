@@ -43,7 +43,7 @@ class S2OConfig:
                    remaining tiles could add, if none exceeds the current one, is below tau.
     """
 
-    threshold: float = 0.3
+    threshold: float = 0.1
     segment_size: int = 512
     block_m: int = 64
     block_n: int = 64
