@@ -8,8 +8,8 @@ import torch
 from conftest import SMALL, dense, qkv, rel_err
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import reference as R
-from s2o_compile.kernels.layout import table_offsets
-from s2o_compile.kernels.triton_s2o import pairs_from_visited, table_size
+from s2o_compile.kernels.layout import table_offsets, table_size
+from s2o_compile.kernels.triton_s2o import pairs_from_visited
 from s2o_compile.workload import structured_qkv
 import stop_rule_case as case
 
@@ -115,3 +115,11 @@ def test_no_n_by_n_memory():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert int(res.stdout.strip().splitlines()[-1]) < 256  # MiB
+
+
+def test_table_size_closed_form_equals_the_sum_over_segments():
+    import itertools
+    for n, S, sink, W in itertools.product([1, 63, 64, 65, 300, 4097], [32, 64, 512], [0, 8, 100],
+                                           [0, 7, 20, 512]):
+        expect = sum(s.prefix_len for s in R.segments(n, S, sink, W))
+        assert table_size(n, S, sink, W) == expect, (n, S, sink, W)

@@ -63,5 +63,10 @@ def table_offsets(n: int, segment_size: int, sink_tokens: int, local_window: int
 
 
 def table_size(n: int, segment_size: int, sink_tokens: int, local_window: int) -> int:
-    """Entries per (batch, kv head) of the flat index table, computed on the host from shapes."""
-    return sum(s.prefix_len for s in segments(n, segment_size, sink_tokens, local_window))
+    """Entries of the flat index table per (batch, kv head), from shapes alone (closed form of
+    sum_g prefix_len(g), prefix_len(g) = max(0, g * S - (local_window + sink_tokens)))."""
+    G = num_segments(n, segment_size)
+    c = local_window + sink_tokens
+    g0 = c // segment_size + 1  # first segment with a non-empty ranked prefix
+    cnt = max(0, G - g0)
+    return segment_size * (g0 + G - 1) * cnt // 2 - c * cnt

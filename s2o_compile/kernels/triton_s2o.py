@@ -24,7 +24,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import num_segments, table_offsets
+from .layout import num_segments, table_offsets, table_size
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -37,15 +37,6 @@ def unsupported_reason(q: torch.Tensor) -> str | None:
     if q.shape[-1] not in HEAD_DIMS:
         return f"head_dim {q.shape[-1]} not in {HEAD_DIMS}"
     return None
-
-
-def table_size(n: int, segment_size: int, sink_tokens: int, local_window: int) -> int:
-    """Entries of the flat index table per (batch, kv head): sum_g max(0, g*S - (W + sink))."""
-    G = num_segments(n, segment_size)
-    c = local_window + sink_tokens
-    g0 = c // segment_size + 1  # first segment with a non-empty ranked prefix
-    cnt = max(0, G - g0)
-    return segment_size * (g0 + G - 1) * cnt // 2 - c * cnt
 
 
 @triton.jit
