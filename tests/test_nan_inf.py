@@ -174,16 +174,13 @@ def test_reference_tau_positive_never_invents_nonfinite(tensor_name):
 
 @pytest.mark.parametrize("impl", [
     "reference",
-    pytest.param("triton", marks=pytest.mark.xfail(
-        T.WALK_CHUNK > 1, strict=True,
-        reason="Triton chunked walk: the tiles after a stop are masked by their logits only, "
-               "p = 0 times a NaN v still reaches acc (fix: also zero v of masked tiles)")),
+    "triton",
 ])
 def test_nan_value_in_a_skipped_tile_does_not_reach_the_output(impl):
     """At tau > 0 the walk of the last segment stops before the tile of its last-ranked key:
     a NaN value there must not reach rows 128.. (the reference's visit counts prove the stop).
-    The Triton kernel's chunked walk loads the tiles after a stop and masks their logits, but
-    0 * NaN in p @ v still reaches the accumulator."""
+    The Triton kernel's chunked walk loads the tiles after a stop: it must zero their values,
+    since 0 * NaN in p @ v would still reach the accumulator."""
     cfg = CFG.replace(threshold=0.3)
     q, k, v = qkv(1, 1, 1, N, D, seed=4)
     key, visits, tiles = last_ranked_prefix_key(q, k, cfg)
@@ -263,3 +260,16 @@ def test_sdpa_cpu_nonpositive_scale_is_nan_s2o_is_not():
     cumulative_mean = v.cumsum(2) / torch.arange(1, 81)[:, None]
     torch.testing.assert_close(sparse_attention(q, k, v, scale=0.0, config=CFG), cumulative_mean,
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize("ordering", ["sort", "tiers"])
+def test_nan_key_in_the_ranked_prefix_propagates_at_tau_positive(impl, ordering):
+    """A NaN key ranks first (NaN priority 0), so even a walk that stops early sees it: every
+    row whose causal prefix holds it is NaN, as in SDPA."""
+    cfg = CFG.replace(threshold=0.3, ordering=ordering)
+    q, k, v = qkv(1, 2, 1, N, D, seed=7)
+    k[:, :, 40] = math.nan  # in segment 2's ranked prefix [8, 112)
+    out = IMPLS[impl](q, k, v, cfg)
+    want = truth(q, k, v)
+    assert torch.equal(out.isnan(), want.isnan())

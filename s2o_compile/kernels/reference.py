@@ -60,19 +60,21 @@ def order_prefix(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
 
 
 def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
-    """Priority of each prefix key, 0 first: floor((best - score) / width), capped.
+    """Priority of each prefix key, lowest first: 1 + floor((best - score) / width), capped.
 
-    "tiers": width tier_width, at most num_tiers tiers (a counting sort on the GPU).
-    "sort": width 1/64 logit, at most 32768 steps (a 16-bit radix sort on the GPU).
-    NaN scores get the last priority.
+    "tiers": width tier_width, num_tiers tiers (a counting sort on the GPU).
+    "sort": width 1/64 logit, 32766 steps (a 16-bit radix sort on the GPU).
+    A NaN score gets priority 0, ahead of every finite key, so a NaN key is always visited and
+    propagates as in SDPA; the best score ignores NaN.
     """
     if cfg.ordering == "sort":
-        width, last = 1.0 / SORT_STEPS_PER_LOGIT, SORT_MAX_KEY
+        width, last = 1.0 / SORT_STEPS_PER_LOGIT, SORT_MAX_KEY - 1
     else:
         width, last = cfg.tier_width, cfg.num_tiers - 1
-    best = scores.amax(dim=-1, keepdim=True)
-    prio = torch.floor((best - scores) / width)
-    return torch.nan_to_num(prio, nan=float(last)).clamp(0, last).to(torch.int32)
+    best = torch.nan_to_num(scores, nan=-math.inf).amax(dim=-1, keepdim=True)
+    step = torch.floor((best - scores) / width)
+    prio = torch.nan_to_num(step, nan=float(last), posinf=float(last)).clamp(0, last) + 1
+    return torch.where(torch.isnan(scores), 0.0, prio).to(torch.int32)
 
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,

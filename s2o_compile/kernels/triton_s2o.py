@@ -104,6 +104,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
             s = tl.dot(rep.to(kc.dtype), tl.trans(kc)) * scale
         s = tl.where(row_ok[:, None], s, float("-inf"))
         smax = tl.max(tl.reshape(s, (SB, TP, BK)), axis=1)
+        # max is maxnum (drops NaN): keep a NaN key NaN, so that it ranks first (priority_of)
+        nan_key = tl.max(tl.reshape((s != s).to(tl.int32), (SB, TP, BK)), axis=1) > 0
+        smax = tl.where(nan_key, float("nan"), smax)
         segs = rb // TP + tl.arange(0, SB)
         s0 = segs * SEG
         sink_end = tl.minimum(s0, SINK)
@@ -113,7 +116,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
         off = tl.load(OFFSETS + segs, mask=segs < N_SEG, other=0)
         dst = SCORES + bhk.to(tl.int64) * TOTAL + off[:, None] + (cols[None, :] - sink_end[:, None])
         tl.store(dst, smax, mask=valid)
-        rowmax = tl.max(tl.where(valid, smax, float("-inf")), axis=1)
+        rowmax = tl.max(tl.where(valid & (smax == smax), smax, float("-inf")), axis=1)
         has = tl.max(valid.to(tl.int32), axis=1) > 0
         tl.atomic_max(SEGMAX + bhk * N_SEG + segs, rowmax, mask=has)
 
@@ -149,9 +152,11 @@ def _tier_table_kernel(SCORES, SEGMAX, OFFSETS, TABLE, N_SEG, TOTAL, SINK, tier_
 
 @triton.jit
 def _tier(s, best, tier_width, NT: tl.constexpr):
+    """reference.priority_of: 1 + the tier, capped at NT; a NaN score 0 (visited first)."""
     t = tl.floor((best - s) / tier_width)
-    t = tl.where(t == t, t, NT - 1.0)  # NaN last, as the reference
-    return tl.minimum(tl.maximum(t, 0.0), NT - 1.0).to(tl.int32)
+    t = tl.where(t == t, t, NT - 1.0)
+    t = tl.minimum(tl.maximum(t, 0.0), NT - 1.0) + 1.0
+    return tl.where(s == s, t, 0.0).to(tl.int32)
 
 
 @triton.jit
@@ -256,8 +261,11 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                 ok = pos < P
                 idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
                 k = tl.load(k_base + idx[:, None] * stride_kn, mask=ok[:, None], other=0.0)
-                v = tl.load(v_base + idx[:, None] * stride_vn, mask=ok[:, None], other=0.0)
                 use = ok & live
+                # tiles after a stop are loaded (so loads can run ahead) but must add nothing:
+                # p = 0 there, and v is zeroed too since 0 * NaN would still reach acc
+                v = tl.load(v_base + idx[:, None] * stride_vn, mask=ok[:, None], other=0.0)
+                v = tl.where(use[:, None], v, 0.0)
                 m_i, l_i, acc, gain = _attend_tile(q, k, v, use[None, :], m_i, l_i, acc, qk_scale,
                                                    IEEE)
                 n_vis += live.to(tl.int32)
@@ -321,7 +329,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * Hkv), scores, segmax, offsets, table, G, total,
                 cfg.sink_tokens, float(cfg.tier_width), SEG=S, NT=cfg.num_tiers,
-                TP=triton.next_power_of_2(cfg.num_tiers), CH=256)
+                TP=triton.next_power_of_2(cfg.num_tiers + 1), CH=256)
     else:
         table.copy_(_sorted_table(scores, segmax, offsets, N, cfg))
     return table, offsets
@@ -337,8 +345,10 @@ def _sorted_table(scores, segmax, offsets, N, cfg):
     e = torch.arange(total, device=scores.device)
     seg = torch.searchsorted(offsets, e, right=True) - 1
     col = e - offsets[seg]
-    gap = (segmax[:, :, seg] - scores) * SORT_STEPS_PER_LOGIT
-    prio = torch.nan_to_num(torch.floor(gap), nan=SORT_MAX_KEY).clamp(0, SORT_MAX_KEY)
+    gap = torch.floor((segmax[:, :, seg] - scores) * SORT_STEPS_PER_LOGIT)
+    last = SORT_MAX_KEY - 1
+    prio = torch.nan_to_num(gap, nan=last, posinf=last).clamp(0, last) + 1
+    prio = torch.where(torch.isnan(scores), 0, prio)  # NaN first, as reference.priority_of
     padded = torch.full((B, Hkv, G, p_max), SORT_MAX_KEY, dtype=torch.int16, device=scores.device)
     padded[:, :, seg, col] = prio.to(torch.int16)
     order = torch.sort(padded, dim=-1, stable=True).indices
