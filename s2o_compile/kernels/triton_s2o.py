@@ -1,17 +1,18 @@
 """S2O on the GPU: Triton kernels for ranking and for gathered-load attention with early stopping.
 
 Pipeline (all on the device, no host sync, CUDA-graph safe):
-  1. _pool_queries_kernel: representative queries, one per block_m-row query tile (pooling="max")
-     or per segment (pooling="mean"), averaged over the query heads of a GQA group.
+  1. _pool_queries_kernel: representative queries: per (query head, block_m-row tile) for
+     pooling="max", per segment averaged over the GQA group's heads for pooling="mean".
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
-  3. _tier_table_kernel: ordering="tiers": a stable counting sort of each segment's prefix by
-     tier (two passes: histogram, then scatter) into the int32 index table.
-     ordering="sort" uses torch.sort on a padded copy instead (measured alternative).
+  3. ordering="sort" (default): a stable 16-bit radix sort (torch.sort of int16 priorities on a
+     padded copy); ordering="tiers": _tier_table_kernel, a stable counting sort by tier (two
+     passes: histogram, then scatter). Both follow reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head): pass 1 dense over the sink and
      [lo, tile end) with the causal mask; pass 2 walks the index table tile by tile, gathering K/V
-     rows by index, and stops once gain / l < tau on every row of the tile.
+     rows by index (an inner for loop over WALK_CHUNK tiles, which Triton pipelines), and stops
+     when the stop rule holds on every row of the tile.
 Semantics equal kernels/reference.py tile for tile; layout.py defines the table.
 """
 from __future__ import annotations
