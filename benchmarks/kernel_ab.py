@@ -42,7 +42,6 @@ def main():
                 except Exception as e:
                     print(f"  BM={bm} BN={bn} warps={nw} chunk={chunk} stages={st}: FAILED {type(e).__name__}: {str(e)[:120]}")
         cfg = base
-        S, BM = cfg.segment_size, cfg.block_m
         for ordering, bm, tiles in [("tiers", 128, (32, 64, 4)), ("tiers", 128, (64, 128, 8)),
                                     ("tiers", 64, (32, 64, 4)), ("tiers", 64, (64, 128, 8)),
                                     ("tiers", 64, (128, 64, 8)), ("sort", 128, (32, 64, 4))]:

@@ -45,7 +45,6 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
     if heads % kv_heads:
         raise ValueError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
     B, H, Hkv, N, D = batch, heads, kv_heads, seq_len, head_dim
-    group = H // Hkv
     c = float(concentration)
     root = math.sqrt(D)  # pre-scale q so that logits = q . k / sqrt(D) carry the planted values
 
@@ -110,7 +109,6 @@ def structured_qkv(batch: int = 1, heads: int = 32, kv_heads: int = 8, seq_len: 
         q[:, :, c0:c1] = (qc * root).to(dtype)
         k[:, :, c0:c1] = kc.to(dtype)
         v[:, :, c0:c1] = vc.to(dtype)
-    del group
     return q, k, v
 
 

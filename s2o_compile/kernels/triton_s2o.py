@@ -17,7 +17,6 @@ Semantics equal kernels/reference.py tile for tile; layout.py defines the table.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
@@ -25,7 +24,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import num_segments, table_offsets, table_size
+from .layout import num_segments, segments, table_offsets, table_size
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -381,11 +380,10 @@ def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig) -> torch.T
     """QK pairs computed per (batch, query head), from the visited tiles: int64 [B, Hq]."""
     BM, S = cfg.block_m, cfg.segment_size
     dev = visited.device
-    i = torch.arange(N, device=dev)
-    s0 = (i // S) * S
-    sink_end = torch.clamp(s0, max=cfg.sink_tokens)
-    lo = torch.maximum(s0 - cfg.local_window, sink_end)
-    dense = (sink_end + i - lo + 1).sum()
+    # pass 1 (sink, local, own keys) depends on shapes only: counted on the host, no kernels
+    dense = sum((sg.end - sg.start) * (sg.sink_end - sg.lo + 1)
+                + (sg.start + sg.end - 1) * (sg.end - sg.start) // 2
+                for sg in segments(N, S, cfg.sink_tokens, cfg.local_window))
     m0 = torch.arange(visited.shape[-1], device=dev) * BM
     rows = torch.clamp(N - m0, max=BM)
     g0 = (m0 // S) * S
