@@ -17,6 +17,30 @@ SMALL = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_t
                   local_window=20, min_seq_len=0)
 
 
+# The graph-pass tests' config: tau 0 and small tiles, so that short sequences take the sparse path.
+PASS_CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+                     local_window=16, min_seq_len=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Every test starts and ends with an empty Dynamo cache (compiled graphs, counters)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def run_cli(argv, capsys):
+    """python -m s2o_compile's main(argv) in-process: (exit code, stdout, stderr)."""
+    from s2o_compile.__main__ import main
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture
 def small_cfg():
     return SMALL

@@ -7,21 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import PASS_CFG
 import s2o_compile
-from s2o_compile import S2OConfig, S2OInductorPass, make_backend
+from s2o_compile import S2OInductorPass, make_backend
 from s2o_compile import backend as backend_module
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
-                local_window=16, min_seq_len=0)
+CFG = PASS_CFG
 S2O = torch.ops.s2o.sparse_attention.default
 SDPA = torch._C._nn.scaled_dot_product_attention
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def qkv(B=2, Hq=4, Hkv=2, N=96, D=16, seed=0):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from s2o_compile.__main__ import main
+from conftest import run_cli
 
 pytest.importorskip("transformers")
 
@@ -20,23 +20,6 @@ def cli(*args, timeout=120):
     env.setdefault("TRITON_INTERPRET", "1" if not torch.cuda.is_available() else "0")
     return subprocess.run([sys.executable, "-m", "s2o_compile", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
-
-
-def exit_code(argv, capsys):
-    """main(argv) in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def test_help_lists_every_command():
@@ -49,7 +32,7 @@ def test_help_lists_every_command():
 @pytest.mark.parametrize("command,option", [("demo", "--seq-len"), ("explain", "--out"),
                                             ("bench", "--seq-lens")])
 def test_each_command_has_help(command, option, capsys):
-    code, out, _ = exit_code([command, "--help"], capsys)
+    code, out, _ = run_cli([command, "--help"], capsys)
     assert code == 0 and option in out
     assert ("--block-n" in out) == (command != "demo")  # S2OConfig options where they apply
 
@@ -67,7 +50,7 @@ def test_each_command_has_help(command, option, capsys):
     (["bench", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
 ])
 def test_bad_arguments_exit_2_with_a_reason(argv, message, capsys):
-    code, _, err = exit_code(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and message in err
 
 
@@ -99,8 +82,8 @@ def test_explain_a_local_checkpoint_directory(tmp_path, capsys):
     from s2o_compile.tiny_models import tiny_model
 
     tiny_model("qwen2-tiny").save_pretrained(tmp_path / "ckpt")
-    code, out, err = exit_code(["explain", str(tmp_path / "ckpt"), "--out", str(tmp_path / "x"),
-                                "--seq-len", "48", "--batch", "2"], capsys)
+    code, out, err = run_cli(["explain", str(tmp_path / "ckpt"), "--out", str(tmp_path / "x"),
+                              "--seq-len", "48", "--batch", "2"], capsys)
     assert code == 0, err
     assert "2 rewritten" in out
     assert "q[2,4,48,16]" in (tmp_path / "x" / "report.txt").read_text()
@@ -108,7 +91,7 @@ def test_explain_a_local_checkpoint_directory(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["mistral-tiny", "qwen2-tiny"])
 def test_explain_other_built_in_models(name, tmp_path, capsys):
-    code, out, err = exit_code(["explain", name, "--out", str(tmp_path), "--seq-len", "40"],
-                               capsys)
+    code, out, err = run_cli(["explain", name, "--out", str(tmp_path), "--seq-len", "40"],
+                             capsys)
     assert code == 0, err
     assert "2 SDPA call(s), 2 rewritten" in out

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2o_compile import S2OConfig
-from s2o_compile.__main__ import main
+from conftest import run_cli
 
 pytest.importorskip("transformers")
 
@@ -32,22 +32,6 @@ def table(text: str) -> dict:
     """Part 2's rows: threshold -> (density, rel. error)."""
     rows = re.findall(r"^\s*([\d.e+-]+)\s+([\d.]+)\s+([\d.e+-]+)\s+[\d.]+", text, re.M)
     return {float(t): (float(d), float(e)) for t, d, e in rows}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_demo_end_to_end():
@@ -82,8 +66,8 @@ def test_demo_end_to_end():
 
 def test_no_model_runs_the_operator_part_only(capsys):
     threads = torch.get_num_threads()
-    code, out, err = run(["demo", "--no-model", "--device", "cpu", "--seq-len", "256",
-                          "--taus", "0", "0.01"], capsys)
+    code, out, err = run_cli(["demo", "--no-model", "--device", "cpu", "--seq-len", "256",
+                              "--taus", "0", "0.01"], capsys)
     assert code == 0, err
     assert "Part 1" not in out and "== Part 2" in out
     rows = table(out)
@@ -108,7 +92,7 @@ def test_default_thresholds_include_the_default_and_zero():
     (["--no-model=1"], "ignored explicit argument"),
 ])
 def test_bad_demo_arguments_exit_2(argv, message, capsys):
-    code, _, err = run(["demo", *argv], capsys)
+    code, _, err = run_cli(["demo", *argv], capsys)
     assert code == 2 and message in err
 
 
@@ -116,6 +100,6 @@ def test_without_transformers_part_1_exits_1_with_a_hint(monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "transformers" else real(name, *a))
-    code, out, err = run(["demo", "--seq-len", "64"], capsys)
+    code, out, err = run_cli(["demo", "--seq-len", "64"], capsys)
     assert code == 1 and "needs Hugging Face transformers" in err and "--no-model" in err
     assert not out

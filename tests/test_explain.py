@@ -11,13 +11,6 @@ CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tok
                 local_window=16, min_seq_len=0)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 class TwoAttentions(torch.nn.Module):
     """A causal GQA call (rewritten) and a padded one (kept)."""
 

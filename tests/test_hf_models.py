@@ -38,13 +38,6 @@ def ids(n, batch=2, seed=0):
     return torch.randint(0, VOCAB, (batch, n), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 @pytest.fixture(params=["native", "explicit_mask"])
 def form(request, monkeypatch):
     if request.param == "explicit_mask":

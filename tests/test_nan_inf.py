@@ -21,7 +21,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from conftest import qkv
 from s2o_compile import S2OConfig, make_backend, sparse_attention

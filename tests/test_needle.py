@@ -8,7 +8,6 @@ import re
 import sys
 
 import pytest
-import torch
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -41,13 +40,6 @@ def model_dir(tmp_path_factory):
     tok.save_pretrained(path)
     tiny_model("llama-tiny", vocab_size=len(tok)).save_pretrained(path)
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def test_prompt_length_and_needle_depth(model_dir):

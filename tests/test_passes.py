@@ -8,20 +8,13 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export import Dim
 
-from s2o_compile import S2OConfig, make_backend, rewrite_sdpa
+from conftest import PASS_CFG
+from s2o_compile import make_backend, rewrite_sdpa
 from s2o_compile.passes import sdpa_rewrite
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
-                local_window=16, min_seq_len=0)
+CFG = PASS_CFG
 S2O = torch.ops.s2o.sparse_attention.default
 SDPA = torch._C._nn.scaled_dot_product_attention
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def qkv(B=2, Hq=4, Hkv=2, N=100, D=16, dtype=torch.float32, seed=0):

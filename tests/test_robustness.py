@@ -21,13 +21,6 @@ CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tok
 S2O = torch.ops.s2o.sparse_attention.default
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def run_python(code: str):
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                        text=True, timeout=300, env={**__import__("os").environ,
