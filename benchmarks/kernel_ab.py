@@ -1,6 +1,10 @@
-"""Kernel A/B timings on one card: attention kernel variants and preprocessing stages.
+"""Kernel A/B timings on one card: attention-kernel variants (tile shape, GQA packing, warps,
+walk chunk, stages) at a few thresholds, and preprocessing variants, on the structured workload.
 
-    python benchmarks/kernel_ab.py --seq-lens 32768 131072
+    python benchmarks/kernel_ab.py --seq-lens 32768 131072 --taus 0 0.1 0.3
+
+Every variant reports time (do_bench median), density and relative error against dense SDPA, so
+that a faster tile shape which walks further (coarser stop) is visible as such.
 """
 import argparse
 
@@ -12,51 +16,67 @@ from s2o_compile import S2OConfig
 from s2o_compile.kernels import triton_s2o as T
 from s2o_compile.workload import structured_qkv
 
+# block_m, block_n, warps, walk chunk, stages, pack_gqa
+VARIANTS = ["64,64,4,8,3,0", "64,64,4,8,3,1", "128,64,8,8,3,1", "128,64,8,4,3,1",
+            "128,128,8,4,3,1", "128,64,8,8,2,1"]
+PREPROCESS = ["sort,64", "sort,128", "sort,256", "tiers,64"]  # ordering, pool_rows
+
 
 def bench(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=300, return_mode="median")
 
 
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
+    ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.1, 0.3])
+    ap.add_argument("--variants", nargs="+", default=VARIANTS)
+    ap.add_argument("--preprocess", nargs="+", default=PREPROCESS)
     args = ap.parse_args()
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
-        dense = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+        sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
+        ref = sdpa()
+        dense = bench(sdpa)
         print(f"N={N} dense default {dense:.2f} ms", flush=True)
         base = S2OConfig(min_seq_len=0)
-        for tau, rule in [(0.0, "gain"), (1e-2, "remaining"), (1e-3, "gain")]:
-            for bm, bn, nw, chunk, st in [(128, 64, 8, 8, 3), (128, 128, 8, 4, 3), (64, 64, 4, 4, 3),
-                                          (64, 64, 4, 8, 3), (64, 128, 4, 4, 3), (64, 128, 8, 4, 3)]:
-                cfg = base.replace(threshold=tau, stop_rule=rule, block_m=bm, block_n=bn)
-                table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+        table, offsets = T.build_index_table(q, k, 128 ** -0.5, base)
+        for tau in args.taus:
+            for spec in args.variants:
+                bm, bn, nw, chunk, st, pack = (int(x) for x in spec.split(","))
+                cfg = base.replace(threshold=tau, block_m=bm, block_n=bn, pack_gqa=bool(pack))
                 run = lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
                                                      num_warps=nw, num_stages=st, chunk=chunk)
                 try:
                     out, vis = run()
-                    d = (T.pairs_from_visited(vis, N, cfg).double() / (N * (N + 1) / 2)).mean().item()
+                    d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()
                     t = bench(run)
-                    print(f"  tau={tau:<6g} {rule:9s} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st}: "
-                          f"{t:8.2f} ms density={d:.3f} eff={t / (d * dense):.2f}", flush=True)
+                    print(f"  tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
+                          f"pack={pack}: {t:8.2f} ms density={d:.3f} err={rel_err(out, ref):.4f} "
+                          f"eff={t / (d * dense):.2f}", flush=True)
                 except Exception as e:
-                    print(f"  BM={bm} BN={bn} warps={nw} chunk={chunk} stages={st}: FAILED {type(e).__name__}: {str(e)[:120]}")
-        cfg = base
-        for ordering, bm, tiles in [("tiers", 128, (32, 64, 4)), ("tiers", 128, (64, 128, 8)),
-                                    ("tiers", 64, (32, 64, 4)), ("tiers", 64, (64, 128, 8)),
-                                    ("tiers", 64, (128, 64, 8)), ("sort", 128, (32, 64, 4))]:
-            c = cfg.replace(ordering=ordering, block_m=bm)
-            T.SCORE_TILES = tiles
-            ref_table, _ = T.build_index_table(q, k, 128 ** -0.5, c)
+                    print(f"  {spec}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+        del table
+        for spec in args.preprocess:
+            ordering, pool = spec.split(",")
+            c = base.replace(ordering=ordering, pool_rows=int(pool))
             t = bench(lambda: T.build_index_table(q, k, 128 ** -0.5, c))
-            print(f"  preprocess {ordering} BM={bm} score tiles {tiles}: {t:.2f} ms "
-                  f"({100 * t / dense:.1f}% of dense)", flush=True)
-        T.SCORE_TILES = (32, 64, 4)
+            tab, off = T.build_index_table(q, k, 128 ** -0.5, c)
+            c3 = c.replace(threshold=0.3)
+            out, vis = T.attention_with_table(q, k, v, tab, off, 128 ** -0.5, c3)
+            d = (T.pairs_from_visited(vis, N, c3, 4).double() / (N * (N + 1) / 2)).mean().item()
+            print(f"  preprocess {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
+                  f"dense); at tau 0.3 density={d:.3f} err={rel_err(out, ref):.4f}", flush=True)
+            del tab
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            T.build_index_table(q, k, 128 ** -0.5, cfg)
+            T.build_index_table(q, k, 128 ** -0.5, base)
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8))
-        del q, k, v
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10), flush=True)
+        del q, k, v, ref
         torch.cuda.empty_cache()
 
 

@@ -62,7 +62,7 @@ def attend(q, k, v, table, scale, cfg, use_triton: bool):
         offsets = layout.table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,
                                        q.device)
         out, visited = T.attention_with_table(q, k, v, table, offsets, scale, cfg)
-        pairs = T.pairs_from_visited(visited, N, cfg)
+        pairs = T.pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1])
     else:
         out, _, pairs = R.attention_with_table(q, k, v, table, scale, cfg)
     return out, pairs.double().mean().item() / (N * (N + 1) // 2)

@@ -13,6 +13,14 @@ from .config import ORDERINGS, POOLINGS, STOP_RULES, S2OConfig
 _CHOICES = {"ordering": ORDERINGS, "stop_rule": STOP_RULES, "pooling": POOLINGS}
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), **defaults) -> None:
     """--field-name for every S2OConfig field not in exclude; defaults override S2OConfig's."""
     group = parser.add_argument_group("S2O configuration (S2OConfig fields)")
@@ -21,7 +29,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), **defaults
             continue
         default = defaults.get(f.name, f.default)
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default,
-                           type=type(f.default), choices=_CHOICES.get(f.name),
+                           type=_bool if isinstance(f.default, bool) else type(f.default),
+                           choices=_CHOICES.get(f.name),
                            help=f"default {default}")
 
 

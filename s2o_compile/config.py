@@ -25,7 +25,9 @@ class S2OConfig:
                    after a key tile whose softmax-mass gain is below ``threshold * l`` for every
                    row of the query tile. 0 visits every key (= dense attention).
     segment_size:  queries per ranking segment; one index table per (batch, kv head, segment).
-    block_m:       query rows per tile; each query tile applies the stop rule on its own.
+    block_m:       query rows per tile; each query tile applies the stop rule on its own. With
+                   pack_gqa, a tile holds block_m // h positions of h query heads of one GQA
+                   group (layout.heads_per_tile), which share the walk and its K/V loads.
     block_n:       keys per tile, both in the dense pass and in the gathered walk.
     sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
     local_window:  keys right before the segment, always attended densely (local band).
@@ -36,11 +38,17 @@ class S2OConfig:
     num_tiers:     number of priority tiers for ordering="tiers".
     tier_width:    width of a tier in logits (nats) below the segment's best estimated score.
     pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query, the
-                   paper's) or "max" (max over the score of each block_m-query tile's mean).
+                   paper's) or "max" (max over the scores of the mean query of every pool_rows
+                   positions of every query head).
     min_seq_len:   below this sequence length the operator runs dense SDPA.
     stop_rule:     "gain" (the contract): stop when gain / l < tau on every row. "remaining":
                    stop when gain * (tiles left) / l < tau on every row, i.e. when the mass the
                    remaining tiles could add, if none exceeds the current one, is below tau.
+    pack_gqa:      put the query heads of a GQA group into one query tile (see block_m): the
+                   gathered K/V tiles are loaded once for all of them; the tile stops when all
+                   of its rows, over all its heads, meet the stop rule.
+    pool_rows:     query positions per representative query for pooling="max" (at most one
+                   segment).
     """
 
     threshold: float = 0.1
@@ -55,6 +63,8 @@ class S2OConfig:
     pooling: str = "max"
     min_seq_len: int = 8192
     stop_rule: str = "remaining"
+    pack_gqa: bool = True
+    pool_rows: int = 64
 
     def __post_init__(self):
         def bad(field, value, allowed):
@@ -81,6 +91,11 @@ class S2OConfig:
             bad("pooling", self.pooling, f"one of {POOLINGS}")
         if not isinstance(self.num_tiers, int) or not 1 <= self.num_tiers <= 64:
             bad("num_tiers", self.num_tiers, "an int in [1, 64]")
+        if not isinstance(self.pack_gqa, bool):
+            bad("pack_gqa", self.pack_gqa, "a bool")
+        p = self.pool_rows
+        if not isinstance(p, int) or isinstance(p, bool) or not _is_pow2(p):
+            bad("pool_rows", p, "a power of two")
         if not isinstance(self.tier_width, (int, float)) or not float(self.tier_width) > 0:
             bad("tier_width", self.tier_width, "a float > 0")
 

@@ -56,9 +56,11 @@ def sparse_attention_reference(
     q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
     block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int, stop_rule: str,
+    pack_gqa: bool, pool_rows: int,
 ) -> tuple[Tensor, Tensor]:
     cfg = S2OConfig(threshold, segment_size, block_m, block_n, sink_tokens, local_window,
-                    ordering, num_tiers, tier_width, pooling, min_seq_len, stop_rule)
+                    ordering, num_tiers, tier_width, pooling, min_seq_len, stop_rule, pack_gqa,
+                    pool_rows)
     out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
     return out, (pairs.double() / causal_pairs(q.shape[2])).float()
 
@@ -74,12 +76,13 @@ def sparse_attention_op(
     q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
     block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int, stop_rule: str,
+    pack_gqa: bool, pool_rows: int,
 ) -> tuple[Tensor, Tensor]:
     check_attention_inputs(q, k, v)
     # Under dynamic=True Dynamo may trace config ints as symbols: they are constants, specialize.
     cfg_args = tuple(_static(a) for a in (threshold, segment_size, block_m, block_n, sink_tokens,
                                           local_window, ordering, num_tiers, tier_width, pooling,
-                                          min_seq_len, stop_rule))
+                                          min_seq_len, stop_rule, pack_gqa, pool_rows))
     cfg = S2OConfig(*cfg_args)
     if q.shape[2] < cfg.min_seq_len:
         return _dense(q, k, v, scale)

@@ -97,7 +97,7 @@ def test_pair_count_formula_matches_reference(cfg):
     q, k, v = qkv(1, 4, 2, 333, 64, seed=9)
     cfg = cfg.replace(threshold=0.05)
     _, visited, pairs = R.s2o_attention_reference(q, k, v, 0.125, cfg)
-    assert torch.equal(pairs_from_visited(visited, 333, cfg), pairs)
+    assert torch.equal(pairs_from_visited(visited, 333, cfg, group=2), pairs)
 
 
 def test_no_n_by_n_memory():

@@ -18,6 +18,8 @@ CONFIGS = [
     SMALL.replace(pooling="mean", ordering="sort"),
     SMALL.replace(sink_tokens=0, local_window=0, block_m=64),
     SMALL.replace(sink_tokens=100, local_window=7, segment_size=32),
+    SMALL.replace(ordering="sort"),  # 5 (N 333) and 3 (N 200) ranked segments: a lone middle row
+    SMALL.replace(ordering="sort", local_window=70, segment_size=32),  # even segment counts
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
@@ -33,6 +35,21 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
         assert torch.equal(table.cpu(), expected)
     else:  # summation order may move a score across a tier boundary
         assert (table.cpu() == expected).float().mean() > 0.99
+
+
+def test_sorted_table_in_chunks(monkeypatch):
+    """The sort runs over row chunks (SORT_CHUNK keys each); one row per chunk gives the same table."""
+    cfg = SMALL.replace(ordering="sort", segment_size=32)
+    q, k, _ = qkv(2, 4, 2, 333, 64, device=DEV, seed=3)
+    whole, _ = T.build_index_table(q, k, 0.125, cfg)
+    monkeypatch.setattr(T, "SORT_CHUNK", 1)
+    chunked, _ = T.build_index_table(q, k, 0.125, cfg)
+    assert torch.equal(whole, chunked)
+    # every segment's slice is a permutation of its prefix keys
+    for g, seg in enumerate(T.segments(333, 32, cfg.sink_tokens, cfg.local_window)):
+        offsets = T.table_offsets(333, 32, cfg.sink_tokens, cfg.local_window).tolist()
+        part = chunked[..., offsets[g]:offsets[g + 1]].sort(-1).values.cpu()
+        assert torch.equal(part, torch.arange(seg.sink_end, seg.lo).expand_as(part).int())
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -54,7 +71,7 @@ def test_attention_tau_positive_equals_reference_given_the_same_table(tau):
     out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
     assert torch.equal(visited.cpu().long(), ref_visited)
     assert rel_err(out.cpu(), ref_out) < 1e-5
-    assert torch.equal(T.pairs_from_visited(visited, 333, cfg).cpu(), ref_pairs)
+    assert torch.equal(T.pairs_from_visited(visited, 333, cfg, group=2).cpu(), ref_pairs)
     if tau >= 0.2:
         assert (ref_pairs < 333 * 334 // 2).any()  # the stop rule really cut work
 
@@ -78,3 +95,25 @@ def test_transposed_inputs_and_half_precision():
     out, _ = T.s2o_attention(q, k, v, D ** -0.5, SMALL)
     assert out.is_contiguous() and out.dtype == torch.float16
     assert rel_err(out, dense(q, k, v)) < 1e-2
+
+
+@pytest.mark.parametrize("pack", [True, False])
+@pytest.mark.parametrize("tau", [0.0, 0.1])
+def test_gqa_packed_tiles_match_reference(pack, tau):
+    """Group 4, block_m 64: four heads x 16 positions per tile share one walk (or one head x 64
+    positions without packing); the kernel agrees with the reference tile for tile."""
+    q, k, v = qkv(1, 8, 2, 300, 64, device=DEV, seed=11)
+    cfg = SMALL.replace(threshold=tau, block_m=64, pack_gqa=pack, stop_rule="remaining")
+    assert T.heads_per_tile(4, 64, pack) == (4 if pack else 1)
+    table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
+    ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
+    offsets = T.table_offsets(300, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
+    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
+    assert visited.shape[-1] == -(-300 // (16 if pack else 64))
+    assert torch.equal(visited.cpu().long(), ref_visited)
+    assert rel_err(out.cpu(), ref_out) < 1e-5
+    assert torch.equal(T.pairs_from_visited(visited, 300, cfg, group=4).cpu(), ref_pairs)
+    if pack:  # the heads of a packed tile walk together
+        assert torch.equal(ref_visited[:, 0::4], ref_visited[:, 3::4])
+    if tau == 0:
+        assert rel_err(out, dense(q, k, v)) < 1e-5

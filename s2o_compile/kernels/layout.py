@@ -70,3 +70,13 @@ def table_size(n: int, segment_size: int, sink_tokens: int, local_window: int) -
     g0 = c // segment_size + 1  # first segment with a non-empty ranked prefix
     cnt = max(0, G - g0)
     return segment_size * (g0 + G - 1) * cnt // 2 - c * cnt
+
+
+def heads_per_tile(group: int, block_m: int, pack_gqa: bool) -> int:
+    """Query heads of one GQA group that share a query tile (and its walk through the kv head's
+    table): the largest power of two dividing the group that leaves at least 16 positions in a
+    block_m-row tile; 1 without packing. A tile is block_m // h positions x h heads."""
+    h = 1
+    while pack_gqa and group % (2 * h) == 0 and block_m // (2 * h) >= 16:
+        h *= 2
+    return h

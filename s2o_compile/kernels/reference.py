@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..config import S2OConfig
-from .layout import segments, table_offsets
+from .layout import heads_per_tile, segments, table_offsets
 
 
 def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -27,7 +27,7 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
 
     pooling="mean" is the paper's: one representative query, the mean over the segment's queries
     and, for GQA, over the query heads of the group, so one ranking serves one kv head.
-    pooling="max": one mean query per (query head, block_m-row tile) and the max of their scores,
+    pooling="max": one mean query per (query head, pool_rows positions) and the max of their scores,
     so a key that matters to any head or query tile of the segment ranks high (heads of a GQA
     group often favour different keys, which a group mean dilutes).
     """
@@ -37,8 +37,9 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
     if cfg.pooling == "mean":
         rep = qg.mean(dim=(2, 3)).unsqueeze(2)  # [B, Hkv, 1, D]
     else:
-        tiles = math.ceil(L / cfg.block_m)
-        tile_of_row = torch.arange(L, device=q_seg.device) // cfg.block_m
+        rows = min(cfg.pool_rows, cfg.segment_size)
+        tiles = math.ceil(L / rows)
+        tile_of_row = torch.arange(L, device=q_seg.device) // rows
         sums = torch.zeros(B, Hkv, Hq // Hkv, tiles, D, device=q_seg.device, dtype=q_seg.dtype)
         sums.index_add_(3, tile_of_row, qg)
         counts = torch.bincount(tile_of_row, minlength=tiles).to(q_seg.dtype)
@@ -47,10 +48,11 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
     return scores.amax(dim=2)
 
 
-# ordering="sort" orders by the gap to the segment's best score quantized to 1/64 logit: finer
-# than any score error, and a 16-bit key, so the GPU's radix sort needs 2 passes, not 4.
+# ordering="sort" orders by the gap to the segment's best score quantized to 1/64 logit (finer
+# than any score error) and capped at 256 logits: a 14-bit key, so that the GPU sorts two
+# segments in one row of 16-bit keys (the second one's keys offset by 2^14) in 2 radix passes.
 SORT_STEPS_PER_LOGIT = 64
-SORT_MAX_KEY = 32767
+SORT_MAX_KEY = 16383
 
 
 def order_prefix(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
@@ -63,7 +65,7 @@ def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
     """Priority of each prefix key, lowest first: 1 + floor((best - score) / width), capped.
 
     "tiers": width tier_width, num_tiers tiers (a counting sort on the GPU).
-    "sort": width 1/64 logit, 32766 steps (a 16-bit radix sort on the GPU).
+    "sort": width 1/64 logit, 16382 steps (a 16-bit radix sort on the GPU).
     A NaN score gets priority 0, ahead of every finite key, so a NaN key is always visited and
     propagates as in SDPA; the best score ignores NaN.
     """
@@ -97,13 +99,16 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
                          scale: float, cfg: S2OConfig):
     """Pass 1 (dense: sink, local, own keys) and pass 2 (ranked prefix, early stopping).
 
-    Returns (out [B, Hq, N, D] in q's dtype, visited [B, Hq, n_query_tiles] int64: key tiles of
-    the ranked prefix each query tile visited, pairs [B, Hq] int64: QK pairs computed).
+    A query tile is BM positions x hpt query heads of one GQA group (layout.heads_per_tile): its
+    rows stop together. Returns (out [B, Hq, N, D] in q's dtype, visited [B, Hq, ceil(N / BM)]
+    int64: key tiles of the ranked prefix each head's position tile visited, pairs [B, Hq] int64:
+    QK pairs computed).
     """
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
     group = Hq // Hkv
-    BM, BN, tau = cfg.block_m, cfg.block_n, float(cfg.threshold)
+    hpt = heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
+    BM, BN, tau = cfg.block_m // hpt, cfg.block_n, float(cfg.threshold)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.zeros(B, Hq, math.ceil(N / BM), dtype=torch.int64, device=q.device)
     pairs = torch.zeros(B, Hq, dtype=torch.int64, device=q.device)
@@ -153,11 +158,13 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             acc = torch.where(row_active[..., None], acc * alpha[..., None] + p @ vt, acc)
             visited[:, :, qt0:qt0 + n_qt] += active
             pairs += (active * rows_per_tile).sum(-1) * idx.shape[-1]
-            # Stop rule: the tile stops once gain / l < tau on every one of its rows.
+            # Stop rule: the tile stops once gain / l < tau on every one of its rows (all hpt heads).
             left = math.ceil(max(P - t0 - BN, 0) / BN) if cfg.stop_rule == "remaining" else 1
             row_small = (gain * left < tau * l_new).to(torch.int64)
             small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
-            active &= small_rows < rows_per_tile
+            small_rows = small_rows.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
+            stop = (small_rows == hpt * rows_per_tile).expand(B, Hq // hpt, hpt, n_qt)
+            active &= ~stop.reshape(B, Hq, n_qt)
         out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
     return out, visited, pairs
 

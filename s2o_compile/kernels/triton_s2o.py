@@ -24,7 +24,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import num_segments, segments, table_offsets, table_size
+from .layout import heads_per_tile, num_segments, segments, table_offsets, table_size
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -196,28 +196,32 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
-                          SEG: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                          D: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr,
-                          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
+                          SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
+                          BN: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr,
+                          REMAINING: tl.constexpr, CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
+    BMP: tl.constexpr = BM // HPT  # positions per tile
     mt = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H_Q
-    h = bh % H_Q
-    hk = h // GROUP
-    m0 = mt * BM
+    pid = tl.program_id(1)  # (batch, kv head, slot of HPT heads in the group)
+    b = pid // (H_Q // HPT)
+    h0 = (pid % (H_Q // HPT)) * HPT  # first query head of the tile
+    hk = h0 // GROUP
+    m0 = mt * BMP
     g = m0 // SEG
     s0 = g * SEG
     sink_end = tl.minimum(s0, SINK)
     lo = tl.maximum(s0 - LOCAL, sink_end)
-    hi = tl.minimum(m0 + BM, N)
+    hi = tl.minimum(m0 + BMP, N)
 
-    offs_m = m0 + tl.arange(0, BM)
+    rows = tl.arange(0, BM)
+    offs_m = m0 + rows % BMP  # the row's position
+    head = h0 + rows // BMP  # the row's query head
     offs_n = tl.arange(0, BN)
     offs_d = tl.arange(0, D)
     row_ok = offs_m < N
-    q = tl.load(Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + head[:, None].to(tl.int64) * stride_qh
                 + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                 mask=row_ok[:, None], other=0.0)
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + offs_d[None, :]
@@ -286,9 +290,10 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING)
 
     out = acc / l_i[:, None]
-    tl.store(O + (bh.to(tl.int64) * N + offs_m[:, None]) * D + offs_d[None, :],
-             out.to(O.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(VISITED + bh * N_MT + mt, n_vis)
+    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    for i in tl.static_range(HPT):
+        tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt, n_vis)
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -308,8 +313,9 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
         return table, offsets
 
     group = Hq // Hkv
-    if cfg.pooling == "max":  # one rep per (query tile, query head)
-        rows, hpr, reps = BM, 1, (S // BM) * group
+    if cfg.pooling == "max":  # one rep per (pool_rows positions, query head)
+        rows = min(cfg.pool_rows, S)
+        hpr, reps = 1, (S // rows) * group
     else:  # one rep per segment, pooled over the group's heads
         rows, hpr, reps = S, group, 1
     TP = triton.next_power_of_2(reps)
@@ -318,7 +324,9 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     _launch(_pool_queries_kernel, (G * TP, B * Hkv), q, rep, q.stride(0), q.stride(1),
             q.stride(2), N, Hkv, group, G * TP, RB=32, **meta)
 
-    scores = torch.empty(B, Hkv, total, dtype=torch.float32, device=q.device)
+    # "sort" scores in place in the table (same layout, same 4 bytes) to save its size in memory
+    scores = (torch.empty(B, Hkv, total, dtype=torch.float32, device=q.device)
+              if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, Hkv, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
     _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
@@ -331,29 +339,94 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
                 cfg.sink_tokens, float(cfg.tier_width), SEG=S, NT=cfg.num_tiers,
                 TP=triton.next_power_of_2(cfg.num_tiers + 1), CH=256)
     else:
-        table.copy_(_sorted_table(scores, segmax, offsets, N, cfg))
+        _sorted_table(table, segmax, offsets, N, cfg)
     return table, offsets
 
 
-def _sorted_table(scores, segmax, offsets, N, cfg):
-    """ordering="sort": a stable sort per segment of the 16-bit priority (reference.priority_of)
-    on a padded [B, Hkv, G, Pmax] copy; padding takes the last key and sorts after real keys."""
-    B, Hkv, total = scores.shape
-    S = cfg.segment_size
+SORT_CHUNK = 1 << 25  # keys per torch.sort call: bounds its int64 indices (256 MiB)
+
+
+def _sorted_table(table, segmax, offsets, N, cfg):
+    """ordering="sort": a stable sort per segment of the 14-bit priority (reference.priority_of).
+
+    table holds the float32 scores on entry (same layout) and the index table on return. Rows of
+    16-bit keys pair segment g0 + r with G - 1 - r, whose prefixes sum to about the longest one,
+    so the sort sees the table's own size instead of G x the longest prefix; the second
+    segment's keys are offset by 2^14 so they sort after the first's. Rows are sorted in chunks
+    (torch.sort, 2 radix passes) and scattered back in place: each chunk's scores are read
+    before its index entries overwrite them."""
+    B, Hkv, total = table.shape
+    S, c = cfg.segment_size, cfg.sink_tokens + cfg.local_window
     G = num_segments(N, S)
-    p_max = max(0, (G - 1) * S - cfg.local_window - cfg.sink_tokens)
-    e = torch.arange(total, device=scores.device)
-    seg = torch.searchsorted(offsets, e, right=True) - 1
-    col = e - offsets[seg]
-    gap = torch.floor((segmax[:, :, seg] - scores) * SORT_STEPS_PER_LOGIT)
-    last = SORT_MAX_KEY - 1
-    prio = torch.nan_to_num(gap, nan=last, posinf=last).clamp(0, last) + 1
-    prio = torch.where(torch.isnan(scores), 0, prio)  # NaN first, as reference.priority_of
-    padded = torch.full((B, Hkv, G, p_max), SORT_MAX_KEY, dtype=torch.int16, device=scores.device)
-    padded[:, :, seg, col] = prio.to(torch.int16)
-    order = torch.sort(padded, dim=-1, stable=True).indices
-    sink_end = torch.clamp(seg * S, max=cfg.sink_tokens)
-    return (order[:, :, seg, col] + sink_end).to(torch.int32)
+    g0 = c // S + 1  # first segment with a non-empty prefix
+    rows = (G - g0 + 1) // 2
+    width = (g0 * S - c) + ((G - 1) * S - c)  # longest pair: P(g0) + P(G - 1)
+    per_chunk = max(1, min(rows, SORT_CHUNK // (B * Hkv * width)))
+    scores = table.view(torch.float32)
+    BLK = 1024
+    meta = dict(SEG=S, BLK=BLK)
+    for r0 in range(0, rows, per_chunk):
+        n = min(per_chunk, rows - r0)
+        keys = torch.empty(B * Hkv, n, width, dtype=torch.int16, device=table.device)
+        grid = (triton.cdiv(width, BLK), n, B * Hkv)
+        _launch(_pair_keys_kernel, grid, scores, segmax, offsets, keys, r0, G, g0, width, total,
+                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, **meta)
+        order = torch.sort(keys, dim=-1, stable=True).indices
+        _launch(_pair_scatter_kernel, grid, order, table, offsets, r0, G, g0, width, total,
+                cfg.sink_tokens, **meta)
+
+
+@triton.jit
+def _pair_bounds(OFFSETS, r, G, g0, c, SEG: tl.constexpr, SINK):
+    """Row r holds segments ga = g0 + r, then gb = G - 1 - r (none when gb <= ga). For row
+    positions c: in ga / in gb, the segment, the position j in its prefix, the prefix's table
+    offset, ga's prefix length and the prefix's first key (sink_end)."""
+    ga = g0 + r
+    gb = G - 1 - r
+    off_a = tl.load(OFFSETS + ga)
+    p_a = tl.load(OFFSETS + ga + 1) - off_a
+    off_b = tl.load(OFFSETS + gb)
+    p_b = tl.where(gb > ga, tl.load(OFFSETS + gb + 1) - off_b, 0)
+    in_a = c < p_a
+    in_b = (c >= p_a) & (c < p_a + p_b)
+    j = tl.where(in_a, c, c - p_a)
+    off = tl.where(in_a, off_a, off_b)
+    g = tl.where(in_a, ga, gb)
+    return in_a, in_b, g, j, off, p_a, tl.minimum(g * SEG, SINK)
+
+
+@triton.jit
+def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
+                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr):
+    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
+    r = tl.program_id(1)
+    bh = tl.program_id(2)
+    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
+    real = in_a | in_b
+    s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + j, mask=real, other=0.0)
+    best = tl.load(SEGMAX + bh * G + g, mask=real, other=0.0)
+    gap = tl.floor((best - s) * STEPS)
+    gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
+    prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
+    prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first (reference.priority_of)
+    key = tl.where(in_b, prio + LAST + 2, prio)
+    key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
+    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.int16),
+             mask=c < W)
+
+
+@triton.jit
+def _pair_scatter_kernel(ORDER, TABLE, OFFSETS, r0, G, g0, W, TOTAL, SINK,
+                         SEG: tl.constexpr, BLK: tl.constexpr):
+    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
+    r = tl.program_id(1)
+    bh = tl.program_id(2)
+    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
+    src = tl.load(ORDER + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, mask=c < W,
+                  other=0)
+    # sorted position c holds the key at row position src: write it at rank j of its segment
+    key_pos = tl.where(in_a, src, src - p_a).to(tl.int32)
+    tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + j, sink_end + key_pos, mask=in_a | in_b)
 
 
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
@@ -362,23 +435,27 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
     BM = cfg.block_m
-    n_mt = triton.cdiv(N, BM)
+    hpt = heads_per_tile(Hq // Hkv, BM, cfg.pack_gqa)
+    n_mt = triton.cdiv(N, BM // hpt)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     chunk = WALK_CHUNK if chunk is None else chunk
-    _launch(_s2o_attention_kernel, (n_mt, B * Hq), q, k, v, out, table, offsets, visited,
+    _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
-            SEG=cfg.segment_size, BM=BM, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
+            SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
             REMAINING=cfg.stop_rule == "remaining", CHUNK=chunk, NUM_STAGES=num_stages,
             num_warps=num_warps or (8 if BM * D >= 128 * 128 else 4), num_stages=num_stages)
     return out, visited
 
 
-def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig) -> torch.Tensor:
-    """QK pairs computed per (batch, query head), from the visited tiles: int64 [B, Hq]."""
-    BM, S = cfg.block_m, cfg.segment_size
+def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig,
+                       group: int = 1) -> torch.Tensor:
+    """QK pairs computed per (batch, query head), from the visited tiles: int64 [B, Hq]
+    (group: query heads per kv head, which sets the positions per query tile)."""
+    S = cfg.segment_size
+    BM = cfg.block_m // heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
     dev = visited.device
     # pass 1 (sink, local, own keys) depends on shapes only: counted on the host, no kernels
     dense = sum((sg.end - sg.start) * (sg.sink_end - sg.lo + 1)
@@ -398,5 +475,5 @@ def s2o_attention(q, k, v, scale: float, cfg: S2OConfig):
     table, offsets = build_index_table(q, k, scale, cfg)
     out, visited = attention_with_table(q, k, v, table, offsets, scale, cfg)
     N = q.shape[2]
-    density = pairs_from_visited(visited, N, cfg).double() / (N * (N + 1) // 2)
+    density = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1]).double() / (N * (N + 1) // 2)
     return out, density.float()
