@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
-    ap.add_argument("--preprocess", nargs="+", default=PREPROCESS)
+    ap.add_argument("--preprocess", nargs="*", default=PREPROCESS)
     args = ap.parse_args()
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")

@@ -63,8 +63,8 @@ class S2OConfig:
     pooling: str = "max"
     min_seq_len: int = 8192
     stop_rule: str = "remaining"
-    pack_gqa: bool = True
-    pool_rows: int = 64
+    pack_gqa: bool = False
+    pool_rows: int = 128
 
     def __post_init__(self):
         def bad(field, value, allowed):

@@ -20,6 +20,7 @@ CONFIGS = [
     SMALL.replace(sink_tokens=100, local_window=7, segment_size=32),
     SMALL.replace(ordering="sort"),  # 5 (N 333) and 3 (N 200) ranked segments: a lone middle row
     SMALL.replace(ordering="sort", local_window=70, segment_size=32),  # even segment counts
+    SMALL.replace(pack_gqa=True, pool_rows=16),  # a GQA group's heads share a query tile
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 

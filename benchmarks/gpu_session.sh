@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything the GPU checks and times, in stages, for one device call each:
+#   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
+# Stages: tests, ab, bench, memory, demo, flex, e2e, hf.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/card.txt"
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  case $stage in
+    tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
+              tests/test_nan_inf.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
+    ab)     python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.1 0.3 --preprocess \
+              --variants 64,64,4,8,3,0 64,128,4,4,3,0 64,128,8,4,3,0 64,64,8,8,3,0 64,64,4,8,4,0 \
+              2>&1 | tee "$OUT/ab.log" ;;
+    bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
+              --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
+    memory) python benchmarks/memory.py --seq-lens 131072 262144 --out "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log" ;;
+    demo)   python -m s2o_compile demo 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
+    flex)   python benchmarks/flex_peer.py --seq-len 131072 --densities 0.05 0.1 0.2 0.4 --device cuda \
+              --out "$OUT/flex_peer.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/flex.log" ;;
+    e2e)    python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 \
+              --out "$OUT/e2e.json" 2>&1 | tee "$OUT/e2e.log" ;;
+    hf)     python benchmarks/gpu_hf_check.py --seq-len 32768 --layers 2 2>&1 | tee "$OUT/hf.log" | tail -20 ;;
+    *)      echo "unknown stage $stage" ;;
+  esac
+done
+echo "=== done $(date +%T)"
