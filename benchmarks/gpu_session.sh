@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, bench, memory, demo, flex, e2e, hf.
+# Stages: tests, ab, bench, memory, demo, flex, e2e, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -23,6 +23,7 @@ for stage in "$@"; do
               --out "$OUT/flex_peer.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/flex.log" ;;
     e2e)    python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 \
               --out "$OUT/e2e.json" 2>&1 | tee "$OUT/e2e.log" ;;
+    fallback) python benchmarks/fallback.py --out "$OUT/fallback.json" 2>&1 | tee "$OUT/fallback.log" ;;
     hf)     python benchmarks/gpu_hf_check.py --seq-len 32768 --layers 2 2>&1 | tee "$OUT/hf.log" | tail -20 ;;
     *)      echo "unknown stage $stage" ;;
   esac
