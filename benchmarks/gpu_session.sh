@@ -21,7 +21,7 @@ for stage in "$@"; do
     demo)   python -m s2o_compile demo 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     flex)   python benchmarks/flex_peer.py --seq-len 131072 --densities 0.05 0.1 0.2 0.4 --device cuda \
               --out "$OUT/flex_peer.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/flex.log" ;;
-    e2e)    python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 \
+    e2e)    timeout 540 python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 \
               --out "$OUT/e2e.json" 2>&1 | tee "$OUT/e2e.log" ;;
     fallback) python benchmarks/fallback.py --out "$OUT/fallback.json" 2>&1 | tee "$OUT/fallback.log" ;;
     hf)     python benchmarks/gpu_hf_check.py --seq-len 32768 --layers 2 2>&1 | tee "$OUT/hf.log" | tail -20 ;;

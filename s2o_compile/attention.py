@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import ops
 from .config import S2OConfig
@@ -15,8 +16,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
 
     q: [B, Hq, N, D]; k, v: [B, Hkv, N, D] with Hq a multiple of Hkv (enable_gqa=True when they
     differ, as for SDPA). scale defaults to 1/sqrt(D). Returns the output [B, Hq, N, D]
-    (contiguous), and with return_stats also the density [B, Hq] (float32): QK pairs computed over
-    the N(N+1)/2 causal pairs, 1.0 where the call ran dense (N < config.min_seq_len).
+    (contiguous on the S2O path; below config.min_seq_len SDPA's own output, called directly so
+    that short sequences pay nothing for the detour), and with return_stats also the density
+    [B, Hq] (float32): QK pairs computed over the N(N+1)/2 causal pairs, 1.0 where it ran dense.
     """
     check_attention_inputs(q, k, v, enable_gqa=enable_gqa)
     cfg = config if config is not None else S2OConfig()
@@ -24,5 +26,11 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
         raise TypeError(f"s2o: config must be an S2OConfig, got {type(cfg).__name__}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    if q.shape[2] < cfg.min_seq_len:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=float(scale),
+                                             enable_gqa=enable_gqa)
+        if not return_stats:
+            return out
+        return out, torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
     out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
     return (out, density) if return_stats else out

@@ -4,7 +4,8 @@ MODEL is a built-in random-init model (llama-tiny, mistral-tiny, qwen2-tiny: the
 attention code at toy size) or a local Hugging Face checkpoint directory. The model runs once,
 under torch.no_grad() (inference, as the rewrite requires), on random token ids; DIR receives
 report.txt (every SDPA call: location, shapes, decision, the check that failed) and, per Dynamo
-graph, graph_<i>_before.py / graph_<i>_after.py, the graph code around the rewrite.
+graph, graph_<i>_before.py / graph_<i>_after.py, the graph code around the rewrite. min_seq_len
+defaults to 0 here, so that the rewrite shows at toy lengths.
 """
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    add_config_arguments(p)
+    # min_seq_len 0: show the rewrite at the short lengths explain runs (at the default 8192 a
+    # shorter static sequence keeps SDPA, reason "seq_len"); pass --min-seq-len to see that.
+    add_config_arguments(p, min_seq_len=0)
 
 
 def command(p: argparse.ArgumentParser, args) -> int:

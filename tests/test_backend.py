@@ -47,13 +47,15 @@ def decisions(report):
 EXPECTED = [("rewritten", None), ("skipped", "causal"), ("skipped", "causal")]
 
 
-def test_backend_by_name_rewrites_and_compiles_with_inductor():
+def test_backend_by_name_compiles_with_inductor_and_keeps_short_sequences():
+    """backend="s2o" has the default config: at N below min_seq_len (8192) every call stays SDPA."""
     args = inputs(seed=1)
     before = len(s2o_compile.s2o_backend.reports)
     out = torch.compile(three_calls, backend="s2o")(*args)
     torch.testing.assert_close(out, three_calls(*args), rtol=1e-4, atol=1e-4)
     (report,) = s2o_compile.s2o_backend.reports[before:]
-    assert decisions(report) == EXPECTED, report
+    assert decisions(report) == [("skipped", "seq_len")] * 3, report
+    assert "min_seq_len=8192" in report.nodes[0].reason
 
 
 def test_inner_aot_eager_matches_at_tau0():

@@ -46,6 +46,7 @@ class SdpaCall:
     k: Node | None = None  # the K/V the op will read (repeat_kv undone)
     v: Node | None = None
     order: list[int] | None = None  # memory order of SDPA's output, which the rewrite keeps
+    min_seq_len: int = 0  # the config's: a static N below it keeps SDPA (the op would run it)
 
     def value(self, name):
         return tensor_value(self.args[name])
@@ -114,6 +115,10 @@ def check_seq_len(c: SdpaCall):
                 "(decode steps and cross-attention keep SDPA)")
     if not same_size(k.shape[2], v.shape[2]):
         return f"key length {k.shape[2]} and value length {v.shape[2]} are not provably equal"
+    n = static_int(q.shape[2])
+    if n is not None and n < c.min_seq_len:  # a symbolic N is rewritten; the op checks at run time
+        return (f"N={n} < min_seq_len={c.min_seq_len}: the op would run dense SDPA here, so the "
+                "call is left as it is")
     return None
 
 
@@ -302,7 +307,9 @@ def rewrite_graph(graph: Graph, config: S2OConfig | None = None, name: str = "")
         raise TypeError(f"s2o: config must be an S2OConfig, got {type(cfg).__name__}")
     report, proofs = RewriteReport(graph=name), {}
     for node in [n for n in graph.nodes if is_sdpa(n)]:
-        report.nodes.append(_decide(sdpa_call(node, proofs), cfg))
+        call = sdpa_call(node, proofs)
+        call.min_seq_len = cfg.min_seq_len
+        report.nodes.append(_decide(call, cfg))
     if report.num_rewritten:
         graph.lint()
     return report
