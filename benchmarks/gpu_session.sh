@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, bench, memory, demo, flex, e2e, fallback, hf.
+# Stages: tests, ab, ab2, oracle, bench, memory, demo, flex, e2e, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -15,6 +15,10 @@ for stage in "$@"; do
     ab)     python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.1 0.3 --preprocess \
               --variants 64,64,4,8,3,0 64,128,4,4,3,0 64,128,8,4,3,0 64,64,8,8,3,0 64,64,4,8,4,0 \
               2>&1 | tee "$OUT/ab.log" ;;
+    ab2)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.3 --preprocess \
+              --variants 64,64,4,8,3,0 64,64,4,16,3,0 128,64,8,8,3,0 128,128,8,4,3,0 \
+              2>&1 | tee "$OUT/ab2.log" ;;
+    oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
     memory) python benchmarks/memory.py --seq-lens 131072 262144 --out "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log" ;;
