@@ -18,6 +18,8 @@ for stage in "$@"; do
     ab2)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.3 --preprocess \
               --variants 64,64,4,8,3,0 64,64,4,16,3,0 128,64,8,8,3,0 128,128,8,4,3,0 \
               2>&1 | tee "$OUT/ab2.log" ;;
+    mean)   python -m s2o_compile bench --seq-lens 32768 131072 --taus 0.05 0.1 0.2 0.3 0.5 \
+              --stop-rule mean --out "$OUT/bench_mean.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_mean.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 ORDERINGS = ("tiers", "sort")
-STOP_RULES = ("gain", "remaining")
+STOP_RULES = ("gain", "remaining", "mean")
 POOLINGS = ("mean", "max")
 
 
@@ -44,6 +44,9 @@ class S2OConfig:
     stop_rule:     "gain" (the contract): stop when gain / l < tau on every row. "remaining":
                    stop when gain * (tiles left) / l < tau on every row, i.e. when the mass the
                    remaining tiles could add, if none exceeds the current one, is below tau.
+                   "mean": the same bound averaged over the tile's rows instead of required
+                   of every row (the relative error is an average too; a lone row that
+                   still gains is no longer enough to keep the tile walking).
     pack_gqa:      put the query heads of a GQA group into one query tile (see block_m): the
                    gathered K/V tiles are loaded once for all of them; the tile stops when all
                    of its rows, over all its heads, meet the stop rule.

@@ -123,3 +123,17 @@ def test_table_size_closed_form_equals_the_sum_over_segments():
                                            [0, 7, 20, 512]):
         expect = sum(s.prefix_len for s in R.segments(n, S, sink, W))
         assert table_size(n, S, sink, W) == expect, (n, S, sink, W)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.3])
+def test_mean_stop_rule_stops_no_later_than_every_row(tau):
+    """"mean" averages the bound that "remaining" requires of every row: given the same table it
+    visits at most as many tiles, and more error is the price."""
+    q, k, v = qkv(1, 4, 2, 333, 64, seed=4)
+    cfg = SMALL.replace(threshold=tau, stop_rule="remaining")
+    table = R.build_index_table(q, k, 0.125, cfg)
+    _, vis_all, pairs_all = R.attention_with_table(q, k, v, table, 0.125, cfg)
+    _, vis_mean, pairs_mean = R.attention_with_table(q, k, v, table, 0.125,
+                                                     cfg.replace(stop_rule="mean"))
+    assert (vis_mean <= vis_all).all()
+    assert pairs_mean.sum() < pairs_all.sum()

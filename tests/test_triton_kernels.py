@@ -21,6 +21,7 @@ CONFIGS = [
     SMALL.replace(ordering="sort"),  # 5 (N 333) and 3 (N 200) ranked segments: a lone middle row
     SMALL.replace(ordering="sort", local_window=70, segment_size=32),  # even segment counts
     SMALL.replace(pack_gqa=True, pool_rows=16),  # a GQA group's heads share a query tile
+    SMALL.replace(stop_rule="mean", ordering="sort"),
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
@@ -62,10 +63,11 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
     assert torch.allclose(density.cpu(), torch.ones(B, Hq))
 
 
+@pytest.mark.parametrize("rule", ["gain", "mean"])
 @pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
-def test_attention_tau_positive_equals_reference_given_the_same_table(tau):
+def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule):
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
-    cfg = SMALL.replace(threshold=tau)
+    cfg = SMALL.replace(threshold=tau, stop_rule=rule)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)

@@ -159,12 +159,18 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             visited[:, :, qt0:qt0 + n_qt] += active
             pairs += (active * rows_per_tile).sum(-1) * idx.shape[-1]
             # Stop rule: the tile stops once gain / l < tau on every one of its rows (all hpt heads).
-            left = math.ceil(max(P - t0 - BN, 0) / BN) if cfg.stop_rule == "remaining" else 1
-            row_small = (gain * left < tau * l_new).to(torch.int64)
-            small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
-            small_rows = small_rows.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
-            stop = (small_rows == hpt * rows_per_tile).expand(B, Hq // hpt, hpt, n_qt)
-            active &= ~stop.reshape(B, Hq, n_qt)
+            left = math.ceil(max(P - t0 - BN, 0) / BN) if cfg.stop_rule != "gain" else 1
+            if cfg.stop_rule == "mean":  # the mean over the tile's rows of gain * left / l < tau
+                ratio = gain * left / l_new
+                ratio_sum = torch.zeros_like(active, dtype=ratio.dtype).index_add_(2, tile_of_row, ratio)
+                ratio_sum = ratio_sum.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
+                stop = ratio_sum < tau * hpt * rows_per_tile
+            else:
+                row_small = (gain * left < tau * l_new).to(torch.int64)
+                small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
+                small_rows = small_rows.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
+                stop = small_rows == hpt * rows_per_tile
+            active &= ~stop.expand(B, Hq // hpt, hpt, n_qt).reshape(B, Hq, n_qt)
         out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
     return out, visited, pairs
 

@@ -180,15 +180,22 @@ def _attend_tile(q, k, v, cols_ok, m_i, l_i, acc, qk_scale, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _keep_walking(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.constexpr):
+def _keep_walking(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.constexpr,
+                  MEAN: tl.constexpr):
     """The stop rule after a tile: walk on while some valid row's gain (times the tiles left,
-    for stop_rule="remaining") is still >= tau of its accumulated mass."""
+    for stop_rule="remaining" and "mean") is still >= tau of its accumulated mass; for "mean",
+    while the mean of that ratio over the tile's valid rows is."""
     if REMAINING:
         left = (tl.maximum(P - t, 0) + BN - 1) // BN
     else:
         left = 1
-    keep = (~(gain * left < tau * l_i)) & row_ok
-    return (t < P) & (tl.max(keep.to(tl.int32), axis=0) > 0)
+    if MEAN:
+        ratio = tl.where(row_ok, gain * left / l_i, 0.0)
+        keep_any = ~(tl.sum(ratio, axis=0) < tau * tl.sum(row_ok.to(tl.float32), axis=0))
+    else:
+        keep = (~(gain * left < tau * l_i)) & row_ok
+        keep_any = tl.max(keep.to(tl.int32), axis=0) > 0
+    return (t < P) & keep_any
 
 
 @triton.jit
@@ -198,7 +205,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
                           BN: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr,
-                          REMAINING: tl.constexpr, CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
+                          REMAINING: tl.constexpr, MEAN: tl.constexpr, CHUNK: tl.constexpr,
+                          NUM_STAGES: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -274,7 +282,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                                                    IEEE)
                 n_vis += live.to(tl.int32)
                 live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
-                                            REMAINING)
+                                            REMAINING, MEAN)
             t += CHUNK * BN
             go = live & (t < P)
     else:
@@ -287,7 +295,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
             t += BN
             n_vis += 1
-            go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING)
+            go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING, MEAN)
 
     out = acc / l_i[:, None]
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D
@@ -445,7 +453,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
-            REMAINING=cfg.stop_rule == "remaining", CHUNK=chunk, NUM_STAGES=num_stages,
+            REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk, NUM_STAGES=num_stages,
             num_warps=num_warps or (8 if BM * D >= 128 * 128 else 4), num_stages=num_stages)
     return out, visited
 
