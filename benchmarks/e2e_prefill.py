@@ -33,6 +33,10 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 65536, 131072])
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=S2OConfig.threshold)
+    ap.add_argument("--modes", nargs="+", default=["dense", "s2o"], choices=["dense", "s2o", "eager"],
+                    help="dense: torch.compile default; s2o: backend s2o; eager: no compile (HF "
+                         "calls SDPA with is_causal=True and no mask: the dense reference where "
+                         "the compiled dense path runs out of memory)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
@@ -55,7 +59,8 @@ def main():
         for N in args.seq_lens:
             ids = torch.randint(0, cfg.vocab_size, (1, N), device="cuda")
             row = dict(N=N, layers=args.layers, threshold=args.threshold)
-            for name, fn in [("dense", dense), ("s2o", s2o)]:
+            fns = {"dense": dense, "s2o": s2o, "eager": fwd}
+            for name, fn in [(m, fns[m]) for m in args.modes]:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 try:
@@ -69,7 +74,8 @@ def main():
                     row[f"{name}_error"] = "OOM: " + str(e).split(". ")[0]
             if "dense_ttft_ms" in row and "s2o_ttft_ms" in row:
                 row["speedup"] = row["dense_ttft_ms"] / row["s2o_ttft_ms"]
-            row["rewritten"] = backend.reports[-1].num_rewritten if backend.reports else 0
+            if "s2o" in args.modes:
+                row["rewritten"] = backend.reports[-1].num_rewritten if backend.reports else 0
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.out:  # after every length: a later failure keeps what was measured
