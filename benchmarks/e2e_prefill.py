@@ -13,7 +13,30 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import s2o_compile
 from s2o_compile import S2OConfig, make_backend
+
+
+def layer_densities(fwd, ids, cfg: S2OConfig) -> list[float]:
+    """S2O's density in every layer of one eager forward: HF's "sdpa" attention function is
+    wrapped to also run the S2O op (return_stats) on the layer's real q, k, v."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    densities = []
+
+    def recording(module, query, key, value, attention_mask, **kwargs):
+        _, density = s2o_compile.sparse_attention(query, key, value, scale=kwargs.get("scaling"),
+                                                  enable_gqa=True, config=cfg, return_stats=True)
+        densities.append(density.mean().item())
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = recording
+    try:
+        fwd(ids)
+    finally:
+        del ALL_ATTENTION_FUNCTIONS["sdpa"]
+    return densities
 
 
 def timed(fn, reps=3):
@@ -33,10 +56,11 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 65536, 131072])
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=S2OConfig.threshold)
-    ap.add_argument("--modes", nargs="+", default=["dense", "s2o"], choices=["dense", "s2o", "eager"],
+    ap.add_argument("--modes", nargs="+", default=["dense", "s2o"], choices=["dense", "s2o", "eager", "density"],
                     help="dense: torch.compile default; s2o: backend s2o; eager: no compile (HF "
                          "calls SDPA with is_causal=True and no mask: the dense reference where "
-                         "the compiled dense path runs out of memory)")
+                         "the compiled dense path runs out of memory); density: S2O's density "
+                         "per layer on the layers' real q, k, v (one eager forward)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
@@ -60,7 +84,11 @@ def main():
             ids = torch.randint(0, cfg.vocab_size, (1, N), device="cuda")
             row = dict(N=N, layers=args.layers, threshold=args.threshold)
             fns = {"dense": dense, "s2o": s2o, "eager": fwd}
-            for name, fn in [(m, fns[m]) for m in args.modes]:
+            if "density" in args.modes:
+                d = layer_densities(fwd, ids, S2OConfig(threshold=args.threshold))
+                row["s2o_density_mean"] = sum(d) / len(d)
+                row["s2o_density_layers"] = d
+            for name, fn in [(m, fns[m]) for m in args.modes if m != "density"]:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 try:

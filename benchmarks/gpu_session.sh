@@ -29,7 +29,7 @@ for stage in "$@"; do
               --out "$OUT/flex_peer.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/flex.log" ;;
     e2e)    timeout 540 python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 \
               --out "$OUT/e2e.json" 2>&1 | tee "$OUT/e2e.log" ;;
-    eager)  python benchmarks/e2e_prefill.py --seq-lens 131072 --layers 32 --modes eager \
+    eager)  python benchmarks/e2e_prefill.py --seq-lens 32768 65536 131072 --layers 32 --threshold 0.3 --modes density eager \
               --out "$OUT/e2e_eager.json" 2>&1 | tee "$OUT/e2e_eager.log" ;;
     fallback) python benchmarks/fallback.py --out "$OUT/fallback.json" 2>&1 | tee "$OUT/fallback.log" ;;
     hf)     python benchmarks/gpu_hf_check.py --seq-len 32768 --layers 2 2>&1 | tee "$OUT/hf.log" | tail -20 ;;
