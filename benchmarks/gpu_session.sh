@@ -22,6 +22,10 @@ for stage in "$@"; do
               --stop-rule mean --out "$OUT/bench_mean.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_mean.log" ;;
     gain)   python -m s2o_compile bench --seq-lens 131072 --taus 1e-4 3e-4 1e-3 3e-3 --stop-rule gain \
               --out "$OUT/bench_gain.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_gain.log" ;;
+    pad)    python -m s2o_compile bench --seq-lens 32768 131072 --taus 0 0.3 --head-dim 96 \
+              --out "$OUT/bench_d96.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_d96.log"
+            python -m s2o_compile bench --seq-lens 131072 --taus 0.3 \
+              --out "$OUT/bench_d128_check.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_d128_check.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;

@@ -13,7 +13,8 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      [lo, tile end) with the causal mask; pass 2 walks the index table tile by tile, gathering K/V
      rows by index (an inner for loop over WALK_CHUNK tiles, which Triton pipelines), and stops
      when the stop rule holds on every row of the tile.
-Semantics equal kernels/reference.py tile for tile; layout.py defines the table.
+Semantics equal kernels/reference.py tile for tile; layout.py defines the table. A head dim
+that is not a power of two is padded (padded_head_dim) and masked on every user-tensor access.
 """
 from __future__ import annotations
 
@@ -27,22 +28,39 @@ from ..config import S2OConfig
 from .layout import heads_per_tile, num_segments, segments, table_offsets, table_size
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
-HEAD_DIMS = (16, 32, 64, 128, 256)
+MAX_HEAD_DIM = 256  # other head dims are padded to a power of two (>= 16) inside the kernels
 WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
 SCORE_TILES = (64, 128, 8)  # prefix-score kernel: rep rows, keys per program, warps
 
 
+def padded_head_dim(d: int) -> int:
+    """The kernels' tile width for head dim d: a power of two, at least 16 (tl.dot's minimum);
+    columns past d are masked on load and store."""
+    return max(16, triton.next_power_of_2(d))
+
+
 def unsupported_reason(q: torch.Tensor) -> str | None:
     """Why the Triton kernels cannot run these inputs (None when they can)."""
-    if q.shape[-1] not in HEAD_DIMS:
-        return f"head_dim {q.shape[-1]} not in {HEAD_DIMS}"
+    if q.shape[-1] > MAX_HEAD_DIM:
+        return f"head_dim {q.shape[-1]} > {MAX_HEAD_DIM}"
     return None
+
+
+@triton.jit
+def _row_col_mask(ok, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
+    """Mask of a [rows, D] load from a user tensor: rows by ok and, when D (a power of two)
+    pads the real head dim D_IN, the columns below D_IN."""
+    m = ok[:, None]
+    if D_IN < D:
+        m = m & (offs_d < D_IN)[None, :]
+    return m
 
 
 @triton.jit
 def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP, N_REP,
                          SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
-                         REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr, D: tl.constexpr):
+                         REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr, D: tl.constexpr,
+                         D_IN: tl.constexpr):
     """Representative query r of segment r // TP: the mean of HPR query heads over ROWS rows.
     Rows j = r % TP >= REPS of a segment are padding (the scores kernel masks them)."""
     r = tl.program_id(0)
@@ -64,7 +82,7 @@ def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP
         for row in range(r0, r1, RB):
             rows = row + tl.arange(0, RB)
             x = tl.load(base + rows[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
-                        mask=(rows < r1)[:, None], other=0.0)
+                        mask=_row_col_mask(rows < r1, offs_d, D_IN, D), other=0.0)
             acc += tl.sum(x.to(tl.float32), axis=0)
     cnt = tl.maximum(HPR * (r1 - r0), 1).to(tl.float32)
     tl.store(REP + (bhk.to(tl.int64) * N_REP + r) * D + offs_d, acc / cnt)
@@ -75,7 +93,8 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           N, H_KV, GROUP, N_SEG, TOTAL, scale, SINK, LOCAL,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
-                          BK: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr):
+                          BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
+                          IEEE: tl.constexpr):
     scale = tl.cast(scale, tl.float32)
     c0 = tl.program_id(0) * BK
     bhk = tl.program_id(1)
@@ -85,7 +104,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     offs_d = tl.arange(0, D)
     kc = tl.load(K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
-                 mask=(cols < N)[:, None], other=0.0)
+                 mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
     SB: tl.constexpr = RB // TP
     n_rep = N_SEG * TP
     # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL.
@@ -204,8 +223,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_vb, stride_vh, stride_vn,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
-                          BN: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr,
-                          REMAINING: tl.constexpr, MEAN: tl.constexpr, CHUNK: tl.constexpr,
+                          BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
+                          IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr, CHUNK: tl.constexpr,
                           NUM_STAGES: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
@@ -231,7 +250,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     row_ok = offs_m < N
     q = tl.load(Q + b.to(tl.int64) * stride_qb + head[:, None].to(tl.int64) * stride_qh
                 + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
+                mask=_row_col_mask(row_ok, offs_d, D_IN, D), other=0.0)
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + offs_d[None, :]
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + offs_d[None, :]
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
@@ -242,15 +261,17 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     for start in range(0, sink_end, BN):
         cols = start + offs_n
         ok = cols < sink_end
-        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=ok[:, None], other=0.0)
-        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=ok[:, None], other=0.0)
+        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
+        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
+        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
         m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
     # Pass 1b: local window and own keys [lo, hi), causal by original position.
     for start in range(lo, hi, BN):
         cols = start + offs_n
         ok = cols < hi
-        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=ok[:, None], other=0.0)
-        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=ok[:, None], other=0.0)
+        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
+        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
+        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
         m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, m_i, l_i, acc, qk_scale, IEEE)
 
@@ -272,8 +293,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                 pos = t + c * BN + offs_n
                 ok = pos < P
                 idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-                k = tl.load(k_base + idx[:, None] * stride_kn, mask=ok[:, None], other=0.0)
-                v = tl.load(v_base + idx[:, None] * stride_vn, mask=ok[:, None], other=0.0)
+                kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
+                k = tl.load(k_base + idx[:, None] * stride_kn, mask=kv_ok, other=0.0)
+                v = tl.load(v_base + idx[:, None] * stride_vn, mask=kv_ok, other=0.0)
                 # tiles after a stop are loaded (loads run ahead) and masked to p = 0. Zeroing v
                 # as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K
                 # on the H100: such a NaN reaches the output as it would in SDPA.
@@ -290,16 +312,18 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             pos = t + offs_n
             ok = pos < P
             idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-            k = tl.load(k_base + idx[:, None] * stride_kn, mask=ok[:, None], other=0.0)
-            v = tl.load(v_base + idx[:, None] * stride_vn, mask=ok[:, None], other=0.0)
+            kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
+            k = tl.load(k_base + idx[:, None] * stride_kn, mask=kv_ok, other=0.0)
+            v = tl.load(v_base + idx[:, None] * stride_vn, mask=kv_ok, other=0.0)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
             t += BN
             n_vis += 1
             go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING, MEAN)
 
     out = acc / l_i[:, None]
-    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D
-             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
+             + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=_row_col_mask(row_ok, offs_d, D_IN, D))
     for i in tl.static_range(HPT):
         tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt, n_vis)
 
@@ -327,8 +351,9 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     else:  # one rep per segment, pooled over the group's heads
         rows, hpr, reps = S, group, 1
     TP = triton.next_power_of_2(reps)
-    rep = torch.empty(B, Hkv, G * TP, D, dtype=torch.float32, device=q.device)
-    meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=D)
+    DP = padded_head_dim(D)
+    rep = torch.empty(B, Hkv, G * TP, DP, dtype=torch.float32, device=q.device)
+    meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=DP, D_IN=D)
     _launch(_pool_queries_kernel, (G * TP, B * Hkv), q, rep, q.stride(0), q.stride(1),
             q.stride(2), N, Hkv, group, G * TP, RB=32, **meta)
 
@@ -452,9 +477,11 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
-            SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=D, IEEE=q.dtype == torch.float32,
+            SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=padded_head_dim(D), D_IN=D,
+            IEEE=q.dtype == torch.float32,
             REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk, NUM_STAGES=num_stages,
-            num_warps=num_warps or (8 if BM * D >= 128 * 128 else 4), num_stages=num_stages)
+            num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
+            num_stages=num_stages)
     return out, visited
 
 

@@ -16,7 +16,6 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 
 from ..config import S2OConfig
-from ..kernels.triton_s2o import HEAD_DIMS
 from ..ops import config_args  # importing ops registers torch.ops.s2o.*
 from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES
 from ._fx import (layout_order, may_mutate, meta_value, same_shape, same_size, shape_str,
@@ -101,8 +100,6 @@ def check_head_dim(c: SdpaCall):
         return "the head dim is symbolic"
     if static_int(k.shape[-1]) != d or static_int(v.shape[-1]) != d:
         return f"head dims differ: q {d}, k {k.shape[-1]}, v {v.shape[-1]} (S2O needs one head dim)"
-    if q.device.type == "cuda" and d not in HEAD_DIMS:
-        return f"head dim {d} has no S2O kernel on GPU (supported: {HEAD_DIMS})"
     if not 1 <= d <= MAX_HEAD_DIM:
         return f"head dim {d} exceeds {MAX_HEAD_DIM}"
     return None
