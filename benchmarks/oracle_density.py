@@ -7,7 +7,9 @@ keys in a given order, row by row, until the row's output is within the target r
 exact attention (an oracle stop: no tiles, no stop rule). Two orders:
   true:  the row's own true scores: the smallest key set any per-query selection can have;
   s2o:   S2O's index table (one ranking per segment and kv head, as the kernel walks it): what
-         a perfect stop rule could reach with S2O's ranking.
+         a perfect stop rule could reach with S2O's ranking;
+  tile:  the scores of the row's own 64-query tile mean (its head): what a per-query-tile
+         re-ranking could reach.
 The gap between them is the ranking's; between "s2o" and S2O's measured density, the stop rule's. Reports the resulting density, and the speedup bound it
 implies for a kernel at a given efficiency (op time / (density x dense time)) plus preprocessing.
 Sampled rows are spread uniformly over positions, so pairs (and density) weight late rows more,
@@ -45,7 +47,7 @@ def main():
     gen = torch.Generator().manual_seed(0)
     positions = torch.randint(N // 16, N, (args.rows,), generator=gen).tolist()
     causal = 0
-    kept = {(o, e): 0 for o in ("true", "s2o") for e in args.errors}
+    kept = {(o, e): 0 for o in ("true", "s2o", "tile") for e in args.errors}
     for i in positions:
         seg = segs[i // cfg.segment_size]
         causal += 32 * (i + 1)
@@ -58,8 +60,12 @@ def main():
             dense_idx = dense_idx.to(s.device)
             prefix = torch.arange(seg.sink_end, seg.lo, device=s.device)
             g = i // cfg.segment_size
+            t0 = i // cfg.block_m * cfg.block_m
+            tile_q = q[0, h, t0:min(t0 + cfg.block_m, N)].float().mean(0)
+            tile_s = tile_q @ k[0, h // 4, prefix].float().T
             orders = {"true": prefix[torch.argsort(s[prefix], descending=True)],
-                      "s2o": table[0, h // 4, offsets[g]:offsets[g + 1]].long()}
+                      "s2o": table[0, h // 4, offsets[g]:offsets[g + 1]].long(),
+                      "tile": prefix[torch.argsort(tile_s, descending=True)]}
             base_num, base_den = p[dense_idx] @ vf[dense_idx], p[dense_idx].sum()
             err0 = (base_num / base_den - exact).norm() / exact.norm()
             for name, order in orders.items():
@@ -78,7 +84,8 @@ def main():
     for e in args.errors:
         d = kept["true", e] / causal
         row = dict(N=N, target_row_err=e, oracle_density=d,
-                   s2o_order_oracle_stop_density=kept["s2o", e] / causal)
+                   s2o_order_oracle_stop_density=kept["s2o", e] / causal,
+                   tile_order_oracle_stop_density=kept["tile", e] / causal)
         for eff, pre in [(1.0, 0.043), (1.3, 0.043), (2.0, 0.043)]:
             row[f"speedup_bound_eff{eff}"] = 1 / (d * eff + pre)
         rows.append(row)
