@@ -26,6 +26,9 @@ for stage in "$@"; do
               --out "$OUT/bench_d96.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_d96.log"
             python -m s2o_compile bench --seq-lens 131072 --taus 0.3 \
               --out "$OUT/bench_d128_check.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_d128_check.log" ;;
+    segments) for S in 256 1024; do
+              python -m s2o_compile bench --seq-lens 131072 --taus 0.1 0.3 0.6 --segment-size $S \
+                --out "$OUT/bench_seg$S.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_seg$S.log"; done ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
