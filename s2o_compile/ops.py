@@ -3,8 +3,10 @@
 torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   A triton_op: torch.compile sees its body, so Inductor schedules the Triton kernels it launches
   through wrap_triton. CUDA tensors with a supported head dim take the Triton kernels; CPU tensors
-  take torch.ops.s2o.sparse_attention_reference, an opaque custom op around the PyTorch reference
-  (its Python loops and early exit must not be traced). Sequences shorter than min_seq_len run
+  take torch.ops.s2o.sparse_attention_eager, an opaque custom op around the PyTorch reference
+  (its Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
+  tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
+  scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11). Sequences shorter than min_seq_len run
   dense SDPA. The output is always contiguous [B, Hq, N, D]; density is float32 [B, Hq].
 
 The config travels as the S2OConfig fields in declaration order (config_args / S2OConfig(*args)).
@@ -51,8 +53,8 @@ def _dense(q, k, v, scale):
 
 
 # The op signatures spell out the S2OConfig fields (schema inference needs annotations).
-@torch.library.custom_op("s2o::sparse_attention_reference", mutates_args=())
-def sparse_attention_reference(
+@torch.library.custom_op("s2o::sparse_attention_eager", mutates_args=())
+def sparse_attention_eager(
     q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
     block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int, stop_rule: str,
@@ -61,11 +63,13 @@ def sparse_attention_reference(
     cfg = S2OConfig(threshold, segment_size, block_m, block_n, sink_tokens, local_window,
                     ordering, num_tiers, tier_width, pooling, min_seq_len, stop_rule, pack_gqa,
                     pool_rows)
+    if q.device.type == "cuda":
+        return triton_s2o.s2o_attention(q, k, v, scale, cfg)
     out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
     return out, (pairs.double() / causal_pairs(q.shape[2])).float()
 
 
-@sparse_attention_reference.register_fake
+@sparse_attention_eager.register_fake
 def _(q, k, v, scale, *cfg_args):
     B, Hq, N, D = q.shape
     return q.new_empty(B, Hq, N, D), q.new_empty(B, Hq, dtype=torch.float32)
@@ -88,11 +92,13 @@ def sparse_attention_op(
         return _dense(q, k, v, scale)
     if q.device.type == "cuda":
         reason = triton_s2o.unsupported_reason(q)
+        if reason is None and any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape)):
+            return torch.ops.s2o.sparse_attention_eager(q, k, v, scale, *cfg_args)
         if reason is None:
             return triton_s2o.s2o_attention(q, k, v, scale, cfg)
         log.warning("s2o: dense SDPA instead of S2O on %s: %s", q.device, reason)
         return _dense(q, k, v, scale)
-    return torch.ops.s2o.sparse_attention_reference(q, k, v, scale, *cfg_args)
+    return torch.ops.s2o.sparse_attention_eager(q, k, v, scale, *cfg_args)
 
 
 def _no_backward(ctx, *grads):
@@ -105,4 +111,4 @@ def _setup_context(ctx, inputs, output):
 
 
 sparse_attention_op.register_autograd(_no_backward, setup_context=_setup_context)
-sparse_attention_reference.register_autograd(_no_backward, setup_context=_setup_context)
+sparse_attention_eager.register_autograd(_no_backward, setup_context=_setup_context)

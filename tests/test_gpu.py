@@ -53,3 +53,15 @@ def test_compiled_op_uses_triton_kernels():
     assert any("_s2o_attention_kernel" in c for c in codes)
     eager = sparse_attention(q, k, v, enable_gqa=True, config=CFG.replace(threshold=1e-3))
     assert rel_err(out, eager) < 1e-3
+
+
+def test_compiled_with_dynamic_lengths_matches_eager():
+    """dynamic=True: the sequence length is symbolic when traced; two lengths (one below
+    min_seq_len, which takes the op's dense branch) run and match eager."""
+    cfg = CFG.replace(threshold=0.1, min_seq_len=4096)
+    fn = torch.compile(lambda q, k, v: sparse_attention(q, k, v, enable_gqa=True, config=cfg),
+                       dynamic=True)
+    for n in (2000, 6000, 9000):
+        q, k, v = structured_qkv(1, 8, 2, n, 128, device="cuda", seed=n)
+        eager = sparse_attention(q, k, v, enable_gqa=True, config=cfg)
+        assert rel_err(fn(q, k, v), eager) < 1e-3

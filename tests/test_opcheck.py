@@ -49,7 +49,7 @@ def test_opcheck(dtype, Hq, Hkv, layout):
     q, k, v = (tensor(2, h, layout, dtype, seed) for seed, h in enumerate((Hq, Hkv, Hkv)))
     args = (q, k, v, D ** -0.5, *config_args(CFG))
     torch.library.opcheck(torch.ops.s2o.sparse_attention, args)
-    torch.library.opcheck(torch.ops.s2o.sparse_attention_reference, args)
+    torch.library.opcheck(torch.ops.s2o.sparse_attention_eager, args)
     out, density = torch.ops.s2o.sparse_attention(*args)
     assert out.dtype == dtype and out.is_contiguous() and density.dtype == torch.float32
     exact, _ = torch.ops.s2o.sparse_attention(q, k, v, D ** -0.5,
