@@ -2,12 +2,13 @@
 
 torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   A triton_op: torch.compile sees its body, so Inductor schedules the Triton kernels it launches
-  through wrap_triton. CUDA tensors with a supported head dim take the Triton kernels; CPU tensors
-  take torch.ops.s2o.sparse_attention_eager, an opaque custom op around the PyTorch reference
-  (its Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
+  through wrap_triton. CUDA tensors take the Triton kernels; CPU tensors take
+  torch.ops.s2o.sparse_attention_eager, an opaque custom op around the PyTorch reference (its
+  Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
   tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
-  scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11). Sequences shorter than min_seq_len run
-  dense SDPA. The output is always contiguous [B, Hq, N, D]; density is float32 [B, Hq].
+  scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11).
+  Sequences shorter than min_seq_len run dense SDPA. The output is always contiguous
+  [B, Hq, N, D]; density is float32 [B, Hq].
 
 The config travels as the S2OConfig fields in declaration order (config_args / S2OConfig(*args)).
 """

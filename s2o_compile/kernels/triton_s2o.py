@@ -224,8 +224,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
                           BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
-                          IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr, CHUNK: tl.constexpr,
-                          NUM_STAGES: tl.constexpr):
+                          IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
+                          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -336,7 +336,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     """Flat int32 index table [B, Hkv, total] and offsets [G + 1] (layout.py), on the device."""
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
-    S, BM = cfg.segment_size, cfg.block_m
+    S = cfg.segment_size
     G = num_segments(N, S)
     offsets = table_offsets(N, S, cfg.sink_tokens, cfg.local_window, q.device)
     total = table_size(N, S, cfg.sink_tokens, cfg.local_window)
@@ -479,7 +479,8 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
-            REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk, NUM_STAGES=num_stages,
+            REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk,
+            NUM_STAGES=num_stages,
             num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
             num_stages=num_stages)
     return out, visited
