@@ -115,7 +115,7 @@ def check_seq_len(c: SdpaCall):
     n = static_int(q.shape[2])
     if n is not None and n < c.min_seq_len:  # a symbolic N is rewritten; the op checks at run time
         return (f"N={n} < min_seq_len={c.min_seq_len}: the op would run dense SDPA here, so the "
-                "call is left as it is")
+                "call is left as it is (lower S2OConfig.min_seq_len to force S2O)")
     return None
 
 
