@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import ops
 from .config import S2OConfig
@@ -27,10 +26,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if q.shape[2] < cfg.min_seq_len:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=float(scale),
-                                             enable_gqa=enable_gqa)
-        if not return_stats:
-            return out
-        return out, torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
-    out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
+        out, density = ops.dense_attention(q, k, v, float(scale), contiguous=False)
+    else:
+        out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
     return (out, density) if return_stats else out

@@ -15,7 +15,6 @@ The config travels as the S2OConfig fields in declaration order (config_args / S
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,6 @@ from .kernels import triton_s2o
 from .kernels.reference import s2o_attention_reference
 from .validation import check_attention_inputs
 
-log = logging.getLogger("s2o_compile")
 
 def config_args(cfg: S2OConfig) -> tuple:
     """S2OConfig -> the op's trailing arguments (the dataclass fields, in order)."""
@@ -46,11 +44,13 @@ def causal_pairs(n: int) -> int:
     return n * (n + 1) // 2
 
 
-def _dense(q, k, v, scale):
+def dense_attention(q, k, v, scale, contiguous: bool = True):
+    """Causal SDPA and a density of ones: what S2O runs below min_seq_len. contiguous=False
+    keeps SDPA's own output layout (the Python front end; the op promises a contiguous one)."""
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                          enable_gqa=bool(q.shape[1] != k.shape[1]))
     density = torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
-    return out.contiguous(), density
+    return (out.contiguous() if contiguous else out), density
 
 
 # The op signatures spell out the S2OConfig fields (schema inference needs annotations).
@@ -90,15 +90,10 @@ def sparse_attention_op(
                                           min_seq_len, stop_rule, pack_gqa, pool_rows))
     cfg = S2OConfig(*cfg_args)
     if q.shape[2] < cfg.min_seq_len:
-        return _dense(q, k, v, scale)
-    if q.device.type == "cuda":
-        reason = triton_s2o.unsupported_reason(q)
-        if reason is None and any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape)):
-            return torch.ops.s2o.sparse_attention_eager(q, k, v, scale, *cfg_args)
-        if reason is None:
-            return triton_s2o.s2o_attention(q, k, v, scale, cfg)
-        log.warning("s2o: dense SDPA instead of S2O on %s: %s", q.device, reason)
-        return _dense(q, k, v, scale)
+        return dense_attention(q, k, v, scale)
+    symbolic = any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape))
+    if q.device.type == "cuda" and not symbolic:
+        return triton_s2o.s2o_attention(q, k, v, scale, cfg)
     return torch.ops.s2o.sparse_attention_eager(q, k, v, scale, *cfg_args)
 
 

@@ -158,21 +158,25 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             acc = torch.where(row_active[..., None], acc * alpha[..., None] + p @ vt, acc)
             visited[:, :, qt0:qt0 + n_qt] += active
             pairs += (active * rows_per_tile).sum(-1) * idx.shape[-1]
-            # Stop rule: the tile stops once gain / l < tau on every one of its rows (all hpt heads).
+            # Stop rule, over each query tile's rows (all hpt heads): stop once gain * left < tau * l
+            # on every row, or for "mean" once the rows' mean of gain * left / l is below tau.
             left = math.ceil(max(P - t0 - BN, 0) / BN) if cfg.stop_rule != "gain" else 1
-            if cfg.stop_rule == "mean":  # the mean over the tile's rows of gain * left / l < tau
-                ratio = gain * left / l_new
-                ratio_sum = torch.zeros_like(active, dtype=ratio.dtype).index_add_(2, tile_of_row, ratio)
-                ratio_sum = ratio_sum.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
-                stop = ratio_sum < tau * hpt * rows_per_tile
-            else:
-                row_small = (gain * left < tau * l_new).to(torch.int64)
-                small_rows = torch.zeros_like(active, dtype=torch.int64).index_add_(2, tile_of_row, row_small)
-                small_rows = small_rows.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
-                stop = small_rows == hpt * rows_per_tile
+            if cfg.stop_rule == "mean":
+                stop = _tile_sum(gain * left / l_new, tile_of_row, n_qt, hpt) < tau * hpt * rows_per_tile
+            else:  # no row still gaining (a NaN ratio keeps the tile walking, as in the kernel)
+                keep = (~(gain * left < tau * l_new)).to(torch.int64)
+                stop = _tile_sum(keep, tile_of_row, n_qt, hpt) == 0
             active &= ~stop.expand(B, Hq // hpt, hpt, n_qt).reshape(B, Hq, n_qt)
         out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
     return out, visited, pairs
+
+
+def _tile_sum(x: torch.Tensor, tile_of_row: torch.Tensor, n_qt: int, hpt: int) -> torch.Tensor:
+    """[B, Hq, L] per-row values -> their sum over each query tile's rows and its hpt heads:
+    [B, Hq // hpt, 1, n_qt]."""
+    B, Hq = x.shape[:2]
+    sums = torch.zeros(B, Hq, n_qt, dtype=x.dtype, device=x.device).index_add_(2, tile_of_row, x)
+    return sums.view(B, Hq // hpt, hpt, n_qt).sum(2, keepdim=True)
 
 
 def s2o_attention_reference(q, k, v, scale: float, cfg: S2OConfig):

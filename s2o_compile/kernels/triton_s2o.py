@@ -28,7 +28,6 @@ from ..config import S2OConfig
 from .layout import heads_per_tile, num_segments, segments, table_offsets, table_size
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
-MAX_HEAD_DIM = 256  # other head dims are padded to a power of two (>= 16) inside the kernels
 WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
 SCORE_TILES = (64, 128, 8)  # prefix-score kernel: rep rows, keys per program, warps
 
@@ -37,13 +36,6 @@ def padded_head_dim(d: int) -> int:
     """The kernels' tile width for head dim d: a power of two, at least 16 (tl.dot's minimum);
     columns past d are masked on load and store."""
     return max(16, triton.next_power_of_2(d))
-
-
-def unsupported_reason(q: torch.Tensor) -> str | None:
-    """Why the Triton kernels cannot run these inputs (None when they can)."""
-    if q.shape[-1] > MAX_HEAD_DIM:
-        return f"head_dim {q.shape[-1]} > {MAX_HEAD_DIM}"
-    return None
 
 
 @triton.jit
