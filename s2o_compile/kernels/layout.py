@@ -62,12 +62,17 @@ def table_offsets(n: int, segment_size: int, sink_tokens: int, local_window: int
     return torch.nn.functional.pad(torch.cumsum(lens, 0), (1, 0))
 
 
+def first_ranked_segment(segment_size: int, sink_tokens: int, local_window: int) -> int:
+    """The first segment with a non-empty ranked prefix (prefix_len(g) = g * S - sink - window)."""
+    return (sink_tokens + local_window) // segment_size + 1
+
+
 def table_size(n: int, segment_size: int, sink_tokens: int, local_window: int) -> int:
     """Entries of the flat index table per (batch, kv head), from shapes alone (closed form of
     sum_g prefix_len(g), prefix_len(g) = max(0, g * S - (local_window + sink_tokens)))."""
     G = num_segments(n, segment_size)
     c = local_window + sink_tokens
-    g0 = c // segment_size + 1  # first segment with a non-empty ranked prefix
+    g0 = first_ranked_segment(segment_size, sink_tokens, local_window)
     cnt = max(0, G - g0)
     return segment_size * (g0 + G - 1) * cnt // 2 - c * cnt
 

@@ -25,7 +25,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import heads_per_tile, num_segments, segments, table_offsets, table_size
+from .layout import (first_ranked_segment, heads_per_tile, num_segments, segments, table_offsets,
+                     table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
@@ -383,7 +384,7 @@ def _sorted_table(table, segmax, offsets, N, cfg):
     B, Hkv, total = table.shape
     S, c = cfg.segment_size, cfg.sink_tokens + cfg.local_window
     G = num_segments(N, S)
-    g0 = c // S + 1  # first segment with a non-empty prefix
+    g0 = first_ranked_segment(S, cfg.sink_tokens, cfg.local_window)
     rows = (G - g0 + 1) // 2
     width = (g0 * S - c) + ((G - 1) * S - c)  # longest pair: P(g0) + P(G - 1)
     per_chunk = max(1, min(rows, SORT_CHUNK // (B * Hkv * width)))
@@ -430,10 +431,12 @@ def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
     real = in_a | in_b
     s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + j, mask=real, other=0.0)
     best = tl.load(SEGMAX + bh * G + g, mask=real, other=0.0)
+    # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's float
+    # division compiles to the approximate div.full.f32
     gap = tl.floor((best - s) * STEPS)
     gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
     prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
-    prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first (reference.priority_of)
+    prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
     key = tl.where(in_b, prio + LAST + 2, prio)
     key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
     tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.int16),
