@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, oracle, bench, memory, demo, flex, e2e, fallback, hf.
+# Stages: tests, ab, ab2, mean, gain, pad, segments, perhead, headn, oracle, bench, memory, demo,
+# flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -29,6 +30,14 @@ for stage in "$@"; do
     segments) for S in 256 1024; do
               python -m s2o_compile bench --seq-lens 131072 --taus 0.1 0.3 0.6 --segment-size $S \
                 --out "$OUT/bench_seg$S.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_seg$S.log"; done ;;
+    perhead) for S in 512 1024 2048; do
+              python -m s2o_compile bench --seq-lens 131072 --taus 0.1 0.3 0.6 --segment-size $S \
+                --rank-per-head true --out "$OUT/bench_head_seg$S.json" 2>&1 | grep -v "it/s\]" \
+                | tee "$OUT/bench_head_seg$S.log"; done
+            python -m s2o_compile bench --seq-lens 131072 --taus 0.3 \
+              --out "$OUT/bench_kv_check.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_kv_check.log" ;;
+    headn)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.1 0.3 0.6 --segment-size ${SEG:-1024} \
+              --rank-per-head true --out "$OUT/bench_head_n.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_head_n.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;

@@ -52,6 +52,11 @@ class S2OConfig:
                    of its rows, over all its heads, meet the stop rule.
     pool_rows:     query positions per representative query for pooling="max" (at most one
                    segment).
+    rank_per_head: one ranking (index table) per query head instead of one per kv head. With
+                   GQA, the heads of a group often favour different keys: a shared ranking makes
+                   each head walk past its neighbours' keys before reaching its own. Costs a
+                   table group times larger (and as many keys to sort); excludes pack_gqa,
+                   whose packed heads share one walk.
     """
 
     threshold: float = 0.1
@@ -68,6 +73,7 @@ class S2OConfig:
     stop_rule: str = "remaining"
     pack_gqa: bool = False
     pool_rows: int = 128
+    rank_per_head: bool = False
 
     def __post_init__(self):
         def bad(field, value, allowed):
@@ -94,8 +100,12 @@ class S2OConfig:
             bad("pooling", self.pooling, f"one of {POOLINGS}")
         if not isinstance(self.num_tiers, int) or not 1 <= self.num_tiers <= 64:
             bad("num_tiers", self.num_tiers, "an int in [1, 64]")
-        if not isinstance(self.pack_gqa, bool):
-            bad("pack_gqa", self.pack_gqa, "a bool")
+        for name in ("pack_gqa", "rank_per_head"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, getattr(self, name), "a bool")
+        if self.pack_gqa and self.rank_per_head:
+            bad("pack_gqa", True, "False when rank_per_head=True (packed heads share one walk, "
+                "so they need one ranking per kv head)")
         p = self.pool_rows
         if not isinstance(p, int) or isinstance(p, bool) or not _is_pow2(p):
             bad("pool_rows", p, "a power of two")

@@ -25,3 +25,8 @@ def test_invalid_values_name_the_field(field, value):
 def test_replace_validates():
     with pytest.raises(ValueError, match="block_n"):
         S2OConfig().replace(block_n=3)
+
+
+def test_pack_gqa_needs_one_ranking_per_kv_head():
+    with pytest.raises(ValueError, match="rank_per_head"):
+        S2OConfig(pack_gqa=True, rank_per_head=True)

@@ -137,3 +137,32 @@ def test_mean_stop_rule_stops_no_later_than_every_row(tau):
                                                      cfg.replace(stop_rule="mean"))
     assert (vis_mean <= vis_all).all()
     assert pairs_mean.sum() < pairs_all.sum()
+
+
+def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
+    """Two query heads of one kv head, each attending to its own tile's worth of far keys: one
+    ranking per kv head puts both heads' keys first for both heads; with rank_per_head each
+    head's own keys lead its row, and at the same tau each head walks one tile less."""
+    g = torch.Generator().manual_seed(4)
+    N, D, BN = 256, 64, 16
+    q = 0.1 * torch.randn(1, 2, N, D, generator=g)
+    k = 0.1 * torch.randn(1, 1, N, D, generator=g)
+    v = torch.randn(1, 1, N, D, generator=g)
+    far = [list(range(40, 40 + BN)), list(range(90, 90 + BN))]  # in the last segment's prefix
+    for h, keys in enumerate(far):
+        k[0, 0, keys, h] = 3.0
+        q[0, h, 192:, h] = 3.0
+    cfg = S2OConfig(threshold=0.05, segment_size=64, block_m=64, block_n=BN, sink_tokens=8,
+                    local_window=16, min_seq_len=0, stop_rule="gain")
+    last = table_offsets(N, 64, 8, 16)[-2].item()
+    shared = R.build_index_table(q, k, 1.0, cfg)
+    own = R.build_index_table(q, k, 1.0, cfg.replace(rank_per_head=True))
+    assert shared.shape[1] == 1 and own.shape[1] == 2
+    assert set(shared[0, 0, last:last + 2 * BN].tolist()) == set(far[0] + far[1])
+    for h in range(2):
+        assert set(own[0, h, last:last + BN].tolist()) == set(far[h])
+    out_s, vis_s, _ = R.attention_with_table(q, k, v, shared, 1.0, cfg)
+    out_o, vis_o, _ = R.attention_with_table(q, k, v, own, 1.0, cfg.replace(rank_per_head=True))
+    assert vis_s[0, :, -1].tolist() == [3, 3] and vis_o[0, :, -1].tolist() == [2, 2]
+    ref = dense(q, k, v, scale=1.0)[:, :, 192:]
+    assert rel_err(out_o[:, :, 192:], ref) < 0.02 and rel_err(out_s[:, :, 192:], ref) < 0.02

@@ -22,6 +22,7 @@ CONFIGS = [
     SMALL.replace(ordering="sort", local_window=70, segment_size=32),  # even segment counts
     SMALL.replace(pack_gqa=True, pool_rows=16),  # a GQA group's heads share a query tile
     SMALL.replace(stop_rule="mean", ordering="sort"),
+    SMALL.replace(rank_per_head=True, ordering="sort"),  # one table row per query head
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
@@ -63,11 +64,11 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
     assert torch.allclose(density.cpu(), torch.ones(B, Hq))
 
 
-@pytest.mark.parametrize("rule", ["gain", "mean"])
+@pytest.mark.parametrize("rule,per_head", [("gain", False), ("mean", False), ("gain", True)])
 @pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
-def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule):
+def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule, per_head):
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
-    cfg = SMALL.replace(threshold=tau, stop_rule=rule)
+    cfg = SMALL.replace(threshold=tau, stop_rule=rule, rank_per_head=per_head)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)

@@ -7,10 +7,12 @@ For segment g (queries [s0, s1), s0 = g * segment_size):
   prefix = keys [sink_end, lo)          ranked, walked tile by tile with early stopping.
 Sink, local and own keys form the dense pass (pass 1); the prefix is the sparse pass (pass 2).
 
-The index table of all segments is one flat int32 tensor [B, Hkv, total]: segment g's ranked
-prefix occupies [offsets[g], offsets[g + 1]) and holds absolute key positions. Its size is
-sum_g prefix_len(g) ~ N^2 / (2 * segment_size) entries per kv head, which stays below the layer's
-own K+V (4 * N * D bytes per kv head in 16-bit) while N <= 2 * D * segment_size.
+The index table of all segments is one flat int32 tensor [B, R, total], R = Hkv (one ranking per
+kv head, shared by its GQA group) or Hq (rank_per_head): segment g's ranked prefix occupies
+[offsets[g], offsets[g + 1]) and holds absolute key positions. Its size is
+sum_g prefix_len(g) ~ N^2 / (2 * segment_size) entries per row, which stays below the layer's
+own K+V (4 * N * D bytes per kv head in 16-bit) while N <= 2 * D * segment_size with R = Hkv
+(rank_per_head multiplies it by the group size).
 """
 from __future__ import annotations
 
@@ -85,3 +87,9 @@ def heads_per_tile(group: int, block_m: int, pack_gqa: bool) -> int:
     while pack_gqa and group % (2 * h) == 0 and block_m // (2 * h) >= 16:
         h *= 2
     return h
+
+
+def table_heads(q_heads: int, kv_heads: int, rank_per_head: bool) -> int:
+    """Rows R of the index table per batch: one per query head with rank_per_head, else one per
+    kv head."""
+    return q_heads if rank_per_head else kv_heads

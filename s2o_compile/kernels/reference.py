@@ -81,7 +81,10 @@ def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,
                       cfg: S2OConfig) -> torch.Tensor:
-    """The flat index table [B, Hkv, total] int32 of absolute key positions (layout.py)."""
+    """The flat index table [B, R, total] int32 of absolute key positions (layout.py); R is
+    Hkv, or Hq with rank_per_head (each query head ranks the keys of its kv head)."""
+    if cfg.rank_per_head:
+        k = _expand_heads(k, q.shape[1] // k.shape[1])
     B, Hkv, N, _ = k.shape
     parts = []
     for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window):
@@ -114,6 +117,9 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
     pairs = torch.zeros(B, Hq, dtype=torch.int64, device=q.device)
     offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window).tolist()
     kf, vf = k.float(), v.float()
+    kv_group = group  # query heads per table row
+    if cfg.rank_per_head:  # one table row per query head: gather from per-head copies of K/V
+        kf, vf, kv_group = _expand_heads(kf, group), _expand_heads(vf, group), 1
 
     for g, seg in enumerate(segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window)):
         L = seg.end - seg.start
@@ -122,8 +128,8 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
 
         # Pass 1: dense over sink + [lo, end), causal by original position.
         kpos = torch.cat([torch.arange(0, seg.sink_end), torch.arange(seg.lo, seg.end)]).to(q.device)
-        k1 = _expand_heads(kf[:, :, kpos], group)
-        v1 = _expand_heads(vf[:, :, kpos], group)
+        k1 = _expand_heads(kf[:, :, kpos], kv_group)
+        v1 = _expand_heads(vf[:, :, kpos], kv_group)
         s = qs @ k1.transpose(-1, -2)  # [B, Hq, L, K1]
         s = s.masked_fill(kpos[None, :] > qpos[:, None], -math.inf)
         m = s.amax(dim=-1)
@@ -143,9 +149,9 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
         for t0 in range(0, P, BN):
             if not bool(active.any()):
                 break
-            idx = table[:, :, t0:t0 + BN]  # [B, Hkv, bn]
-            kt = _expand_heads(torch.gather(kf, 2, idx[..., None].expand(-1, -1, -1, D)), group)
-            vt = _expand_heads(torch.gather(vf, 2, idx[..., None].expand(-1, -1, -1, D)), group)
+            idx = table[:, :, t0:t0 + BN]  # [B, Hkv (Hq with rank_per_head), bn]
+            kt = _expand_heads(torch.gather(kf, 2, idx[..., None].expand(-1, -1, -1, D)), kv_group)
+            vt = _expand_heads(torch.gather(vf, 2, idx[..., None].expand(-1, -1, -1, D)), kv_group)
             s = qs @ kt.transpose(-1, -2)  # [B, Hq, L, bn]
             m_new = torch.maximum(m, s.amax(dim=-1))
             alpha = torch.exp(m - m_new)

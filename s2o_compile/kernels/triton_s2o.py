@@ -25,8 +25,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import (first_ranked_segment, heads_per_tile, num_segments, segments, table_offsets,
-                     table_size)
+from .layout import (first_ranked_segment, heads_per_tile, num_segments, segments, table_heads,
+                     table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
@@ -83,7 +83,7 @@ def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP
 
 @triton.jit
 def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                          N, H_KV, GROUP, N_SEG, TOTAL, scale, SINK, LOCAL,
+                          N, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, scale, SINK, LOCAL,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
@@ -92,10 +92,10 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     c0 = tl.program_id(0) * BK
     bhk = tl.program_id(1)
     b = bhk // H_KV
-    hk = bhk % H_KV
+    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
     cols = c0 + tl.arange(0, BK)
     offs_d = tl.arange(0, D)
-    kc = tl.load(K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    kc = tl.load(K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                  mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
     SB: tl.constexpr = RB // TP
@@ -214,7 +214,7 @@ def _keep_walking(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.
 def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn,
-                          N, H_Q, GROUP, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                          N, H_Q, GROUP, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
                           BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
@@ -271,7 +271,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     # Pass 2: the ranked prefix through the index table, most important tile first.
     off = tl.load(OFFSETS + g)
     P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
-    t_base = TABLE + (b * (H_Q // GROUP) + hk).to(tl.int64) * TOTAL + off
+    # table row: the kv head's (T_DIV = GROUP) or the query head's own (rank_per_head, T_DIV = 1)
+    t_base = TABLE + ((b * H_Q + h0) // T_DIV).to(tl.int64) * TOTAL + off
     t = 0
     n_vis = 0
     go = P > 0
@@ -326,9 +327,12 @@ def _launch(kernel, grid, *args, **kwargs):
 
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OConfig):
-    """Flat int32 index table [B, Hkv, total] and offsets [G + 1] (layout.py), on the device."""
+    """Flat int32 index table [B, R, total] and offsets [G + 1] (layout.py), on the device.
+    R = Hkv, or Hq with rank_per_head: the kernels then rank per query head (a group of 1)
+    and read K of kv head h // group."""
     B, Hq, N, D = q.shape
-    Hkv = k.shape[1]
+    group = Hq // k.shape[1]
+    Hkv = table_heads(Hq, k.shape[1], cfg.rank_per_head)  # table rows per batch
     S = cfg.segment_size
     G = num_segments(N, S)
     offsets = table_offsets(N, S, cfg.sink_tokens, cfg.local_window, q.device)
@@ -337,7 +341,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     if total == 0:
         return table, offsets
 
-    group = Hq // Hkv
+    kv_div = group if cfg.rank_per_head else 1
+    group = Hq // Hkv  # query heads pooled per table row
     if cfg.pooling == "max":  # one rep per (pool_rows positions, query head)
         rows = min(cfg.pool_rows, S)
         hpr, reps = 1, (S // rows) * group
@@ -356,7 +361,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     segmax = torch.full((B, Hkv, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
     _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
-            k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, G, total, scale,
+            k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
 
@@ -470,7 +475,8 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     chunk = WALK_CHUNK if chunk is None else chunk
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, n_mt, table.shape[-1],
+            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, Hq // table.shape[1], n_mt,
+            table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
