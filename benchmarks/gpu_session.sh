@@ -36,6 +36,10 @@ for stage in "$@"; do
                 | tee "$OUT/bench_head_seg$S.log"; done
             python -m s2o_compile bench --seq-lens 131072 --taus 0.3 \
               --out "$OUT/bench_kv_check.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_kv_check.log" ;;
+    perhead2) for spec in 2048,128 2048,64 4096,128; do S=${spec%,*}; P=${spec#*,}
+              python -m s2o_compile bench --seq-lens 131072 --taus 0.6 0.7 0.8 0.9 --segment-size $S \
+                --pool-rows $P --rank-per-head true --out "$OUT/bench_head_seg${S}_pool$P.json" 2>&1 \
+                | grep -v "it/s\]" | tee "$OUT/bench_head_seg${S}_pool$P.log"; done ;;
     headn)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.1 0.3 0.6 --segment-size ${SEG:-1024} \
               --rank-per-head true --out "$OUT/bench_head_n.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_head_n.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
