@@ -69,12 +69,15 @@ def block_order(scores: torch.Tensor, prefix_len: int, block_n: int) -> torch.Te
 
 def block_sparse_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OConfig,
                        how: str = "max") -> torch.Tensor:
-    """Flat int32 index table [B, Hkv, total] (S2O's layout) of contiguous key blocks.
+    """Flat int32 index table [B, R, total] (S2O's layout) of contiguous key blocks.
 
-    q [B, Hq, N, D], k [B, Hkv, N, D]; block size cfg.block_n, pooling cfg.pooling (ordering,
+    q [B, Hq, N, D], k [B, Hkv, N, D]; block size cfg.block_n, pooling cfg.pooling, one ranking
+    per kv head or, with cfg.rank_per_head, per query head (R = Hq), as S2O's table (ordering,
     num_tiers and tier_width are S2O's and are ignored). With the default config (sink and local
     window multiples of block_n) every table tile is exactly one key block.
     """
+    if cfg.rank_per_head:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     B, Hkv, N, _ = k.shape
     kf = k.float()  # once: per-segment prefixes below are views, not copies
     parts = []

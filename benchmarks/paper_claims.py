@@ -125,7 +125,10 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _interp_log(x: float, xs: list[float], ys: list[float]) -> float:
-    """Piecewise-linear interpolation of log(y) against log(x); xs increasing, x inside."""
+    """Piecewise-linear interpolation of log(y) against log(x); xs increasing, x inside (up to
+    rounding: densities summed in another order may differ from an end point in the last bit)."""
+    if math.isclose(x, xs[0], rel_tol=1e-9) or math.isclose(x, xs[-1], rel_tol=1e-9):
+        x = xs[0] if math.isclose(x, xs[0], rel_tol=1e-9) else xs[-1]
     lx, lxs, lys = math.log(x), [math.log(a) for a in xs], [math.log(b) for b in ys]
     for i in range(len(xs) - 1):
         if lxs[i] <= lx <= lxs[i + 1]:

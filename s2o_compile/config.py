@@ -60,7 +60,7 @@ class S2OConfig:
     """
 
     threshold: float = 0.1
-    segment_size: int = 512
+    segment_size: int = 2048
     block_m: int = 64
     block_n: int = 64
     sink_tokens: int = 64
@@ -73,7 +73,7 @@ class S2OConfig:
     stop_rule: str = "remaining"
     pack_gqa: bool = False
     pool_rows: int = 128
-    rank_per_head: bool = False
+    rank_per_head: bool = True
 
     def __post_init__(self):
         def bad(field, value, allowed):

@@ -27,8 +27,11 @@ ALIGNED = SMALL.replace(sink_tokens=16, local_window=32)
 def test_table_is_whole_blocks_in_descending_score(cfg, how):
     q, k, _ = qkv(2, 4, 2, 333, 32, seed=1)
     scale = 32 ** -0.5
-    table = baselines.block_sparse_table(q, k, scale, cfg, how)
     offsets = layout.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window)
+    per_head = baselines.block_sparse_table(q, k, scale, cfg.replace(rank_per_head=True), how)
+    assert per_head.shape == (2, 4, offsets[-1].item())  # one ranking per query head
+    cfg = cfg.replace(rank_per_head=False)  # one per kv head: brute-forced below
+    table = baselines.block_sparse_table(q, k, scale, cfg, how)
     assert table.dtype == torch.int32 and table.shape == (2, 2, offsets[-1].item())
     BN = cfg.block_n
     for g, seg in enumerate(layout.segments(333, cfg.segment_size, cfg.sink_tokens,

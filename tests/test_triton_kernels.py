@@ -20,9 +20,9 @@ CONFIGS = [
     SMALL.replace(sink_tokens=100, local_window=7, segment_size=32),
     SMALL.replace(ordering="sort"),  # 5 (N 333) and 3 (N 200) ranked segments: a lone middle row
     SMALL.replace(ordering="sort", local_window=70, segment_size=32),  # even segment counts
-    SMALL.replace(pack_gqa=True, pool_rows=16),  # a GQA group's heads share a query tile
+    SMALL.replace(pack_gqa=True, rank_per_head=False, pool_rows=16),  # heads share a query tile
     SMALL.replace(stop_rule="mean", ordering="sort"),
-    SMALL.replace(rank_per_head=True, ordering="sort"),  # one table row per query head
+    SMALL.replace(rank_per_head=False, ordering="sort"),  # one ranking per kv head (its group)
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
@@ -64,7 +64,7 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
     assert torch.allclose(density.cpu(), torch.ones(B, Hq))
 
 
-@pytest.mark.parametrize("rule,per_head", [("gain", False), ("mean", False), ("gain", True)])
+@pytest.mark.parametrize("rule,per_head", [("gain", True), ("mean", True), ("gain", False)])
 @pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
 def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule, per_head):
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
@@ -107,7 +107,8 @@ def test_gqa_packed_tiles_match_reference(pack, tau):
     """Group 4, block_m 64: four heads x 16 positions per tile share one walk (or one head x 64
     positions without packing); the kernel agrees with the reference tile for tile."""
     q, k, v = qkv(1, 8, 2, 300, 64, device=DEV, seed=11)
-    cfg = SMALL.replace(threshold=tau, block_m=64, pack_gqa=pack, stop_rule="remaining")
+    cfg = SMALL.replace(threshold=tau, block_m=64, pack_gqa=pack, rank_per_head=False,
+                        stop_rule="remaining")
     assert T.heads_per_tile(4, 64, pack) == (4 if pack else 1)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
