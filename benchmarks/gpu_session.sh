@@ -19,6 +19,10 @@ for stage in "$@"; do
     ab2)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.3 --preprocess \
               --variants 64,64,4,8,3,0 64,64,4,16,3,0 128,64,8,8,3,0 128,128,8,4,3,0 \
               2>&1 | tee "$OUT/ab2.log" ;;
+    ab3)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.6 --preprocess sort,128 tiers,128 \
+              --variants 64,64,4,8,3,0 128,128,8,4,3,0 64,64,4,8,3,1 2>&1 | tee "$OUT/ab3.log" ;;
+    ab4)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.6 --key-order \
+              --preprocess sort,128 sort,256 sort,512 --variants 64,64,4,8,3,0 2>&1 | tee "$OUT/ab4.log" ;;
     mean)   python -m s2o_compile bench --seq-lens 32768 131072 --taus 0.05 0.1 0.2 0.3 0.5 \
               --stop-rule mean --out "$OUT/bench_mean.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_mean.log" ;;
     gain)   python -m s2o_compile bench --seq-lens 131072 --taus 1e-4 3e-4 1e-3 3e-3 --stop-rule gain \

@@ -30,12 +30,26 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def key_order_table(N, cfg, rows, device):
+    """The index table with every segment's prefix in position order: [1, rows, total]."""
+    from s2o_compile.kernels.layout import prefix_lengths, table_offsets
+    lens = prefix_lengths(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, device)
+    offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, device)
+    seg = torch.repeat_interleave(torch.arange(len(lens), device=device), lens)
+    sink_end = torch.clamp(seg * cfg.segment_size, max=cfg.sink_tokens)
+    pos = torch.arange(len(seg), device=device) - offsets[seg] + sink_end
+    return pos.to(torch.int32).expand(1, rows, -1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
     ap.add_argument("--preprocess", nargs="*", default=PREPROCESS)
+    ap.add_argument("--key-order", action="store_true",
+                    help="also time tau 0 through a table in key order (same kernel, contiguous "
+                         "rows): the cost of scattered rows versus the kernel's own")
     args = ap.parse_args()
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
@@ -64,17 +78,25 @@ def main():
                           f"eff={t / (d * dense):.2f}", flush=True)
                 except Exception as e:
                     print(f"  {spec}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+        if args.key_order:
+            cfg = base.replace(threshold=0.0)
+            table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+            table.copy_(key_order_table(N, cfg, table.shape[1], q.device))
+            run = lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg)  # noqa: E731
+            out, _ = run()
+            print(f"  tau=0 key-order table (contiguous rows): {bench(run):8.2f} ms "
+                  f"err={rel_err(out, ref):.4f}", flush=True)
         del table, tables
         for spec in args.preprocess:
             ordering, pool = spec.split(",")
             c = base.replace(ordering=ordering, pool_rows=int(pool))
             t = bench(lambda: T.build_index_table(q, k, 128 ** -0.5, c))
             tab, off = T.build_index_table(q, k, 128 ** -0.5, c)
-            c3 = c.replace(threshold=0.3)
+            c3 = c.replace(threshold=max(args.taus))
             out, vis = T.attention_with_table(q, k, v, tab, off, 128 ** -0.5, c3)
             d = (T.pairs_from_visited(vis, N, c3, 4).double() / (N * (N + 1) / 2)).mean().item()
             print(f"  preprocess {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
-                  f"dense); at tau 0.3 density={d:.3f} err={rel_err(out, ref):.4f}", flush=True)
+                  f"dense); at tau {c3.threshold:g} density={d:.3f} err={rel_err(out, ref):.4f}", flush=True)
             del tab
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             T.build_index_table(q, k, 128 ** -0.5, base)

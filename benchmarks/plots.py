@@ -98,7 +98,8 @@ def visiting_order(table: torch.Tensor, seg: layout.Segment, offsets, g: int, kv
 
 
 def heatmap(args) -> str:
-    cfg = S2OConfig(threshold=args.tau, min_seq_len=0, ordering=args.ordering)
+    # 512-query segments: a picture at N <= 8192 needs several of them (the default is 2048)
+    cfg = S2OConfig(threshold=args.tau, min_seq_len=0, ordering=args.ordering, segment_size=512)
     N, H, Hkv, D = args.seq_len, 8, 2, 128
     if N > 8192:
         sys.exit("plots heatmap: --seq-len above 8192 is not needed for a picture (CPU, O(N^2))")

@@ -18,7 +18,7 @@ from s2o_compile import S2OConfig, sparse_attention
 from s2o_compile.workload import structured_qkv
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
-N = 32768 if device == "cuda" else 2048
+N = 32768 if device == "cuda" else 8192
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 q, k, v = structured_qkv(batch=1, heads=8, kv_heads=2, seq_len=N, head_dim=128, dtype=dtype,
                          device=device)  # q [1, 8, N, 128], k and v [1, 2, N, 128]: GQA

@@ -153,7 +153,7 @@ def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
         k[0, 0, keys, h] = 3.0
         q[0, h, 192:, h] = 3.0
     cfg = S2OConfig(threshold=0.05, segment_size=64, block_m=64, block_n=BN, sink_tokens=8,
-                    local_window=16, min_seq_len=0, stop_rule="gain")
+                    local_window=16, min_seq_len=0, stop_rule="gain", rank_per_head=False)
     last = table_offsets(N, 64, 8, 16)[-2].item()
     shared = R.build_index_table(q, k, 1.0, cfg)
     own = R.build_index_table(q, k, 1.0, cfg.replace(rank_per_head=True))
