@@ -6,8 +6,8 @@ For sampled query rows, keep S2O's dense part (sink, local window, own segment) 
 keys in a given order, row by row, until the row's output is within the target relative error of
 exact attention (an oracle stop: no tiles, no stop rule). Two orders:
   true:  the row's own true scores: the smallest key set any per-query selection can have;
-  s2o:   S2O's index table (one ranking per segment and kv head, as the kernel walks it): what
-         a perfect stop rule could reach with S2O's ranking;
+  s2o:   S2O's index table (one ranking per segment and query head, or kv head without
+         rank_per_head, as the kernel walks it): what a perfect stop rule could reach with it;
   tile:  the scores of the row's own 64-query tile mean (its head): what a per-query-tile
          re-ranking could reach.
 The gap between them is the ranking's; between "s2o" and S2O's measured density, the stop rule's. Reports the resulting density, and the speedup bound it
@@ -64,7 +64,8 @@ def main():
             tile_q = q[0, h, t0:min(t0 + cfg.block_m, N)].float().mean(0)
             tile_s = tile_q @ k[0, h // 4, prefix].float().T
             orders = {"true": prefix[torch.argsort(s[prefix], descending=True)],
-                      "s2o": table[0, h // 4, offsets[g]:offsets[g + 1]].long(),
+                      "s2o": table[0, h if cfg.rank_per_head else h // 4,
+                                   offsets[g]:offsets[g + 1]].long(),
                       "tile": prefix[torch.argsort(tile_s, descending=True)]}
             base_num, base_den = p[dense_idx] @ vf[dense_idx], p[dense_idx].sum()
             err0 = (base_num / base_den - exact).norm() / exact.norm()
