@@ -17,7 +17,7 @@ import triton
 
 import s2o_compile
 from s2o_compile import S2OConfig
-from s2o_compile.kernels.layout import table_size
+from s2o_compile.kernels.layout import table_heads, table_size
 from s2o_compile.workload import structured_qkv
 
 GiB = 2 ** 30
@@ -48,8 +48,8 @@ def main():
         out_bytes = q.numel() * q.element_size()
         kv_bytes = 2 * k.numel() * k.element_size()
         row = dict(N=N, threshold=args.threshold, output_gib=out_bytes / GiB, kv_gib=kv_bytes / GiB,
-                   index_table_gib=8 * table_size(N, cfg.segment_size, cfg.sink_tokens,
-                                                  cfg.local_window) * 4 / GiB)
+                   index_table_gib=table_heads(32, 8, cfg.rank_per_head) * 4 / GiB
+                   * table_size(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window))
         sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
         s2o = lambda: s2o_compile.sparse_attention(q, k, v, enable_gqa=True, config=cfg,  # noqa: E731
                                                    return_stats=True)
