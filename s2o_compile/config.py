@@ -24,7 +24,8 @@ class S2OConfig:
     threshold:     tau, the error budget of the stop rule. The walk over the ranked prefix stops
                    after a key tile whose softmax-mass gain is below ``threshold * l`` for every
                    row of the query tile. 0 visits every key (= dense attention).
-    segment_size:  queries per ranking segment; one index table per (batch, kv head, segment).
+    segment_size:  queries per ranking segment; one ranked prefix per (batch, query head, segment),
+                   or per (batch, kv head, segment) without rank_per_head.
     block_m:       query rows per tile; each query tile applies the stop rule on its own. With
                    pack_gqa, a tile holds block_m // h positions of h query heads of one GQA
                    group (layout.heads_per_tile), which share the walk and its K/V loads.

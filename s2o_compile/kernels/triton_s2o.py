@@ -1,14 +1,16 @@
 """S2O on the GPU: Triton kernels for ranking and for gathered-load attention with early stopping.
 
 Pipeline (all on the device, no host sync, CUDA-graph safe):
-  1. _pool_queries_kernel: representative queries: per (query head, block_m-row tile) for
-     pooling="max", per segment averaged over the GQA group's heads for pooling="mean".
+  1. _pool_queries_kernel: representative queries: per (query head, pool_rows positions) for
+     pooling="max", per segment averaged over the table row's query heads for pooling="mean".
+     A table row is a query head (rank_per_head, its own ranking) or a kv head (its group's).
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
-  3. ordering="sort" (default): a stable 16-bit radix sort (torch.sort of int16 priorities on a
-     padded copy); ordering="tiers": _tier_table_kernel, a stable counting sort by tier (two
-     passes: histogram, then scatter). Both follow reference.priority_of.
+  3. ordering="sort" (default): a stable 16-bit radix sort (torch.sort of int16 priorities, two
+     segments per row, in chunks: _sorted_table); ordering="tiers": _tier_table_kernel, a stable
+     counting sort by tier (two passes: histogram, then scatter). Both follow
+     reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head): pass 1 dense over the sink and
      [lo, tile end) with the causal mask; pass 2 walks the index table tile by tile, gathering K/V
      rows by index (an inner for loop over WALK_CHUNK tiles, which Triton pipelines), and stops
