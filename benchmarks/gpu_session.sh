@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, mean, gain, pad, segments, perhead, headn, oracle, bench, memory, demo,
-# flex, e2e, eager, fallback, hf.
+# Stages: tests, ab, ab2, ab3, ab4, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -23,6 +23,10 @@ for stage in "$@"; do
               --variants 64,64,4,8,3,0 128,128,8,4,3,0 64,64,4,8,3,1 2>&1 | tee "$OUT/ab3.log" ;;
     ab4)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.6 --key-order \
               --preprocess sort,128 sort,256 sort,512 --variants 64,64,4,8,3,0 2>&1 | tee "$OUT/ab4.log" ;;
+    profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
+            ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \
+              --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+              python benchmarks/profile_attention.py 32768 0.6 2>&1 | grep -v "^==" | tee "$OUT/ncu.log" | tail -60 ;;
     mean)   python -m s2o_compile bench --seq-lens 32768 131072 --taus 0.05 0.1 0.2 0.3 0.5 \
               --stop-rule mean --out "$OUT/bench_mean.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_mean.log" ;;
     gain)   python -m s2o_compile bench --seq-lens 131072 --taus 1e-4 3e-4 1e-3 3e-3 --stop-rule gain \

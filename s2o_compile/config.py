@@ -73,7 +73,7 @@ class S2OConfig:
     min_seq_len: int = 8192
     stop_rule: str = "remaining"
     pack_gqa: bool = False
-    pool_rows: int = 512
+    pool_rows: int = 1024
     rank_per_head: bool = True
 
     def __post_init__(self):

@@ -52,6 +52,15 @@ def _row_col_mask(ok, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
+def _load_gathered(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
+    """A [rows, D] tile of gathered K or V rows. The rows need no mask: an index past the
+    segment's prefix was loaded as 0 (key 0, in bounds) and its scores are masked out."""
+    if D_IN < D:
+        return tl.load(ptrs, mask=(offs_d < D_IN)[None, :], other=0.0)
+    return tl.load(ptrs)
+
+
+@triton.jit
 def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP, N_REP,
                          SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                          REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr, D: tl.constexpr,
@@ -289,9 +298,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                 pos = t + c * BN + offs_n
                 ok = pos < P
                 idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-                kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-                k = tl.load(k_base + idx[:, None] * stride_kn, mask=kv_ok, other=0.0)
-                v = tl.load(v_base + idx[:, None] * stride_vn, mask=kv_ok, other=0.0)
+                k = _load_gathered(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
+                v = _load_gathered(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
                 # tiles after a stop are loaded (loads run ahead) and masked to p = 0. Zeroing v
                 # as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K
                 # on the H100: such a NaN reaches the output as it would in SDPA.
@@ -308,9 +316,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             pos = t + offs_n
             ok = pos < P
             idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-            kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-            k = tl.load(k_base + idx[:, None] * stride_kn, mask=kv_ok, other=0.0)
-            v = tl.load(v_base + idx[:, None] * stride_vn, mask=kv_ok, other=0.0)
+            k = _load_gathered(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
+            v = _load_gathered(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
             t += BN
             n_vis += 1
