@@ -27,6 +27,9 @@ for stage in "$@"; do
             ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \
               --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
               python benchmarks/profile_attention.py 32768 0.6 2>&1 | grep -v "^==" | tee "$OUT/ncu.log" | tail -60 ;;
+    short)  for P in 512 1024; do
+              python -m s2o_compile bench --seq-lens 12288 16384 24576 32768 --taus 0.1 0.6 --pool-rows $P \
+                --out "$OUT/bench_short_pool$P.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_short_pool$P.log"; done ;;
     mean)   python -m s2o_compile bench --seq-lens 32768 131072 --taus 0.05 0.1 0.2 0.3 0.5 \
               --stop-rule mean --out "$OUT/bench_mean.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_mean.log" ;;
     gain)   python -m s2o_compile bench --seq-lens 131072 --taus 1e-4 3e-4 1e-3 3e-3 --stop-rule gain \
