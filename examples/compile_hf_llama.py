@@ -23,7 +23,7 @@ model = LlamaForCausalLM(config).to(device, dtype).eval()
 ids = torch.randint(0, config.vocab_size, (1, N), device=device)
 
 # Small segments and tiles so that a 1024-token prompt has a ranked prefix to sparsify;
-# min_seq_len=0 because the default (8192) would run this short prompt dense on purpose.
+# min_seq_len=0 because the default (16384) would run this short prompt dense on purpose.
 cfg = S2OConfig(threshold=1e-3, segment_size=128, block_m=64, block_n=32, sink_tokens=32,
                 local_window=128, min_seq_len=0)
 backend = make_backend(cfg)  # Inductor compiles the rewritten graph

@@ -33,7 +33,7 @@ for tau in (0.0, 1e-3, 1e-2, 0.1):
     print(f"threshold={tau:<6g} density={density.mean().item():.3f} rel.err={err:.2e}  "
           f"heads: {heads}")
 
-# Below min_seq_len (default 8192) the op runs dense SDPA: density 1.0 by construction.
+# Below min_seq_len (default 16384) the op runs dense SDPA: density 1.0 by construction.
 short = [t[:, :, :1024] for t in (q, k, v)]
 _, density = sparse_attention(*short, enable_gqa=True, return_stats=True)
 print(f"N=1024 < min_seq_len={S2OConfig().min_seq_len}: density {density.mean().item():.1f} "

@@ -70,7 +70,7 @@ class S2OConfig:
     num_tiers: int = 16
     tier_width: float = 1.0
     pooling: str = "max"
-    min_seq_len: int = 8192
+    min_seq_len: int = 16384
     stop_rule: str = "remaining"
     pack_gqa: bool = False
     pool_rows: int = 1024

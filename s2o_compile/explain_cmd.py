@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    # min_seq_len 0: show the rewrite at the short lengths explain runs (at the default 8192 a
+    # min_seq_len 0: show the rewrite at the short lengths explain runs (at the default 16384 a
     # shorter static sequence keeps SDPA, reason "seq_len"); pass --min-seq-len to see that.
     add_config_arguments(p, min_seq_len=0)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import PASS_CFG
 import s2o_compile
-from s2o_compile import S2OInductorPass, make_backend
+from s2o_compile import S2OConfig, S2OInductorPass, make_backend
 from s2o_compile import backend as backend_module
 
 CFG = PASS_CFG
@@ -48,14 +48,14 @@ EXPECTED = [("rewritten", None), ("skipped", "causal"), ("skipped", "causal")]
 
 
 def test_backend_by_name_compiles_with_inductor_and_keeps_short_sequences():
-    """backend="s2o" has the default config: at N below min_seq_len (8192) every call stays SDPA."""
+    """backend="s2o" has the default config: at N below min_seq_len (16384) every call stays SDPA."""
     args = inputs(seed=1)
     before = len(s2o_compile.s2o_backend.reports)
     out = torch.compile(three_calls, backend="s2o")(*args)
     torch.testing.assert_close(out, three_calls(*args), rtol=1e-4, atol=1e-4)
     (report,) = s2o_compile.s2o_backend.reports[before:]
     assert decisions(report) == [("skipped", "seq_len")] * 3, report
-    assert "min_seq_len=8192" in report.nodes[0].reason
+    assert f"min_seq_len={S2OConfig().min_seq_len}" in report.nodes[0].reason
 
 
 def test_inner_aot_eager_matches_at_tau0():
