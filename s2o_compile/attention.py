@@ -7,6 +7,8 @@ from . import ops
 from .config import S2OConfig
 from .validation import check_attention_inputs
 
+_DEFAULT_CONFIG = S2OConfig()  # frozen: built once, not per call
+
 
 def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                      enable_gqa: bool = False, config: S2OConfig | None = None,
@@ -20,12 +22,14 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     [B, Hq] (float32): QK pairs computed over the N(N+1)/2 causal pairs, 1.0 where it ran dense.
     """
     check_attention_inputs(q, k, v, enable_gqa=enable_gqa)
-    cfg = config if config is not None else S2OConfig()
+    cfg = config if config is not None else _DEFAULT_CONFIG
     if not isinstance(cfg, S2OConfig):
         raise TypeError(f"s2o: config must be an S2OConfig, got {type(cfg).__name__}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if q.shape[2] < cfg.min_seq_len:
+        if not return_stats:  # nothing but SDPA: short sequences pay (almost) nothing
+            return ops.dense_attention(q, k, v, float(scale), contiguous=False, stats=False)
         out, density = ops.dense_attention(q, k, v, float(scale), contiguous=False)
     else:
         out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))

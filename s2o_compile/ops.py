@@ -44,11 +44,14 @@ def causal_pairs(n: int) -> int:
     return n * (n + 1) // 2
 
 
-def dense_attention(q, k, v, scale, contiguous: bool = True):
+def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True):
     """Causal SDPA and a density of ones: what S2O runs below min_seq_len. contiguous=False
-    keeps SDPA's own output layout (the Python front end; the op promises a contiguous one)."""
+    keeps SDPA's own output layout (the Python front end; the op promises a contiguous one);
+    stats=False returns the output alone."""
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                          enable_gqa=bool(q.shape[1] != k.shape[1]))
+    if not stats:
+        return out
     density = torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
     return (out.contiguous() if contiguous else out), density
 

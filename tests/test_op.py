@@ -38,6 +38,9 @@ def test_short_sequences_run_dense_sdpa():
                                     return_stats=True)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     assert torch.equal(out, ref) and torch.all(density == 1)
+    alone = sparse_attention(q, k, v, enable_gqa=True, config=S2OConfig(min_seq_len=101))
+    assert isinstance(alone, torch.Tensor) and torch.equal(alone, ref)  # no stats: SDPA's output
+    assert torch.equal(sparse_attention(q, k, v, enable_gqa=True), ref)  # default min_seq_len
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
