@@ -38,9 +38,10 @@ class S2OConfig:
                    cheaper but far less accurate at long N, see BENCHMARKS.md).
     num_tiers:     number of priority tiers for ordering="tiers".
     tier_width:    width of a tier in logits (nats) below the segment's best estimated score.
-    pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query, the
-                   paper's) or "max" (max over the scores of the mean query of every pool_rows
-                   positions of every query head).
+    pooling:       how a segment's queries are pooled for ranking: "mean" (one mean query per
+                   segment and table row; the paper's with rank_per_head=False, a GQA group's
+                   mean) or "max" (max over the scores of the mean query of every pool_rows
+                   positions of every query head of the row).
     min_seq_len:   below this sequence length the operator runs dense SDPA.
     stop_rule:     "gain" (the contract): stop when gain / l < tau on every row. "remaining":
                    stop when gain * (tiles left) / l < tau on every row, i.e. when the mass the
@@ -56,7 +57,8 @@ class S2OConfig:
     rank_per_head: one ranking (index table) per query head instead of one per kv head. With
                    GQA, the heads of a group often favour different keys: a shared ranking makes
                    each head walk past its neighbours' keys before reaching its own. Costs a
-                   table group times larger (and as many keys to sort); excludes pack_gqa,
+                   table group times larger at the same segment_size (and as many keys to
+                   sort: hence the 2048-query default segments); excludes pack_gqa,
                    whose packed heads share one walk.
     """
 
