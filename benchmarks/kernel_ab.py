@@ -14,6 +14,7 @@ import triton
 
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import triton_s2o as T
+from s2o_compile.kernels.layout import prefix_lengths, table_offsets
 from s2o_compile.workload import structured_qkv
 
 # block_m, block_n, warps, walk chunk, stages, pack_gqa
@@ -32,7 +33,6 @@ def rel_err(a, b):
 
 def key_order_table(N, cfg, rows, device):
     """The index table with every segment's prefix in position order: [1, rows, total]."""
-    from s2o_compile.kernels.layout import prefix_lengths, table_offsets
     lens = prefix_lengths(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, device)
     offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, device)
     seg = torch.repeat_interleave(torch.arange(len(lens), device=device), lens)

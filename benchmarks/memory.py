@@ -48,7 +48,7 @@ def main():
         out_bytes = q.numel() * q.element_size()
         kv_bytes = 2 * k.numel() * k.element_size()
         row = dict(N=N, threshold=args.threshold, output_gib=out_bytes / GiB, kv_gib=kv_bytes / GiB,
-                   index_table_gib=table_heads(32, 8, cfg.rank_per_head) * 4 / GiB
+                   index_table_gib=table_heads(q.shape[1], k.shape[1], cfg.rank_per_head) * 4 / GiB
                    * table_size(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window))
         sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
         s2o = lambda: s2o_compile.sparse_attention(q, k, v, enable_gqa=True, config=cfg,  # noqa: E731

@@ -27,10 +27,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
         raise TypeError(f"s2o: config must be an S2OConfig, got {type(cfg).__name__}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if q.shape[2] < cfg.min_seq_len:
-        if not return_stats:  # nothing but SDPA: short sequences pay (almost) nothing
-            return ops.dense_attention(q, k, v, float(scale), contiguous=False, stats=False)
-        out, density = ops.dense_attention(q, k, v, float(scale), contiguous=False)
-    else:
-        out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
+    if q.shape[2] < cfg.min_seq_len:  # SDPA alone; the density tensor only when asked for
+        return ops.dense_attention(q, k, v, float(scale), contiguous=False, stats=return_stats)
+    out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
     return (out, density) if return_stats else out

@@ -340,18 +340,17 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     R = Hkv, or Hq with rank_per_head: the kernels then rank per query head (a group of 1)
     and read K of kv head h // group."""
     B, Hq, N, D = q.shape
-    group = Hq // k.shape[1]
-    Hkv = table_heads(Hq, k.shape[1], cfg.rank_per_head)  # table rows per batch
+    R = table_heads(Hq, k.shape[1], cfg.rank_per_head)  # table rows per batch
+    group = Hq // R  # query heads pooled per table row (1 with rank_per_head)
+    kv_div = R // k.shape[1]  # table rows per kv head (the GQA group with rank_per_head, else 1)
     S = cfg.segment_size
     G = num_segments(N, S)
     offsets = table_offsets(N, S, cfg.sink_tokens, cfg.local_window, q.device)
     total = table_size(N, S, cfg.sink_tokens, cfg.local_window)
-    table = torch.empty(B, Hkv, total, dtype=torch.int32, device=q.device)
+    table = torch.empty(B, R, total, dtype=torch.int32, device=q.device)
     if total == 0:
         return table, offsets
 
-    kv_div = group if cfg.rank_per_head else 1
-    group = Hq // Hkv  # query heads pooled per table row
     if cfg.pooling == "max":  # one rep per (pool_rows positions, query head)
         rows = min(cfg.pool_rows, S)
         hpr, reps = 1, (S // rows) * group
@@ -359,23 +358,23 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
         rows, hpr, reps = S, group, 1
     TP = triton.next_power_of_2(reps)
     DP = padded_head_dim(D)
-    rep = torch.empty(B, Hkv, G * TP, DP, dtype=torch.float32, device=q.device)
+    rep = torch.empty(B, R, G * TP, DP, dtype=torch.float32, device=q.device)
     meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=DP, D_IN=D)
-    _launch(_pool_queries_kernel, (G * TP, B * Hkv), q, rep, q.stride(0), q.stride(1),
-            q.stride(2), N, Hkv, group, G * TP, RB=32, **meta)
+    _launch(_pool_queries_kernel, (G * TP, B * R), q, rep, q.stride(0), q.stride(1),
+            q.stride(2), N, R, group, G * TP, RB=32, **meta)
 
     # "sort" scores in place in the table (same layout, same 4 bytes) to save its size in memory
-    scores = (torch.empty(B, Hkv, total, dtype=torch.float32, device=q.device)
+    scores = (torch.empty(B, R, total, dtype=torch.float32, device=q.device)
               if cfg.ordering == "tiers" else table.view(torch.float32))
-    segmax = torch.full((B, Hkv, G), float("-inf"), dtype=torch.float32, device=q.device)
+    segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
-    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * Hkv), k, rep, scores, segmax, offsets,
-            k.stride(0), k.stride(1), k.stride(2), N, Hkv, group, kv_div, G, total, scale,
+    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * R), k, rep, scores, segmax, offsets,
+            k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
 
     if cfg.ordering == "tiers":
-        _launch(_tier_table_kernel, (G, B * Hkv), scores, segmax, offsets, table, G, total,
+        _launch(_tier_table_kernel, (G, B * R), scores, segmax, offsets, table, G, total,
                 cfg.sink_tokens, float(cfg.tier_width), SEG=S, NT=cfg.num_tiers,
                 TP=triton.next_power_of_2(cfg.num_tiers + 1), CH=256)
     else:
