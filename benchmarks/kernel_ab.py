@@ -7,6 +7,7 @@ Every variant reports time (do_bench median), density and relative error against
 that a faster tile shape which walks further (coarser stop) is visible as such.
 """
 import argparse
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,9 @@ from s2o_compile.kernels import triton_s2o as T
 from s2o_compile.kernels.layout import prefix_lengths, table_offsets
 from s2o_compile.workload import structured_qkv
 
-# block_m, block_n, warps, walk chunk, stages, pack_gqa
+# [module:]block_m, block_n, warps, walk chunk, stages, pack_gqa[, NAME=int ...]; module names a
+# copy of the kernels module in s2o_compile.kernels (an earlier version, for a same-run A/B);
+# NAME=int are launch options (maxnreg=168) or the kernel's switches (LONGEST_FIRST=0)
 VARIANTS = ["64,64,4,8,3,0", "64,64,4,8,3,1", "128,64,8,8,3,1", "128,64,8,4,3,1",
             "128,128,8,4,3,1", "128,64,8,8,2,1"]
 PREPROCESS = ["sort,64", "sort,128", "sort,256", "tiers,64"]  # ordering, pool_rows
@@ -61,20 +64,24 @@ def main():
         tables = {}  # per rank_per_head: packed tiles share one walk, so they rank per kv head
         for tau in args.taus:
             for spec in args.variants:
-                bm, bn, nw, chunk, st, pack = (int(x) for x in spec.split(","))
+                mod, _, shape = spec.rpartition(":")
+                K = importlib.import_module(f"s2o_compile.kernels.{mod}") if mod else T
+                fields = shape.split(",")
+                bm, bn, nw, chunk, st, pack = (int(x) for x in fields[:6])
+                opts = {name: int(x) for name, x in (f.split("=") for f in fields[6:])}
                 cfg = base.replace(threshold=tau, block_m=bm, block_n=bn, pack_gqa=bool(pack),
                                    rank_per_head=base.rank_per_head and not pack)
                 if cfg.rank_per_head not in tables:
                     tables[cfg.rank_per_head] = T.build_index_table(q, k, 128 ** -0.5, cfg)
                 table, offsets = tables[cfg.rank_per_head]
-                run = lambda: T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
-                                                     num_warps=nw, num_stages=st, chunk=chunk)
+                run = lambda: K.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
+                                                     num_warps=nw, num_stages=st, chunk=chunk, **opts)
                 try:
                     out, vis = run()
                     d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()
                     t = bench(run)
-                    print(f"  tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
-                          f"pack={pack}: {t:8.2f} ms density={d:.3f} err={rel_err(out, ref):.4f} "
+                    print(f"  {mod or 'current'} tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
+                          f"pack={pack} {','.join(fields[6:])}: {t:8.2f} ms density={d:.3f} err={rel_err(out, ref):.4f} "
                           f"eff={t / (d * dense):.2f}", flush=True)
                 except Exception as e:
                     print(f"  {spec}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)

@@ -12,6 +12,7 @@ from s2o_compile.kernels import triton_s2o as T
 import stop_rule_case as case
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+WHOLE = SMALL.replace(sink_tokens=16, local_window=32)
 CONFIGS = [
     SMALL,
     SMALL.replace(stop_rule="remaining"),
@@ -23,6 +24,7 @@ CONFIGS = [
     SMALL.replace(pack_gqa=True, rank_per_head=False, pool_rows=16),  # heads share a query tile
     SMALL.replace(stop_rule="mean", ordering="sort"),
     SMALL.replace(rank_per_head=False, ordering="sort"),  # one ranking per kv head (its group)
+    WHOLE,  # sink, local window, segments and query tiles are whole key tiles: the unmasked path
 ]
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
@@ -64,11 +66,13 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
     assert torch.allclose(density.cpu(), torch.ones(B, Hq))
 
 
-@pytest.mark.parametrize("rule,per_head", [("gain", True), ("mean", True), ("gain", False)])
+@pytest.mark.parametrize("rule,per_head,base", [("gain", True, SMALL), ("mean", True, SMALL),
+                                                ("gain", False, SMALL), ("remaining", True, WHOLE),
+                                                ("gain", True, WHOLE)])
 @pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
-def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule, per_head):
+def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule, per_head, base):
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
-    cfg = SMALL.replace(threshold=tau, stop_rule=rule, rank_per_head=per_head)
+    cfg = base.replace(threshold=tau, stop_rule=rule, rank_per_head=per_head)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
@@ -99,6 +103,30 @@ def test_transposed_inputs_and_half_precision():
     out, _ = T.s2o_attention(q, k, v, D ** -0.5, SMALL)
     assert out.is_contiguous() and out.dtype == torch.float16
     assert rel_err(out, dense(q, k, v)) < 1e-2
+
+
+def test_whole_tiles_path_is_taken_where_it_applies():
+    """The unmasked path runs for the defaults and WHOLE; the masked one for tiles that straddle
+    the sink, window or segment edges, for packed GQA tiles and for a negative scale."""
+    from s2o_compile import S2OConfig
+    assert T.whole_tiles(S2OConfig(), 64, 0.1) and T.whole_tiles(WHOLE, 32, 0.1)
+    assert not T.whole_tiles(SMALL, 32, 0.1)  # sink 8, window 20 with 16-key tiles
+    assert not T.whole_tiles(WHOLE, 8, 0.1)  # a packed tile: 8 positions x 4 heads
+    assert not T.whole_tiles(WHOLE, 32, -0.1)
+
+
+@pytest.mark.parametrize("cfg", [SMALL, WHOLE])
+@pytest.mark.parametrize("scale", [-0.2, 0.0])
+def test_negative_and_zero_scale_equal_dense(cfg, scale):
+    """SDPA takes any scale: a negative one flips the ranking and the row max (the masked path),
+    zero makes every logit 0 (uniform attention). The truth is spelled out: CPU SDPA returns NaN
+    rows for a negative scale (torch 2.13)."""
+    q, k, v = qkv(1, 4, 2, 200, 32, device=DEV, seed=3)
+    out, density = T.s2o_attention(q, k, v, scale, cfg)
+    logits = (q.cpu() @ k.cpu().repeat_interleave(2, 1).transpose(-1, -2)) * scale
+    logits = logits.masked_fill(torch.ones(200, 200).triu(1).bool(), float("-inf"))
+    want = logits.softmax(-1) @ v.cpu().repeat_interleave(2, 1)
+    assert rel_err(out.cpu(), want) < 1e-5
 
 
 @pytest.mark.parametrize("pack", [True, False])

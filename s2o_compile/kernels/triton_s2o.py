@@ -52,9 +52,10 @@ def _row_col_mask(ok, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
-def _load_gathered(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
-    """A [rows, D] tile of gathered K or V rows. The rows need no mask: an index past the
-    segment's prefix was loaded as 0 (key 0, in bounds) and its scores are masked out."""
+def _load_rows(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
+    """A [rows, D] tile of K or V rows that are all in bounds, so need no row mask: whole tiles
+    before the query tile, and gathered rows (an index past the segment's prefix was loaded as
+    0, key 0, and its scores are masked out or its tile dropped)."""
     if D_IN < D:
         return tl.load(ptrs, mask=(offs_d < D_IN)[None, :], other=0.0)
     return tl.load(ptrs)
@@ -183,16 +184,25 @@ def _tier(s, best, tier_width, NT: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, k, v, cols_ok, m_i, l_i, acc, qk_scale, IEEE: tl.constexpr):
-    """One online-softmax step over a key tile; cols_ok masks (row, key) pairs. Returns gain."""
+def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.constexpr,
+                 IEEE: tl.constexpr):
+    """One online-softmax step over a key tile. Returns (m, l, acc, gain).
+    MASKED: cols_ok masks (row, key) pairs (causal diagonal, a partial tile). Else every pair
+    counts and the scale is folded into the exponent (one FFMA per logit, as in the Triton
+    tutorial; needs qk_scale >= 0); the scalar `use` drops the whole tile (a walk tile after the
+    stop): its row max is not taken and its p is exp2(-inf) = 0."""
     if IEEE:
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
         s = tl.dot(q, tl.trans(k))
-    s = tl.where(cols_ok, s * qk_scale, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    if MASKED:
+        s = tl.where(cols_ok, s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.math.exp2(s - m_new[:, None])
+    else:
+        m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
+        p = tl.math.exp2(s * qk_scale - tl.where(use, m_new, float("inf"))[:, None])
     alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])
     gain = tl.sum(p, axis=1)
     l_i = l_i * alpha + gain
     if IEEE:
@@ -229,12 +239,15 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
                           BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
-                          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr):
+                          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
+                          STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
     BMP: tl.constexpr = BM // HPT  # positions per tile
     mt = tl.program_id(0)
+    if LONGEST_FIRST:  # the last query tiles walk the longest prefixes: start them first
+        mt = N_MT - 1 - mt
     pid = tl.program_id(1)  # (batch, kv head, slot of HPT heads in the group)
     b = pid // (H_Q // HPT)
     h0 = (pid % (H_Q // HPT)) * HPT  # first query head of the tile
@@ -268,18 +281,32 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
         k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
         v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
-    # Pass 1b: local window and own keys [lo, hi), causal by original position.
-    for start in range(lo, hi, BN):
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+                                           not WHOLE_TILES, IEEE)
+    # Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
+    # tiles before the query tile's first row are whole and all before it (no mask).
+    if WHOLE_TILES:
+        for start in range(lo, m0, BN):
+            cols = start + offs_n
+            k = _load_rows(k_base + cols[:, None].to(tl.int64) * stride_kn, offs_d, D_IN, D)
+            v = _load_rows(v_base + cols[:, None].to(tl.int64) * stride_vn, offs_d, D_IN, D)
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
+                                               False, IEEE)
+        diag = m0
+    else:
+        diag = lo
+    for start in range(diag, hi, BN):
         cols = start + offs_n
         ok = cols < hi
         kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
         k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
         v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, m_i, l_i, acc, qk_scale, IEEE)
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
+                                           IEEE)
 
-    # Pass 2: the ranked prefix through the index table, most important tile first.
+    # Pass 2: the ranked prefix through the index table, most important tile first. WHOLE_TILES:
+    # the prefix is whole tiles, so a tile is in or out as a whole (the scalar `use`).
     off = tl.load(OFFSETS + g)
     P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
     # table row: the kv head's (T_DIV = GROUP) or the query head's own (rank_per_head, T_DIV = 1)
@@ -287,10 +314,22 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     t = 0
     n_vis = 0
     go = P > 0
-    if CHUNK > 1:
+    if not STOP:
+        # tau <= 0 never stops (gain * left < tau * l is false for gain, l >= 0): walk the
+        # whole prefix in a plain for loop, pipelined, with no per-tile stop test.
+        for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
+            pos = t + offs_n
+            ok = pos < P
+            idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
+            k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
+            v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+                                               not WHOLE_TILES, IEEE)
+        n_vis = (P + BN - 1) // BN
+    elif CHUNK > 1:
         # The early stop needs a while loop, which Triton does not software-pipeline; an inner
         # for loop over CHUNK tiles is pipelined. Its loads do not depend on the stop flag (so
-        # they can be issued ahead); tiles after a stop inside a chunk are masked out of the
+        # they can be issued ahead); tiles after a stop inside a chunk are dropped from the
         # math, which keeps the result and the visit count equal to the plain walk.
         live = go
         while go:
@@ -298,14 +337,13 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                 pos = t + c * BN + offs_n
                 ok = pos < P
                 idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-                k = _load_gathered(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
-                v = _load_gathered(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
-                # tiles after a stop are loaded (loads run ahead) and masked to p = 0. Zeroing v
+                k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
+                v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+                # tiles after a stop are loaded (loads run ahead) and dropped (p = 0). Zeroing v
                 # as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K
                 # on the H100: such a NaN reaches the output as it would in SDPA.
-                use = ok & live
-                m_i, l_i, acc, gain = _attend_tile(q, k, v, use[None, :], m_i, l_i, acc, qk_scale,
-                                                   IEEE)
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], live, m_i, l_i,
+                                                   acc, qk_scale, not WHOLE_TILES, IEEE)
                 n_vis += live.to(tl.int32)
                 live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
                                             REMAINING, MEAN)
@@ -316,9 +354,10 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             pos = t + offs_n
             ok = pos < P
             idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-            k = _load_gathered(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
-            v = _load_gathered(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, IEEE)
+            k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
+            v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+                                               not WHOLE_TILES, IEEE)
             t += BN
             n_vis += 1
             go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING, MEAN)
@@ -470,9 +509,19 @@ def _pair_scatter_kernel(ORDER, TABLE, OFFSETS, r0, G, g0, W, TOTAL, SINK,
     tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + j, sink_end + key_pos, mask=in_a | in_b)
 
 
+def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
+    """Whether the attention kernel may take its unmasked path: sink, local window, segments and
+    query tiles are whole key tiles, so that only the causal diagonal needs a mask and a walk tile
+    is in or out of the prefix as a whole; and scale >= 0, which the folded exponent needs."""
+    bn = cfg.block_n
+    return (scale >= 0 and cfg.sink_tokens % bn == 0 and cfg.local_window % bn == 0
+            and cfg.segment_size % bn == 0 and positions_per_tile % bn == 0)
+
+
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
-                         num_stages=3, chunk=None):
-    """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt])."""
+                         num_stages=3, chunk=None, **launch_options):
+    """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt]).
+    launch_options: A/B runs: Triton options (maxnreg) or the kernel's switches (LONGEST_FIRST)."""
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
     BM = cfg.block_m
@@ -489,9 +538,11 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
             REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk,
-            NUM_STAGES=num_stages,
-            num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
-            num_stages=num_stages)
+            NUM_STAGES=num_stages, **{
+                "WHOLE_TILES": whole_tiles(cfg, BM // hpt, scale), "STOP": cfg.threshold > 0,
+                "LONGEST_FIRST": True,
+                "num_warps": num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
+                "num_stages": num_stages, **launch_options})
     return out, visited
 
 
