@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab5, ab6, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, ab, ab2, ab3, ab4, ab5, ab6, ab7, ab8, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -12,7 +12,7 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
-              tests/test_nan_inf.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
+              tests/test_nan_inf.py tests/test_op.py tests/test_opcheck.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
     ab)     python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.1 0.3 --preprocess \
               --variants 64,64,4,8,3,0 64,128,4,4,3,0 64,128,8,4,3,0 64,64,8,8,3,0 64,64,4,8,4,0 \
               2>&1 | tee "$OUT/ab.log" ;;
@@ -29,6 +29,11 @@ for stage in "$@"; do
     ab6)    python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0 0.3 0.6 --preprocess --key-order \
               --variants _ab_mid:64,64,4,8,3,0 64,64,4,8,3,0 64,64,4,8,3,0,LONGEST_FIRST=0 \
               64,64,4,8,2,0 128,128,8,4,3,0 2>&1 | tee "$OUT/ab6.log" ;;
+    ab7)    python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0 0.3 0.6 0.9 --preprocess \
+              --variants _ab_mid:64,64,4,8,3,0 64,64,4,8,3,0 _ab_exp:64,64,4,8,3,0,STOP_EVERY=2 \
+              _ab_exp:64,64,4,16,3,0,STOP_EVERY=4 64,128,4,4,3,0 2>&1 | tee "$OUT/ab7.log" ;;
+    ab8)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.3 0.6 0.8 0.9 --preprocess \
+              --variants 64,64,4,8,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab8.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
             ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \
               --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
@@ -60,8 +65,8 @@ for stage in "$@"; do
     headn)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.1 0.3 0.6 --segment-size ${SEG:-1024} \
               --rank-per-head true --out "$OUT/bench_head_n.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_head_n.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
-    bench)  python -m s2o_compile bench --seq-lens 4096 8192 32768 65536 131072 \
-              --taus 0 0.1 0.3 0.6 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
+    bench)  python -m s2o_compile bench --seq-lens 8192 16384 32768 65536 131072 \
+              --taus 0 0.1 0.3 0.6 0.8 0.9 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
     memory) python benchmarks/memory.py --seq-lens 131072 262144 --out "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log" ;;
     demo)   python -m s2o_compile demo 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     flex)   python benchmarks/flex_peer.py --seq-len 131072 --densities 0.05 0.1 0.2 0.4 --device cuda \

@@ -62,7 +62,7 @@ def dense_times(q, k, v) -> dict:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[8192, 32768, 131072])
-    ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 1e-3, 3e-3, 1e-2])
+    ap.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.6, 0.9])
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)

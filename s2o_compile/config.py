@@ -29,7 +29,10 @@ class S2OConfig:
     block_m:       query rows per tile; each query tile applies the stop rule on its own. With
                    pack_gqa, a tile holds block_m // h positions of h query heads of one GQA
                    group (layout.heads_per_tile), which share the walk and its K/V loads.
-    block_n:       keys per tile, both in the dense pass and in the gathered walk.
+    block_n:       keys per tile, both in the dense pass and in the gathered walk: the stop rule
+                   is tested after every block_n keys of the walk. The GPU kernel computes a
+                   tile in steps of at most 64 keys (kernels.triton_s2o.sub_tile); 128 tests
+                   the rule half as often as 64 for the same arithmetic.
     sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
     local_window:  keys right before the segment, always attended densely (local band).
     ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/64 logit:
@@ -65,7 +68,7 @@ class S2OConfig:
     threshold: float = 0.1
     segment_size: int = 2048
     block_m: int = 64
-    block_n: int = 64
+    block_n: int = 128
     sink_tokens: int = 64
     local_window: int = 512
     ordering: str = "sort"

@@ -105,6 +105,27 @@ def test_transposed_inputs_and_half_precision():
     assert rel_err(out, dense(q, k, v)) < 1e-2
 
 
+@pytest.mark.parametrize("base", [SMALL, WHOLE])
+@pytest.mark.parametrize("tau", [0.0, 0.2, 0.4])
+def test_block_n_above_the_sub_tile_runs_as_steps_with_one_stop_test(monkeypatch, base, tau):
+    """block_n 32 over 16-key steps (as 128 over 64 on a GPU): the same visits and output as the
+    reference's 32-key tiles, whose gain sums both steps."""
+    monkeypatch.setattr(T, "SUB_TILE_N", 16)
+    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
+    cfg = base.replace(block_n=32, threshold=tau, stop_rule="remaining")
+    table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
+    ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
+    offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
+    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
+    assert torch.equal(visited.cpu().long(), ref_visited)
+    assert rel_err(out.cpu(), ref_out) < 1e-5
+    assert torch.equal(T.pairs_from_visited(visited, 333, cfg, group=2).cpu(), ref_pairs)
+    if tau == 0.4:
+        assert (ref_pairs < 333 * 334 // 2).any()
+    with pytest.raises(ValueError, match="multiple of"):
+        T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg, chunk=3)
+
+
 def test_whole_tiles_path_is_taken_where_it_applies():
     """The unmasked path runs for the defaults and WHOLE; the masked one for tiles that straddle
     the sink, window or segment edges, for packed GQA tiles and for a negative scale."""

@@ -11,10 +11,14 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      segments per row, in chunks: _sorted_table); ordering="tiers": _tier_table_kernel, a stable
      counting sort by tier (two passes: histogram, then scatter). Both follow
      reference.priority_of.
-  4. _s2o_attention_kernel: per (query tile, batch * query head): pass 1 dense over the sink and
-     [lo, tile end) with the causal mask; pass 2 walks the index table tile by tile, gathering K/V
-     rows by index (an inner for loop over WALK_CHUNK tiles, which Triton pipelines), and stops
-     when the stop rule holds on every row of the tile.
+  4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
+     dense over the sink and [lo, tile end), masked on the causal diagonal only; pass 2 walks the
+     index table, gathering K/V rows by index in steps of sub_tile keys (an inner for loop over
+     WALK_CHUNK steps, which Triton pipelines), and stops after a block_n tile on which the stop
+     rule holds for every row. tau <= 0 walks everything in one pipelined loop, no stop test.
+     Where the tiles are whole (whole_tiles) no logit is masked off the diagonal and the scale
+     is folded into the exponent; K/V offsets are int32 where they fit (a walk step compiles to
+     545 SASS instructions per warp with int64 offsets, 491 with int32: Triton 3.6, sm_90).
 Semantics equal kernels/reference.py tile for tile; layout.py defines the table. A head dim
 that is not a power of two is padded (padded_head_dim) and masked on every user-tensor access.
 """
@@ -31,7 +35,10 @@ from .layout import (first_ranked_segment, heads_per_tile, num_segments, segment
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
-WALK_CHUNK = 8  # tiles per pipelined chunk of the gathered walk (1: plain while loop)
+WALK_CHUNK = 8  # steps per pipelined chunk of the gathered walk (1: plain while loop)
+# Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
+# 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
+SUB_TILE_N = 64
 SCORE_TILES = (64, 128, 8)  # prefix-score kernel: rep rows, keys per program, warps
 
 
@@ -49,6 +56,17 @@ def _row_col_mask(ok, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
     if D_IN < D:
         m = m & (offs_d < D_IN)[None, :]
     return m
+
+
+@triton.jit
+def _row_offsets(rows, stride, offs_d, OFF32: tl.constexpr):
+    """Element offsets [rows, D] of K or V rows from their (batch, head) base: int32 where the
+    host proved that every offset fits (OFF32: fewer address instructions per tile), else int64."""
+    if OFF32:
+        off = (rows * stride)[:, None] + offs_d[None, :]
+    else:
+        off = rows.to(tl.int64)[:, None] * stride + offs_d[None, :]
+    return off
 
 
 @triton.jit
@@ -240,7 +258,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
-                          STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr):
+                          STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
+                          STOP_EVERY: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -268,8 +287,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     q = tl.load(Q + b.to(tl.int64) * stride_qb + head[:, None].to(tl.int64) * stride_qh
                 + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                 mask=_row_col_mask(row_ok, offs_d, D_IN, D), other=0.0)
-    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + offs_d[None, :]
-    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + offs_d[None, :]
+    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([BM, D], dtype=tl.float32)
@@ -279,8 +298,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         cols = start + offs_n
         ok = cols < sink_end
         kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
-        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
+        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
         m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                            not WHOLE_TILES, IEEE)
     # Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
@@ -288,8 +307,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     if WHOLE_TILES:
         for start in range(lo, m0, BN):
             cols = start + offs_n
-            k = _load_rows(k_base + cols[:, None].to(tl.int64) * stride_kn, offs_d, D_IN, D)
-            v = _load_rows(v_base + cols[:, None].to(tl.int64) * stride_vn, offs_d, D_IN, D)
+            k = _load_rows(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+            v = _load_rows(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
                                                False, IEEE)
         diag = m0
@@ -299,8 +318,8 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         cols = start + offs_n
         ok = cols < hi
         kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-        k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_kn, mask=kv_ok, other=0.0)
-        v = tl.load(v_base + cols[:, None].to(tl.int64) * stride_vn, mask=kv_ok, other=0.0)
+        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
         m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
                                            IEEE)
@@ -320,9 +339,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
             pos = t + offs_n
             ok = pos < P
-            idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-            k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
-            v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+            idx = tl.load(t_base + pos, mask=ok, other=0)
+            k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+            v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                                not WHOLE_TILES, IEEE)
         n_vis = (P + BN - 1) // BN
@@ -331,31 +350,44 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # for loop over CHUNK tiles is pipelined. Its loads do not depend on the stop flag (so
         # they can be issued ahead); tiles after a stop inside a chunk are dropped from the
         # math, which keeps the result and the visit count equal to the plain walk.
+        # With STOP_EVERY > 1 a stop tile (block_n keys) runs as STOP_EVERY sub-tiles of BN
+        # keys: its gain is summed over them (rescaled to the running max) and tested once.
         live = go
         while go:
+            gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
             for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
                 pos = t + c * BN + offs_n
                 ok = pos < P
-                idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-                k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
-                v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+                idx = tl.load(t_base + pos, mask=ok, other=0)
+                k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+                v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
                 # tiles after a stop are loaded (loads run ahead) and dropped (p = 0). Zeroing v
                 # as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K
                 # on the H100: such a NaN reaches the output as it would in SDPA.
-                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], live, m_i, l_i,
+                # the stop test runs after whole stop tiles: a step past the prefix is dropped
+                step = live & (t + c * BN < P)
+                m_prev = m_i
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
                                                    acc, qk_scale, not WHOLE_TILES, IEEE)
-                n_vis += live.to(tl.int32)
-                live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
-                                            REMAINING, MEAN)
+                n_vis += step.to(tl.int32)
+                if STOP_EVERY == 1:
+                    live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
+                                                REMAINING, MEAN)
+                else:
+                    gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                    if (c % STOP_EVERY) == STOP_EVERY - 1:
+                        live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
+                                                    BN * STOP_EVERY, REMAINING, MEAN)
+                        gsum = tl.zeros([BM], dtype=tl.float32)
             t += CHUNK * BN
             go = live & (t < P)
     else:
         while go:
             pos = t + offs_n
             ok = pos < P
-            idx = tl.load(t_base + pos, mask=ok, other=0).to(tl.int64)
-            k = _load_rows(k_base + idx[:, None] * stride_kn, offs_d, D_IN, D)
-            v = _load_rows(v_base + idx[:, None] * stride_vn, offs_d, D_IN, D)
+            idx = tl.load(t_base + pos, mask=ok, other=0)
+            k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+            v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                                not WHOLE_TILES, IEEE)
             t += BN
@@ -366,6 +398,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
              + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=_row_col_mask(row_ok, offs_d, D_IN, D))
+    n_vis = (n_vis + STOP_EVERY - 1) // STOP_EVERY  # in block_n tiles
     for i in tl.static_range(HPT):
         tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt, n_vis)
 
@@ -509,11 +542,18 @@ def _pair_scatter_kernel(ORDER, TABLE, OFFSETS, r0, G, g0, W, TOTAL, SINK,
     tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + j, sink_end + key_pos, mask=in_a | in_b)
 
 
+def sub_tile(cfg: S2OConfig) -> int:
+    """Keys per step of the attention kernel: block_n up to SUB_TILE_N; a larger block_n (the
+    stop rule's tile) runs as block_n // SUB_TILE_N steps with one stop test."""
+    return min(cfg.block_n, SUB_TILE_N)
+
+
 def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
     """Whether the attention kernel may take its unmasked path: sink, local window, segments and
-    query tiles are whole key tiles, so that only the causal diagonal needs a mask and a walk tile
-    is in or out of the prefix as a whole; and scale >= 0, which the folded exponent needs."""
-    bn = cfg.block_n
+    query tiles are whole key steps (sub_tile), so that only the causal diagonal needs a mask and
+    a walk step is in or out of the prefix as a whole; and scale >= 0, which the folded exponent
+    needs."""
+    bn = sub_tile(cfg)
     return (scale >= 0 and cfg.sink_tokens % bn == 0 and cfg.local_window % bn == 0
             and cfg.segment_size % bn == 0 and positions_per_tile % bn == 0)
 
@@ -530,17 +570,22 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     chunk = WALK_CHUNK if chunk is None else chunk
+    bn = sub_tile(cfg)
+    stop_every = cfg.block_n // bn
+    if chunk % stop_every or (chunk == 1 and stop_every > 1):
+        raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, Hq // table.shape[1], n_mt,
             table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
-            SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=cfg.block_n, D=padded_head_dim(D), D_IN=D,
+            SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=bn, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
             REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk,
             NUM_STAGES=num_stages, **{
                 "WHOLE_TILES": whole_tiles(cfg, BM // hpt, scale), "STOP": cfg.threshold > 0,
-                "LONGEST_FIRST": True,
+                "LONGEST_FIRST": True, "STOP_EVERY": stop_every,
+                "OFF32": (N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                 "num_warps": num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                 "num_stages": num_stages, **launch_options})
     return out, visited
