@@ -142,7 +142,8 @@ def test_mean_stop_rule_stops_no_later_than_every_row(tau):
 def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
     """Two query heads of one kv head, each attending to its own tile's worth of far keys: one
     ranking per kv head puts both heads' keys first for both heads; with rank_per_head each
-    head's own keys lead its row, and at the same tau each head walks one tile less."""
+    head's own keys lead its row, and at the same tau no head walks further and the head whose
+    keys the shared ranking put second walks one tile less."""
     g = torch.Generator().manual_seed(4)
     N, D, BN = 256, 64, 16
     q = 0.1 * torch.randn(1, 2, N, D, generator=g)
@@ -163,6 +164,7 @@ def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
         assert set(own[0, h, last:last + BN].tolist()) == set(far[h])
     out_s, vis_s, _ = R.attention_with_table(q, k, v, shared, 1.0, cfg)
     out_o, vis_o, _ = R.attention_with_table(q, k, v, own, 1.0, cfg.replace(rank_per_head=True))
-    assert vis_s[0, :, -1].tolist() == [3, 3] and vis_o[0, :, -1].tolist() == [2, 2]
+    assert vis_o[0, :, -1].tolist() == [2, 2]
+    assert (vis_s[0, :, -1] >= vis_o[0, :, -1]).all() and vis_s[0, :, -1].max().item() == 3
     ref = dense(q, k, v, scale=1.0)[:, :, 192:]
     assert rel_err(out_o[:, :, 192:], ref) < 0.02 and rel_err(out_s[:, :, 192:], ref) < 0.02

@@ -7,7 +7,7 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
-  3. ordering="sort" (default): a stable 16-bit radix sort (torch.sort of int16 priorities, two
+  3. ordering="sort" (default): a stable 8-bit radix sort (torch.sort of uint8 priorities, two
      segments per row, in chunks: _sorted_table); ordering="tiers": _tier_table_kernel, a stable
      counting sort by tier (two passes: histogram, then scatter). Both follow
      reference.priority_of.
@@ -455,17 +455,20 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 
 
 SORT_CHUNK = 1 << 25  # keys per torch.sort call: bounds its int64 indices (256 MiB)
+# A row holds two segments' priorities (0 .. SORT_MAX_KEY, the second offset by SORT_MAX_KEY + 1):
+# 8-bit keys sort in one radix pass, 16-bit in two.
+KEY_DTYPE = torch.uint8 if 2 * SORT_MAX_KEY + 1 <= 255 else torch.int16
 
 
 def _sorted_table(table, segmax, offsets, N, cfg):
-    """ordering="sort": a stable sort per segment of the 14-bit priority (reference.priority_of).
+    """ordering="sort": a stable sort per segment of the 7-bit priority (reference.priority_of).
 
     table holds the float32 scores on entry (same layout) and the index table on return. Rows of
-    16-bit keys pair segment g0 + r with G - 1 - r, whose prefixes sum to about the longest one,
+    8-bit keys pair segment g0 + r with G - 1 - r, whose prefixes sum to about the longest one,
     so the sort sees the table's own size instead of G x the longest prefix; the second
-    segment's keys are offset by 2^14 so they sort after the first's. Rows are sorted in chunks
-    (torch.sort, 2 radix passes) and scattered back in place: each chunk's scores are read
-    before its index entries overwrite them."""
+    segment's keys are offset by SORT_MAX_KEY + 1 so they sort after the first's. Rows are
+    sorted in chunks (torch.sort, one radix pass) and scattered back in place: each chunk's
+    scores are read before its index entries overwrite them."""
     B, Hkv, total = table.shape
     S, c = cfg.segment_size, cfg.sink_tokens + cfg.local_window
     G = num_segments(N, S)
@@ -478,10 +481,11 @@ def _sorted_table(table, segmax, offsets, N, cfg):
     meta = dict(SEG=S, BLK=BLK)
     for r0 in range(0, rows, per_chunk):
         n = min(per_chunk, rows - r0)
-        keys = torch.empty(B * Hkv, n, width, dtype=torch.int16, device=table.device)
+        keys = torch.empty(B * Hkv, n, width, dtype=KEY_DTYPE, device=table.device)
         grid = (triton.cdiv(width, BLK), n, B * Hkv)
         _launch(_pair_keys_kernel, grid, scores, segmax, offsets, keys, r0, G, g0, width, total,
-                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, **meta)
+                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
+                KEY8=KEY_DTYPE == torch.uint8, **meta)
         order = torch.sort(keys, dim=-1, stable=True).indices
         _launch(_pair_scatter_kernel, grid, order, table, offsets, r0, G, g0, width, total,
                 cfg.sink_tokens, **meta)
@@ -508,7 +512,8 @@ def _pair_bounds(OFFSETS, r, G, g0, c, SEG: tl.constexpr, SINK):
 
 @triton.jit
 def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
-                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr):
+                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr,
+                      KEY8: tl.constexpr):
     c = tl.program_id(0) * BLK + tl.arange(0, BLK)
     r = tl.program_id(1)
     bh = tl.program_id(2)
@@ -524,8 +529,8 @@ def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
     prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
     key = tl.where(in_b, prio + LAST + 2, prio)
     key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
-    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.int16),
-             mask=c < W)
+    key = key.to(tl.uint8) if KEY8 else key.to(tl.int16)
+    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key, mask=c < W)
 
 
 @triton.jit
