@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab5, ab6, ab7, ab8, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, ab, ab2, ab3, ab4, ab5, ab6, ab7, ab8, ab9, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -34,6 +34,8 @@ for stage in "$@"; do
               _ab_exp:64,64,4,16,3,0,STOP_EVERY=4 64,128,4,4,3,0 2>&1 | tee "$OUT/ab7.log" ;;
     ab8)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.3 0.6 0.8 0.9 --preprocess \
               --variants 64,64,4,8,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab8.log" ;;
+    ab9)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.8 --preprocess sort,1024 \
+              --variants 64,128,4,8,3,0 2>&1 | tee "$OUT/ab9.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
             ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \
               --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
