@@ -35,8 +35,8 @@ class S2OConfig:
                    the rule half as often as 64 for the same arithmetic.
     sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
     local_window:  keys right before the segment, always attended densely (local band).
-    ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/16 logit
-                   over the top 7.8 logits, done as an 8-bit radix sort) or "tiers" (num_tiers
+    ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/8 logit
+                   over the top 15.6 logits, done as an 8-bit radix sort) or "tiers" (num_tiers
                    tiers of tier_width logits, original order inside a tier: a counting sort,
                    cheaper but far less accurate at long N, see BENCHMARKS.md).
     num_tiers:     number of priority tiers for ordering="tiers".
