@@ -71,17 +71,24 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
                                                 ("gain", True, WHOLE)])
 @pytest.mark.parametrize("tau", [0.02, 0.2, 0.4])
 def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule, per_head, base):
+    pairs = _kernel_walks_like_the_reference(base.replace(threshold=tau, stop_rule=rule,
+                                                          rank_per_head=per_head))
+    if tau >= 0.2:
+        assert (pairs < 333 * 334 // 2).any()  # the stop rule really cut work
+
+
+def _kernel_walks_like_the_reference(cfg, chunk=None):
+    """Triton's attention over the reference's index table (B 2, Hq 4, Hkv 2, N 333): the same
+    visits, pairs and output as the reference; returns the pairs per (batch, head)."""
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
-    cfg = base.replace(threshold=tau, stop_rule=rule, rank_per_head=per_head)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
-    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
+    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg, chunk=chunk)
     assert torch.equal(visited.cpu().long(), ref_visited)
     assert rel_err(out.cpu(), ref_out) < 1e-5
     assert torch.equal(T.pairs_from_visited(visited, 333, cfg, group=2).cpu(), ref_pairs)
-    if tau >= 0.2:
-        assert (ref_pairs < 333 * 334 // 2).any()  # the stop rule really cut work
+    return ref_pairs
 
 
 @pytest.mark.parametrize("tau,visits", sorted(case.EXPECTED_VISITS.items()))
@@ -111,19 +118,12 @@ def test_block_n_above_the_sub_tile_runs_as_steps_with_one_stop_test(monkeypatch
     """block_n 32 over 16-key steps (as 128 over 64 on a GPU): the same visits and output as the
     reference's 32-key tiles, whose gain sums both steps."""
     monkeypatch.setattr(T, "SUB_TILE_N", 16)
-    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
     cfg = base.replace(block_n=32, threshold=tau, stop_rule="remaining")
-    table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
-    ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
-    offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
-    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
-    assert torch.equal(visited.cpu().long(), ref_visited)
-    assert rel_err(out.cpu(), ref_out) < 1e-5
-    assert torch.equal(T.pairs_from_visited(visited, 333, cfg, group=2).cpu(), ref_pairs)
+    pairs = _kernel_walks_like_the_reference(cfg)
     if tau == 0.4:
-        assert (ref_pairs < 333 * 334 // 2).any()
+        assert (pairs < 333 * 334 // 2).any()
     with pytest.raises(ValueError, match="multiple of"):
-        T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg, chunk=3)
+        _kernel_walks_like_the_reference(cfg, chunk=3)
 
 
 def test_whole_tiles_path_is_taken_where_it_applies():

@@ -35,7 +35,7 @@ from .layout import (first_ranked_segment, heads_per_tile, num_segments, segment
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
-WALK_CHUNK = 8  # steps per pipelined chunk of the gathered walk (1: plain while loop)
+WALK_CHUNK = 8  # steps per pipelined chunk of the gathered walk
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
@@ -67,6 +67,18 @@ def _row_offsets(rows, stride, offs_d, OFF32: tl.constexpr):
     else:
         off = rows.to(tl.int64)[:, None] * stride + offs_d[None, :]
     return off
+
+
+@triton.jit
+def _gather_step(t_base, pos, P, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32: tl.constexpr,
+                 D_IN: tl.constexpr, D: tl.constexpr):
+    """One walk step: the table entries at positions pos (ok: inside the prefix P; past it key 0
+    is read) and the K/V rows they index."""
+    ok = pos < P
+    idx = tl.load(t_base + pos, mask=ok, other=0)
+    k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+    v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
+    return ok, k, v
 
 
 @triton.jit
@@ -337,34 +349,27 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # tau <= 0 never stops (gain * left < tau * l is false for gain, l >= 0): walk the
         # whole prefix in a plain for loop, pipelined, with no per-tile stop test.
         for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
-            pos = t + offs_n
-            ok = pos < P
-            idx = tl.load(t_base + pos, mask=ok, other=0)
-            k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
-            v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
+            ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
+                                    offs_d, OFF32, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                                not WHOLE_TILES, IEEE)
         n_vis = (P + BN - 1) // BN
-    elif CHUNK > 1:
+    else:
         # The early stop needs a while loop, which Triton does not software-pipeline; an inner
-        # for loop over CHUNK tiles is pipelined. Its loads do not depend on the stop flag (so
-        # they can be issued ahead); tiles after a stop inside a chunk are dropped from the
-        # math, which keeps the result and the visit count equal to the plain walk.
-        # With STOP_EVERY > 1 a stop tile (block_n keys) runs as STOP_EVERY sub-tiles of BN
-        # keys: its gain is summed over them (rescaled to the running max) and tested once.
+        # for loop over CHUNK steps is pipelined. Its loads do not depend on the stop flag (so
+        # they are issued ahead); steps after a stop inside a chunk are dropped from the math
+        # (p = 0), which keeps the result and the visit count equal to the plain walk. Zeroing
+        # v as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K on
+        # the H100: such a NaN reaches the output as it would in SDPA.
+        # With STOP_EVERY > 1 a stop tile (block_n keys) runs as STOP_EVERY steps of BN keys:
+        # its gain is summed over them (rescaled to the running max) and tested once; a step
+        # past the prefix inside the last stop tile is dropped.
         live = go
         while go:
             gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
             for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
-                pos = t + c * BN + offs_n
-                ok = pos < P
-                idx = tl.load(t_base + pos, mask=ok, other=0)
-                k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
-                v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
-                # tiles after a stop are loaded (loads run ahead) and dropped (p = 0). Zeroing v
-                # as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K
-                # on the H100: such a NaN reaches the output as it would in SDPA.
-                # the stop test runs after whole stop tiles: a step past the prefix is dropped
+                ok, k, v = _gather_step(t_base, t + c * BN + offs_n, P, k_base, v_base, stride_kn,
+                                        stride_vn, offs_d, OFF32, D_IN, D)
                 step = live & (t + c * BN < P)
                 m_prev = m_i
                 m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
@@ -381,18 +386,6 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                         gsum = tl.zeros([BM], dtype=tl.float32)
             t += CHUNK * BN
             go = live & (t < P)
-    else:
-        while go:
-            pos = t + offs_n
-            ok = pos < P
-            idx = tl.load(t_base + pos, mask=ok, other=0)
-            k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
-            v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
-                                               not WHOLE_TILES, IEEE)
-            t += BN
-            n_vis += 1
-            go = _keep_walking(gain, l_i, row_ok, tau, t, P, BN, REMAINING, MEAN)
 
     out = acc / l_i[:, None]
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
@@ -577,7 +570,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     chunk = WALK_CHUNK if chunk is None else chunk
     bn = sub_tile(cfg)
     stop_every = cfg.block_n // bn
-    if chunk % stop_every or (chunk == 1 and stop_every > 1):
+    if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
