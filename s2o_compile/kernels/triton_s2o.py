@@ -337,7 +337,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                                            IEEE)
 
     # Pass 2: the ranked prefix through the index table, most important tile first. WHOLE_TILES:
-    # the prefix is whole tiles, so a tile is in or out as a whole (the scalar `use`).
+    # the prefix is whole tiles, so a step is in or out as a whole (the scalar `step`).
     off = tl.load(OFFSETS + g)
     P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
     # table row: the kv head's (T_DIV = GROUP) or the query head's own (rank_per_head, T_DIV = 1)
