@@ -17,8 +17,8 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      WALK_CHUNK steps, which Triton pipelines), and stops after a block_n tile on which the stop
      rule holds for every row. tau <= 0 walks everything in one pipelined loop, no stop test.
      Where the tiles are whole (whole_tiles) no logit is masked off the diagonal and the scale
-     is folded into the exponent; K/V offsets are int32 where they fit (a walk step compiles to
-     545 SASS instructions per warp with int64 offsets, 491 with int32: Triton 3.6, sm_90).
+     is folded into the exponent; K/V offsets are int32 where they fit (fewer address
+     instructions per step; SASS counts in BENCHMARKS.md, benchmarks/sass_loops.py).
 Semantics equal kernels/reference.py tile for tile; layout.py defines the table. A head dim
 that is not a power of two is padded (padded_head_dim) and masked on every user-tensor access.
 """
@@ -361,9 +361,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # (p = 0), which keeps the result and the visit count equal to the plain walk. Zeroing
         # v as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K on
         # the H100: such a NaN reaches the output as it would in SDPA.
-        # With STOP_EVERY > 1 a stop tile (block_n keys) runs as STOP_EVERY steps of BN keys:
-        # its gain is summed over them (rescaled to the running max) and tested once; a step
-        # past the prefix inside the last stop tile is dropped.
+        # A stop tile (block_n keys) runs as STOP_EVERY steps of BN keys: its gain is summed over
+        # them (rescaled to the running max) and tested once; a step past the prefix inside the
+        # last stop tile is dropped.
         live = go
         while go:
             gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
@@ -375,15 +375,11 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                 m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
                                                    acc, qk_scale, not WHOLE_TILES, IEEE)
                 n_vis += step.to(tl.int32)
-                if STOP_EVERY == 1:
-                    live = live & _keep_walking(gain, l_i, row_ok, tau, t + (c + 1) * BN, P, BN,
-                                                REMAINING, MEAN)
-                else:
-                    gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
-                    if (c % STOP_EVERY) == STOP_EVERY - 1:
-                        live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
-                                                    BN * STOP_EVERY, REMAINING, MEAN)
-                        gsum = tl.zeros([BM], dtype=tl.float32)
+                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                if (c % STOP_EVERY) == STOP_EVERY - 1:
+                    live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
+                                                BN * STOP_EVERY, REMAINING, MEAN)
+                    gsum = tl.zeros([BM], dtype=tl.float32)
             t += CHUNK * BN
             go = live & (t < P)
 
@@ -448,9 +444,9 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 
 
 SORT_CHUNK = 1 << 25  # keys per torch.sort call: bounds its int64 indices (256 MiB)
-# A row holds two segments' priorities (0 .. SORT_MAX_KEY, the second offset by SORT_MAX_KEY + 1):
-# 8-bit keys sort in one radix pass, 16-bit in two.
-KEY_DTYPE = torch.uint8 if 2 * SORT_MAX_KEY + 1 <= 255 else torch.int16
+# A row holds two segments' priorities (0 .. SORT_MAX_KEY, the second offset by SORT_MAX_KEY + 1)
+# in 8-bit keys: one radix pass.
+assert 2 * SORT_MAX_KEY + 1 <= 255, "two segments' priorities must fit one uint8 sort key"
 
 
 def _sorted_table(table, segmax, offsets, N, cfg):
@@ -474,11 +470,10 @@ def _sorted_table(table, segmax, offsets, N, cfg):
     meta = dict(SEG=S, BLK=BLK)
     for r0 in range(0, rows, per_chunk):
         n = min(per_chunk, rows - r0)
-        keys = torch.empty(B * Hkv, n, width, dtype=KEY_DTYPE, device=table.device)
+        keys = torch.empty(B * Hkv, n, width, dtype=torch.uint8, device=table.device)
         grid = (triton.cdiv(width, BLK), n, B * Hkv)
         _launch(_pair_keys_kernel, grid, scores, segmax, offsets, keys, r0, G, g0, width, total,
-                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
-                KEY8=KEY_DTYPE == torch.uint8, **meta)
+                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, **meta)
         order = torch.sort(keys, dim=-1, stable=True).indices
         _launch(_pair_scatter_kernel, grid, order, table, offsets, r0, G, g0, width, total,
                 cfg.sink_tokens, **meta)
@@ -505,8 +500,7 @@ def _pair_bounds(OFFSETS, r, G, g0, c, SEG: tl.constexpr, SINK):
 
 @triton.jit
 def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
-                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr,
-                      KEY8: tl.constexpr):
+                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr):
     c = tl.program_id(0) * BLK + tl.arange(0, BLK)
     r = tl.program_id(1)
     bh = tl.program_id(2)
@@ -522,8 +516,8 @@ def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
     prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
     key = tl.where(in_b, prio + LAST + 2, prio)
     key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
-    key = key.to(tl.uint8) if KEY8 else key.to(tl.int16)
-    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key, mask=c < W)
+    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.uint8),
+             mask=c < W)
 
 
 @triton.jit
@@ -572,6 +566,12 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     stop_every = cfg.block_n // bn
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
+    switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
+                    LONGEST_FIRST=True, STOP_EVERY=stop_every,
+                    OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
+                    num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
+                    num_stages=num_stages)
+    switches.update(launch_options)  # A/B runs override any of them
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, Hq // table.shape[1], n_mt,
@@ -580,12 +580,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=bn, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
             REMAINING=cfg.stop_rule != "gain", MEAN=cfg.stop_rule == "mean", CHUNK=chunk,
-            NUM_STAGES=num_stages, **{
-                "WHOLE_TILES": whole_tiles(cfg, BM // hpt, scale), "STOP": cfg.threshold > 0,
-                "LONGEST_FIRST": True, "STOP_EVERY": stop_every,
-                "OFF32": (N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
-                "num_warps": num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
-                "num_stages": num_stages, **launch_options})
+            NUM_STAGES=num_stages, **switches)
     return out, visited
 
 
