@@ -23,7 +23,8 @@ from s2o_compile.workload import structured_qkv
 # NAME=int are launch options (maxnreg=168) or the kernel's switches (LONGEST_FIRST=0)
 VARIANTS = ["64,64,4,8,3,0", "64,64,4,8,3,1", "128,64,8,8,3,1", "128,64,8,4,3,1",
             "128,128,8,4,3,1", "128,64,8,8,2,1"]
-PREPROCESS = ["sort,64", "sort,128", "sort,256", "tiers,64"]  # ordering, pool_rows
+# [module:]ordering, pool_rows (module: an earlier kernels module, as for VARIANTS)
+PREPROCESS = ["sort,64", "sort,128", "sort,256", "tiers,64"]
 
 
 def bench(fn):
@@ -94,21 +95,32 @@ def main():
             print(f"  tau=0 key-order table (contiguous rows): {bench(run):8.2f} ms "
                   f"err={rel_err(out, ref):.4f}", flush=True)
         del table, tables
+        modules = {}  # kernels module -> its profiled preprocessing
         for spec in args.preprocess:
-            ordering, pool = spec.split(",")
+            mod, _, shape = spec.rpartition(":")
+            K = importlib.import_module(f"s2o_compile.kernels.{mod}") if mod else T
+            ordering, pool = shape.split(",")
             c = base.replace(ordering=ordering, pool_rows=int(pool))
-            t = bench(lambda: T.build_index_table(q, k, 128 ** -0.5, c))
-            tab, off = T.build_index_table(q, k, 128 ** -0.5, c)
+            t = bench(lambda: K.build_index_table(q, k, 128 ** -0.5, c))
+            tab, off = K.build_index_table(q, k, 128 ** -0.5, c)
+            same = ""
+            if mod:  # an earlier kernels module: is its table the current one's?
+                cur, _ = T.build_index_table(q, k, 128 ** -0.5, c)
+                same = f" table equal to current: {(cur == tab).float().mean().item():.6f}"
+                del cur
             c3 = c.replace(threshold=max(args.taus))
             out, vis = T.attention_with_table(q, k, v, tab, off, 128 ** -0.5, c3)
             d = (T.pairs_from_visited(vis, N, c3, 4).double() / (N * (N + 1) / 2)).mean().item()
-            print(f"  preprocess {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
-                  f"dense); at tau {c3.threshold:g} density={d:.3f} err={rel_err(out, ref):.4f}", flush=True)
+            print(f"  preprocess {mod or 'current'} {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
+                  f"dense); at tau {c3.threshold:g} density={d:.3f} err={rel_err(out, ref):.4f}{same}", flush=True)
             del tab
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            T.build_index_table(q, k, 128 ** -0.5, base)
-            torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10), flush=True)
+            modules.setdefault(mod, (K, c))
+        for mod, (K, c) in (modules or {"": (T, base)}).items():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                K.build_index_table(q, k, 128 ** -0.5, c)
+                torch.cuda.synchronize()
+            print(f"  profile of {mod or 'current'}'s preprocessing:", flush=True)
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
         del q, k, v, ref
         torch.cuda.empty_cache()
 
