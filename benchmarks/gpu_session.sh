@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -30,10 +30,12 @@ for stage in "$@"; do
               --variants 64,64,4,8,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab8.log" ;;
     ab9)    python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.8 --preprocess sort,1024 \
               --variants 64,128,4,8,3,0 2>&1 | tee "$OUT/ab9.log" ;;
-    # ab10 (session 5): preprocessing, session 4's (torch.sort) against the counting sort; needs
+    # ab10 (session 5): preprocessing, session 4's against the current; needs
     # git show 0691c7e:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
     ab10)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.75 --variants 64,128,4,8,3,0 \
               --preprocess _ab_prev:sort,1024 sort,1024 _ab_prev:sort,1024 sort,1024 2>&1 | tee "$OUT/ab10.log" ;;
+    ab11)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.6 0.75 --preprocess \
+              --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

@@ -7,10 +7,10 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
-  3. ordering="sort" (default): a stable counting sort of 7-bit priorities in two kernels
-     (_sorted_table: histograms per chunk, then ranks through a bitonic sort per 1024 keys);
-     ordering="tiers": _tier_table_kernel, a stable counting sort by tier in one program per
-     segment. Both follow reference.priority_of.
+  3. ordering="sort" (default): a stable 8-bit radix sort (torch.sort of uint8 priorities, two
+     segments per row, in chunks: _sorted_table); ordering="tiers": _tier_table_kernel, a stable
+     counting sort by tier (two passes: histogram, then scatter). Both follow
+     reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
      dense over the sink and [lo, tile end), masked on the causal diagonal only; pass 2 walks the
      index table, gathering K/V rows by index in steps of sub_tile keys (an inner for loop over
@@ -24,15 +24,13 @@ that is not a power of two is padded (padded_head_dim) and masked on every user-
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import (heads_per_tile, num_segments, segments, table_heads,
+from .layout import (first_ranked_segment, heads_per_tile, num_segments, segments, table_heads,
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
@@ -131,35 +129,23 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr):
-    """A chunk of BK keys of one kv head against the representative queries of every segment of
-    the KV_DIV table rows that read this kv head (its query heads with rank_per_head): the keys
-    are loaded once for all of them."""
+    """Scores of a chunk of BK keys against the representative queries of every segment of one
+    table row. The KV_DIV rows that read one kv head (its query heads, with rank_per_head) score
+    the same chunk in consecutive programs, so that the chunk is read from HBM about once."""
     scale = tl.cast(scale, tl.float32)
-    c0 = tl.program_id(0) * BK
-    bkv = tl.program_id(1)  # (batch, kv head)
-    b = bkv // (H_KV // KV_DIV)
+    c0 = (tl.program_id(0) // KV_DIV) * BK
+    bhk = tl.program_id(1) * KV_DIV + tl.program_id(0) % KV_DIV
+    b = bhk // H_KV
+    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
     cols = c0 + tl.arange(0, BK)
     offs_d = tl.arange(0, D)
-    kc = tl.load(K + b.to(tl.int64) * stride_kb + (bkv % (H_KV // KV_DIV)).to(tl.int64) * stride_kh
+    kc = tl.load(K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                  mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
     SB: tl.constexpr = RB // TP
     n_rep = N_SEG * TP
     # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL.
     g_first = (c0 + LOCAL + SINK) // SEG
-    for row in range(0, KV_DIV):
-        bhk = bkv * KV_DIV + row  # the table row: a kv head, or a query head (rank_per_head)
-        _score_rows(kc, cols, bhk, REP, SCORES, SEGMAX, OFFSETS, g_first, n_rep, N, GROUP, N_SEG,
-                    TOTAL, scale, SINK, LOCAL, SEG, ROWS, HPR, REPS, TP, RB, SB, BK, D, IEEE)
-
-
-@triton.jit
-def _score_rows(kc, cols, bhk, REP, SCORES, SEGMAX, OFFSETS, g_first, n_rep, N, GROUP, N_SEG,
-                TOTAL, scale, SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr,
-                HPR: tl.constexpr, REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
-                SB: tl.constexpr, BK: tl.constexpr, D: tl.constexpr, IEEE: tl.constexpr):
-    """Scores of keys kc against table row bhk's representatives, segments from g_first on."""
-    offs_d = tl.arange(0, D)
     rep_base = REP + bhk.to(tl.int64) * n_rep * D
     for rb in range((g_first * TP) // RB * RB, n_rep, RB):
         rows = rb + tl.arange(0, RB)
@@ -445,8 +431,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
-    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * R // kv_div), k, rep, scores, segmax,
-            offsets,
+    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK) * kv_div, B * R // kv_div), k, rep, scores,
+            segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
@@ -460,114 +446,95 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     return table, offsets
 
 
-# ordering="sort" as a stable counting sort of 7-bit priorities (reference.priority_of: 0 .. SORT_MAX_KEY)
-# into SORT_BUCKETS buckets, the last one holding padding lanes.
-SORT_BUCKETS = 128
-SORT_CHUNK = 4096  # prefix keys per program of the counting sort
-SORT_SUB = 1024  # keys ranked by one bitonic sort inside a program
-SORT_BITONIC = None  # rank by a bitonic sort: None = when compiled (tests set it)
-assert SORT_MAX_KEY < SORT_BUCKETS - 1, "priorities must leave the last bucket to padding"
+SORT_CHUNK = 1 << 25  # keys per torch.sort call: bounds its int64 indices (256 MiB)
+# A row holds two segments' priorities (0 .. SORT_MAX_KEY, the second offset by SORT_MAX_KEY + 1)
+# in 8-bit keys: one radix pass.
+assert 2 * SORT_MAX_KEY + 1 <= 255, "two segments' priorities must fit one uint8 sort key"
 
 
 def _sorted_table(table, segmax, offsets, N, cfg):
-    """ordering="sort": a stable counting sort per segment by the 7-bit priority.
+    """ordering="sort": a stable sort per segment of the 7-bit priority (reference.priority_of).
 
-    table holds the float32 scores on entry (same layout) and the index table on return.
-    _priority_hist_kernel turns a chunk of a segment's scores into 1-byte priorities and counts
-    them per bucket; _counting_scatter_kernel turns the counts into the chunk's first table rank
-    per bucket (all keys of lower buckets, then this bucket's keys in earlier chunks) and ranks
-    the chunk's keys within a bucket by a bitonic sort of (priority, position), which keeps
-    equal priorities in position order: the result is reference.order_prefix exactly. Extra
-    memory: 1 byte per table entry and 512 bytes per chunk."""
-    B, R, total = table.shape
-    S = cfg.segment_size
+    table holds the float32 scores on entry (same layout) and the index table on return. Rows of
+    8-bit keys pair segment g0 + r with G - 1 - r, whose prefixes sum to about the longest one,
+    so the sort sees the table's own size instead of G x the longest prefix; the second
+    segment's keys are offset by SORT_MAX_KEY + 1 so they sort after the first's. Rows are
+    sorted in chunks (torch.sort, one radix pass) and scattered back in place: each chunk's
+    scores are read before its index entries overwrite them."""
+    B, Hkv, total = table.shape
+    S, c = cfg.segment_size, cfg.sink_tokens + cfg.local_window
     G = num_segments(N, S)
-    longest = max(0, (G - 1) * S - cfg.local_window - cfg.sink_tokens)
-    n_ch = triton.cdiv(longest, SORT_CHUNK)
-    prio = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
-    counts = torch.empty(B * R, G, n_ch, SORT_BUCKETS, dtype=torch.int32, device=table.device)
-    grid = (n_ch, G, B * R)
-    _launch(_priority_hist_kernel, grid, table.view(torch.float32), segmax, offsets, prio, counts,
-            G, n_ch, total, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, NB=SORT_BUCKETS,
-            CH=SORT_CHUNK)
-    _launch(_counting_scatter_kernel, grid, prio, counts, offsets, table, G, n_ch, total,
-            cfg.sink_tokens, SEG=S, NB=SORT_BUCKETS, CH=SORT_CHUNK, SUB=SORT_SUB, CB=16,
-            BITONIC=_interpreted() is False if SORT_BITONIC is None else SORT_BITONIC)
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    g0 = first_ranked_segment(S, cfg.sink_tokens, cfg.local_window)
+    rows = (G - g0 + 1) // 2
+    width = (g0 * S - c) + ((G - 1) * S - c)  # longest pair: P(g0) + P(G - 1)
+    per_chunk = max(1, min(rows, SORT_CHUNK // (B * Hkv * width)))
+    scores = table.view(torch.float32)
+    BLK = 1024
+    meta = dict(SEG=S, BLK=BLK)
+    for r0 in range(0, rows, per_chunk):
+        n = min(per_chunk, rows - r0)
+        keys = torch.empty(B * Hkv, n, width, dtype=torch.uint8, device=table.device)
+        grid = (triton.cdiv(width, BLK), n, B * Hkv)
+        _launch(_pair_keys_kernel, grid, scores, segmax, offsets, keys, r0, G, g0, width, total,
+                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, **meta)
+        order = torch.sort(keys, dim=-1, stable=True).indices
+        _launch(_pair_scatter_kernel, grid, order, table, offsets, r0, G, g0, width, total,
+                cfg.sink_tokens, **meta)
 
 
 @triton.jit
-def _priority_hist_kernel(SCORES, SEGMAX, OFFSETS, PRIO, COUNTS, G, NCH, TOTAL,
-                          STEPS: tl.constexpr, LAST: tl.constexpr, NB: tl.constexpr,
-                          CH: tl.constexpr):
-    """Chunk c of segment g's prefix: priorities (reference.priority_of) and their histogram.
-    Lanes past the prefix count in the last bucket, which no key uses."""
-    c = tl.program_id(0)
-    g = tl.program_id(1)
+def _pair_bounds(OFFSETS, r, G, g0, c, SEG: tl.constexpr, SINK):
+    """Row r holds segments ga = g0 + r, then gb = G - 1 - r (none when gb <= ga). For row
+    positions c: in ga / in gb, the segment, the position j in its prefix, the prefix's table
+    offset, ga's prefix length and the prefix's first key (sink_end)."""
+    ga = g0 + r
+    gb = G - 1 - r
+    off_a = tl.load(OFFSETS + ga)
+    p_a = tl.load(OFFSETS + ga + 1) - off_a
+    off_b = tl.load(OFFSETS + gb)
+    p_b = tl.where(gb > ga, tl.load(OFFSETS + gb + 1) - off_b, 0)
+    in_a = c < p_a
+    in_b = (c >= p_a) & (c < p_a + p_b)
+    j = tl.where(in_a, c, c - p_a)
+    off = tl.where(in_a, off_a, off_b)
+    g = tl.where(in_a, ga, gb)
+    return in_a, in_b, g, j, off, p_a, tl.minimum(g * SEG, SINK)
+
+
+@triton.jit
+def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
+                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr):
+    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
+    r = tl.program_id(1)
     bh = tl.program_id(2)
-    off = tl.load(OFFSETS + g)
-    P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
-    j = c * CH + tl.arange(0, CH)
-    real = j < P
-    base = bh.to(tl.int64) * TOTAL + off
-    s = tl.load(SCORES + base + j, mask=real, other=0.0)
-    best = tl.load(SEGMAX + bh * G + g)
-    # as _tier, but multiplying by STEPS: exact, where Triton's float division compiles to the
-    # approximate div.full.f32
+    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
+    real = in_a | in_b
+    s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + j, mask=real, other=0.0)
+    best = tl.load(SEGMAX + bh * G + g, mask=real, other=0.0)
+    # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's float
+    # division compiles to the approximate div.full.f32
     gap = tl.floor((best - s) * STEPS)
     gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
     prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
     prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
-    prio = tl.where(real, prio, NB - 1)
-    tl.store(PRIO + base + j, prio.to(tl.uint8), mask=real)
-    hist = tl.histogram(prio, NB)
-    tl.store(COUNTS + ((bh * G + g) * NCH + c).to(tl.int64) * NB + tl.arange(0, NB), hist)
+    key = tl.where(in_b, prio + LAST + 2, prio)
+    key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
+    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.uint8),
+             mask=c < W)
 
 
 @triton.jit
-def _counting_scatter_kernel(PRIO, COUNTS, OFFSETS, TABLE, G, NCH, TOTAL, SINK,
-                             SEG: tl.constexpr, NB: tl.constexpr, CH: tl.constexpr,
-                             SUB: tl.constexpr, CB: tl.constexpr, BITONIC: tl.constexpr):
-    """Chunk c of segment g: writes the table rank of each of its keys (see _sorted_table).
-    BITONIC ranks SUB keys by one sort; else by a [SUB, NB] running count (the interpreter's)."""
-    c = tl.program_id(0)
-    g = tl.program_id(1)
+def _pair_scatter_kernel(ORDER, TABLE, OFFSETS, r0, G, g0, W, TOTAL, SINK,
+                         SEG: tl.constexpr, BLK: tl.constexpr):
+    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
+    r = tl.program_id(1)
     bh = tl.program_id(2)
-    off = tl.load(OFFSETS + g)
-    P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
-    if c * CH < P:
-        buckets = tl.arange(0, NB)
-        cnt = COUNTS + (bh * G + g).to(tl.int64) * NCH * NB
-        total = tl.zeros([NB], dtype=tl.int32)
-        before = tl.zeros([NB], dtype=tl.int32)
-        for r0 in range(0, NCH, CB):
-            r = r0 + tl.arange(0, CB)
-            x = tl.load(cnt + r[:, None] * NB + buckets[None, :], mask=(r < NCH)[:, None], other=0)
-            total += tl.sum(x, axis=0)
-            before += tl.sum(tl.where((r < c)[:, None], x, 0), axis=0)
-        start = tl.cumsum(total, axis=0) - total + before  # first rank of the chunk's keys, per bucket
-        sink_end = tl.minimum(g * SEG, SINK)
-        base = bh.to(tl.int64) * TOTAL + off
-        lanes = tl.arange(0, SUB)
-        for s0 in range(c * CH, tl.minimum(c * CH + CH, P), SUB):
-            j = s0 + lanes
-            prio = tl.load(PRIO + base + j, mask=j < P, other=NB - 1).to(tl.int32)
-            hist = tl.histogram(prio, NB)
-            if BITONIC:
-                key = tl.sort(prio * SUB + lanes)  # by priority, then position: stable
-                kp = key // SUB
-                first = tl.cumsum(hist, axis=0) - hist  # each bucket's first sorted lane
-                dest = tl.gather(start - first, kp, 0) + lanes
-                tl.store(TABLE + base + dest, sink_end + s0 + key % SUB, mask=kp < NB - 1)
-            else:  # the interpreter's bitonic sort is slow: the rank in a bucket by a running count
-                onehot = (prio[:, None] == buckets[None, :]).to(tl.int32)
-                rank = tl.sum(tl.cumsum(onehot, axis=0) * onehot, axis=1) - 1
-                tl.store(TABLE + base + tl.gather(start, prio, 0) + rank, sink_end + j,
-                         mask=prio < NB - 1)
-            start += hist
+    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
+    src = tl.load(ORDER + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, mask=c < W,
+                  other=0)
+    # sorted position c holds the key at row position src: write it at rank j of its segment
+    key_pos = tl.where(in_a, src, src - p_a).to(tl.int32)
+    tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + j, sink_end + key_pos, mask=in_a | in_b)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
