@@ -273,7 +273,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
-                          STOP_EVERY: tl.constexpr):
+                          STOP_EVERY: tl.constexpr, SKIP_DROPPED: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -374,10 +374,16 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                                         stride_vn, offs_d, OFF32, D_IN, D)
                 step = live & (t + c * BN < P)
                 m_prev = m_i
-                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
-                                                   acc, qk_scale, not WHOLE_TILES, IEEE)
+                if SKIP_DROPPED:  # A/B: branch around the math of a dropped step
+                    if step:
+                        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], step, m_i, l_i,
+                                                           acc, qk_scale, not WHOLE_TILES, IEEE)
+                        gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                else:
+                    m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i,
+                                                       l_i, acc, qk_scale, not WHOLE_TILES, IEEE)
+                    gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
                 n_vis += step.to(tl.int32)
-                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
                 if (c % STOP_EVERY) == STOP_EVERY - 1:
                     live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
                                                 BN * STOP_EVERY, REMAINING, MEAN)
@@ -570,7 +576,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
-                    LONGEST_FIRST=True, STOP_EVERY=stop_every,
+                    LONGEST_FIRST=True, STOP_EVERY=stop_every, SKIP_DROPPED=False,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
