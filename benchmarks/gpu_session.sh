@@ -34,8 +34,10 @@ for stage in "$@"; do
     # git show 0691c7e:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
     ab10)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.75 --variants 64,128,4,8,3,0 \
               --preprocess _ab_prev:sort,1024 sort,1024 _ab_prev:sort,1024 sort,1024 2>&1 | tee "$OUT/ab10.log" ;;
+    # ab11 (session 5) also timed SKIP_DROPPED=1, a switch since removed (an if around the math of
+    # the steps after a stop: 32-38% slower; results/session5/preprocess/ab11.log)
     ab11)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.6 0.75 --preprocess \
-              --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0,SKIP_DROPPED=1 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
+              --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

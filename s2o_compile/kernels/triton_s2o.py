@@ -129,12 +129,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr):
-    """Scores of a chunk of BK keys against the representative queries of every segment of one
-    table row. The KV_DIV rows that read one kv head (its query heads, with rank_per_head) score
-    the same chunk in consecutive programs, so that the chunk is read from HBM about once."""
     scale = tl.cast(scale, tl.float32)
-    c0 = (tl.program_id(0) // KV_DIV) * BK
-    bhk = tl.program_id(1) * KV_DIV + tl.program_id(0) % KV_DIV
+    c0 = tl.program_id(0) * BK
+    bhk = tl.program_id(1)
     b = bhk // H_KV
     hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
     cols = c0 + tl.arange(0, BK)
@@ -273,7 +270,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
-                          STOP_EVERY: tl.constexpr, SKIP_DROPPED: tl.constexpr):
+                          STOP_EVERY: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -374,16 +371,10 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                                         stride_vn, offs_d, OFF32, D_IN, D)
                 step = live & (t + c * BN < P)
                 m_prev = m_i
-                if SKIP_DROPPED:  # A/B: branch around the math of a dropped step
-                    if step:
-                        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], step, m_i, l_i,
-                                                           acc, qk_scale, not WHOLE_TILES, IEEE)
-                        gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
-                else:
-                    m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i,
-                                                       l_i, acc, qk_scale, not WHOLE_TILES, IEEE)
-                    gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
+                                                   acc, qk_scale, not WHOLE_TILES, IEEE)
                 n_vis += step.to(tl.int32)
+                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
                 if (c % STOP_EVERY) == STOP_EVERY - 1:
                     live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
                                                 BN * STOP_EVERY, REMAINING, MEAN)
@@ -437,8 +428,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
-    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK) * kv_div, B * R // kv_div), k, rep, scores,
-            segmax, offsets,
+    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * R), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
@@ -576,7 +566,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
-                    LONGEST_FIRST=True, STOP_EVERY=stop_every, SKIP_DROPPED=False,
+                    LONGEST_FIRST=True, STOP_EVERY=stop_every,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
