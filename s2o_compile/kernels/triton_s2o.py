@@ -213,44 +213,45 @@ def _tier(s, best, tier_width, NT: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.constexpr,
-                 IEEE: tl.constexpr, FIXED: tl.constexpr = False):
+def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, fixed, MASKED: tl.constexpr,
+                 IEEE: tl.constexpr, FIXED_MAX: tl.constexpr):
     """One online-softmax step over a key tile. Returns (m, l, acc, gain).
     MASKED: cols_ok masks (row, key) pairs (causal diagonal, a partial tile). Else every pair
     counts and the scale is folded into the exponent (one FFMA per logit, as in the Triton
     tutorial; needs qk_scale >= 0); the scalar `use` drops the whole tile (a walk tile after the
     stop): its row max is not taken and its p is exp2(-inf) = 0.
-    FIXED: m_i is a fixed reference that no logit of the row exceeds by more than 32 (log2
-    units, _fixed_reference): no running max, no rescaling of l and acc."""
+    fixed (a CTA-wide scalar, with FIXED_MAX): m_i is a fixed reference that no logit of the row
+    exceeds by more than 32 (log2 units, _fixed_reference): no running max and no rescaling of l
+    and acc (a branch around them: a second copy of the loop would double its shared memory)."""
     if IEEE:
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
         s = tl.dot(q, tl.trans(k))
-    if FIXED:
-        if MASKED:
-            p = tl.math.exp2(tl.where(cols_ok, s * qk_scale, float("-inf")) - m_i[:, None])
-        else:
-            p = tl.math.exp2(s * qk_scale - tl.where(use, m_i, float("inf"))[:, None])
-        gain = tl.sum(p, axis=1)
-        if IEEE:
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        return m_i, l_i + gain, acc, gain
     if MASKED:
         s = tl.where(cols_ok, s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    use_fixed = False
+    if FIXED_MAX:
+        use_fixed = fixed
+    if use_fixed:  # no running max: m_i stays, l and acc need no rescale
+        m_new = m_i
+    else:
+        if MASKED:
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        else:
+            m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha
+        acc = acc * alpha[:, None]
+    if MASKED:
         p = tl.math.exp2(s - m_new[:, None])
     else:
-        m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
         p = tl.math.exp2(s * qk_scale - tl.where(use, m_new, float("inf"))[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
     gain = tl.sum(p, axis=1)
-    l_i = l_i * alpha + gain
+    l_i = l_i + gain
     if IEEE:
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc + tl.dot(p.to(v.dtype), v)
     return m_new, l_i, acc, gain
 
 
@@ -302,16 +303,19 @@ def _fixed_reference(q, m_i, row_ok, BOUNDS, qk_scale, N):
     """A fixed softmax reference for the walk, and whether it is safe (a CTA-wide scalar).
 
     |q_i . k_j| * scale <= |q_i| * max_j |k_j| * scale = U_i (Cauchy-Schwarz; log2 units, with a
-    margin for rounding). With m_ref = max(m_i, U_i - 32), every p = exp2(logit - m_ref) of the
-    walk is <= 2^32 (so l and acc cannot overflow while max|v| * N < 2^88), and where
-    U_i - m_i <= 96 the row's largest term so far is >= 2^-64 (far from fp32 underflow): the
-    walk then needs no running max and no rescaling of acc (64 multiplies per thread and step),
-    with the same result up to rounding. Else (huge norms, inf or NaN) the exact walk runs."""
+    margin for rounding). With m_ref >= U_i - 32 every later p = exp2(logit - m_ref) is <= 2^32
+    (so l and acc cannot overflow while max|v| * N < 2^88), and where U_i - m_i <= 96 the row's
+    largest term so far is >= 2^-65 (far from fp32 underflow): the steps then need no running max
+    and no rescaling of acc (64 multiplies per thread and step), with the same result up to
+    rounding. Else (huge norms, inf or NaN) the running max stays."""
     kmax = tl.load(BOUNDS)
     vmax = tl.load(BOUNDS + 1)
     qf = q.to(tl.float32)
     bound = tl.sqrt(tl.sum(qf * qf, axis=1)) * kmax * tl.abs(qk_scale) * 1.001 + 1.0
-    m_ref = tl.maximum(m_i, bound - 32.0)
+    # m_i plus a whole number: the key that set m_i keeps an exact p (a power of two), as the
+    # running max's p = 1 is exact, so that its bf16 rounding in P @ V does not move a row that
+    # one key dominates
+    m_ref = m_i + tl.maximum(tl.math.ceil(bound - 32.0 - m_i), 0.0)
     gap = bound - m_i
     gap = tl.max(tl.where(row_ok, tl.where(gap == gap, gap, float("inf")), 0.0), axis=0)
     fixed = (gap <= 96.0) & (vmax * N.to(tl.float32) < 3.0e26)
@@ -319,12 +323,20 @@ def _fixed_reference(q, m_i, row_ok, BOUNDS, qk_scale, N):
 
 
 @triton.jit
+def _to_fixed_reference(q, m_i, l_i, acc, row_ok, BOUNDS, qk_scale, N):
+    """The state (m, l, acc) moved to _fixed_reference's m where that is safe, and whether it is."""
+    m_ref, fixed = _fixed_reference(q, m_i, row_ok, BOUNDS, qk_scale, N)
+    alpha = tl.where(fixed, tl.math.exp2(m_i - m_ref), 1.0)
+    return tl.where(fixed, m_ref, m_i), l_i * alpha, acc * alpha[:, None], fixed
+
+
+@triton.jit
 def _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, hi, offs_m, offs_n,
-                offs_d, qk_scale, BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
+                offs_d, qk_scale, fixed, BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                 IEEE: tl.constexpr, WHOLE_TILES: tl.constexpr, OFF32: tl.constexpr,
-                FIXED: tl.constexpr):
+                FIXED_MAX: tl.constexpr):
     """Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
-    tiles before the query tile's first row are whole and all before it (no mask). FIXED: m_i is
+    tiles before the query tile's first row are whole and all before it (no mask). fixed: m_i is
     a fixed reference (_attend_tile)."""
     if WHOLE_TILES:
         for start in range(lo, m0, BN):
@@ -332,7 +344,7 @@ def _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, 
             k = _load_rows(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
             v = _load_rows(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
-                                               False, IEEE, FIXED)
+                                               fixed, False, IEEE, FIXED_MAX)
         diag = m0
     else:
         diag = lo
@@ -343,21 +355,21 @@ def _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, 
         k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
         v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
-                                           IEEE, FIXED)
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, fixed,
+                                           True, IEEE, FIXED_MAX)
 
     return m_i, l_i, acc
 
 
 @triton.jit
 def _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn, stride_vn, offs_n,
-          offs_d, qk_scale, tau, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr,
+          offs_d, qk_scale, tau, fixed, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr,
           D_IN: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
           STOP: tl.constexpr, OFF32: tl.constexpr, STOP_EVERY: tl.constexpr,
-          FIXED: tl.constexpr):
+          FIXED_MAX: tl.constexpr):
     """Pass 2 over one segment's ranked prefix (P table entries at t_base), from the state of
-    pass 1. Returns (m, l, acc, steps visited). FIXED: m_i is a fixed reference (_attend_tile)."""
+    pass 1. Returns (m, l, acc, steps visited). fixed: m_i is a fixed reference (_attend_tile)."""
     t = 0
     n_vis = 0
     go = P > 0
@@ -368,7 +380,7 @@ def _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn, stride
             ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
                                     offs_d, OFF32, D_IN, D)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
-                                               not WHOLE_TILES, IEEE, FIXED)
+                                               fixed, not WHOLE_TILES, IEEE, FIXED_MAX)
         n_vis = (P + BN - 1) // BN
     else:
         # The early stop needs a while loop, which Triton does not software-pipeline; an inner
@@ -389,12 +401,10 @@ def _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn, stride
                 step = live & (t + c * BN < P)
                 m_prev = m_i
                 m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
-                                                   acc, qk_scale, not WHOLE_TILES, IEEE, FIXED)
+                                                   acc, qk_scale, fixed, not WHOLE_TILES, IEEE,
+                                                   FIXED_MAX)
                 n_vis += step.to(tl.int32)
-                if FIXED:
-                    gsum += gain
-                else:
-                    gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
                 if (c % STOP_EVERY) == STOP_EVERY - 1:
                     live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
                                                 BN * STOP_EVERY, REMAINING, MEAN)
@@ -458,24 +468,15 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
         k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
         v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
         m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
-                                           not WHOLE_TILES, IEEE)
+                                           False, not WHOLE_TILES, IEEE, False)
     # Pass 1b: local window and own keys [lo, hi), causal by original position; with a fixed
     # reference (_fixed_reference) where it is safe from the sink's max on.
+    fixed = False
     if FIXED_MAX:
-        m_ref, fixed = _fixed_reference(q, m_i, row_ok, bounds, qk_scale, N)
-        if fixed:
-            alpha = tl.math.exp2(m_i - m_ref)
-            m_i, l_i, acc = _dense_pass(q, m_ref, l_i * alpha, acc * alpha[:, None], k_base, v_base,
-                                        stride_kn, stride_vn, lo, m0, hi, offs_m, offs_n, offs_d,
-                                        qk_scale, BN, D, D_IN, IEEE, WHOLE_TILES, OFF32, True)
-        else:
-            m_i, l_i, acc = _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo,
-                                        m0, hi, offs_m, offs_n, offs_d, qk_scale, BN, D, D_IN, IEEE,
-                                        WHOLE_TILES, OFF32, False)
-    else:
-        m_i, l_i, acc = _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0,
-                                    hi, offs_m, offs_n, offs_d, qk_scale, BN, D, D_IN, IEEE,
-                                    WHOLE_TILES, OFF32, False)
+        m_i, l_i, acc, fixed = _to_fixed_reference(q, m_i, l_i, acc, row_ok, bounds, qk_scale, N)
+    m_i, l_i, acc = _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, hi,
+                                offs_m, offs_n, offs_d, qk_scale, fixed, BN, D, D_IN, IEEE,
+                                WHOLE_TILES, OFF32, FIXED_MAX)
 
     # Pass 2: the ranked prefix through the index table, most important tile first. WHOLE_TILES:
     # the prefix is whole tiles, so a step is in or out as a whole (the scalar `step`).
@@ -483,25 +484,12 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
     P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
     # table row: the kv head's (T_DIV = GROUP) or the query head's own (rank_per_head, T_DIV = 1)
     t_base = TABLE + ((b * H_Q + h0) // T_DIV).to(tl.int64) * TOTAL + off
-    if FIXED_MAX:  # no running max in the walk where a fixed reference is safe (_fixed_reference)
-        m_ref, fixed = _fixed_reference(q, m_i, row_ok, bounds, qk_scale, N)
-        if fixed:
-            alpha = tl.math.exp2(m_i - m_ref)
-            m_i, l_i, acc, n_vis = _walk(q, m_ref, l_i * alpha, acc * alpha[:, None], row_ok, t_base,
-                                         P, k_base, v_base, stride_kn, stride_vn, offs_n, offs_d,
-                                         qk_scale, tau, BM, BN, D, D_IN, IEEE, REMAINING, MEAN,
-                                         CHUNK, NUM_STAGES, WHOLE_TILES, STOP, OFF32, STOP_EVERY,
-                                         True)
-        else:
-            m_i, l_i, acc, n_vis = _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base,
-                                         stride_kn, stride_vn, offs_n, offs_d, qk_scale, tau, BM,
-                                         BN, D, D_IN, IEEE, REMAINING, MEAN, CHUNK, NUM_STAGES,
-                                         WHOLE_TILES, STOP, OFF32, STOP_EVERY, False)
-    else:
-        m_i, l_i, acc, n_vis = _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base,
-                                     stride_kn, stride_vn, offs_n, offs_d, qk_scale, tau, BM, BN, D,
-                                     D_IN, IEEE, REMAINING, MEAN, CHUNK, NUM_STAGES, WHOLE_TILES,
-                                     STOP, OFF32, STOP_EVERY, False)
+    if FIXED_MAX:  # a reference fixed in pass 1b stays (its gap is <= 32); else from pass 1's max
+        m_i, l_i, acc, fixed = _to_fixed_reference(q, m_i, l_i, acc, row_ok, bounds, qk_scale, N)
+    m_i, l_i, acc, n_vis = _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn,
+                                 stride_vn, offs_n, offs_d, qk_scale, tau, fixed, BM, BN, D, D_IN,
+                                 IEEE, REMAINING, MEAN, CHUNK, NUM_STAGES, WHOLE_TILES, STOP, OFF32,
+                                 STOP_EVERY, FIXED_MAX)
 
     out = acc / l_i[:, None]
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
