@@ -39,10 +39,10 @@ for stage in "$@"; do
     ab11)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.6 0.75 --preprocess \
               --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
     # ab12 (session 5): the walk and the dense pass with a fixed softmax reference (FIXED_MAX, the
-    # default) against the running max, alternating
-    ab12)   python benchmarks/kernel_ab.py --seq-lens 32768 131072 --taus 0 0.6 0.75 0.8 --preprocess \
-              --variants 64,128,4,8,3,0 64,128,4,8,3,0,FIXED_MAX=0 64,128,4,8,3,0 64,128,4,8,3,0,FIXED_MAX=0 \
-              2>&1 | tee "$OUT/ab12.log" ;;
+    # default) against the running max, and l from rounded p (ROUNDED_L) or not, alternating
+    ab12)   python benchmarks/kernel_ab.py --seq-lens 32768 131072 --taus 0 0.75 --preprocess \
+              --variants 64,128,4,8,3,0 64,128,4,8,3,0,FIXED_MAX=0 64,128,4,8,3,0,ROUNDED_L=0 \
+              64,128,4,8,3,0 64,128,4,8,3,0,FIXED_MAX=0 64,128,4,8,3,0,ROUNDED_L=0 2>&1 | tee "$OUT/ab12.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

@@ -61,6 +61,11 @@ def main():
         ref = sdpa()
         dense = bench(sdpa)
         print(f"N={N} dense default {dense:.2f} ms", flush=True)
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
+            flash = sdpa()
+        print(f"  FLASH backend's output against the default's: err={rel_err(flash, ref):.4f} "
+              "(two exact kernels: the floor of err at tau 0)", flush=True)
+        del flash
         base = S2OConfig(min_seq_len=0)
         tables = {}  # per rank_per_head: packed tiles share one walk, so they rank per kv head
         for tau in args.taus:
