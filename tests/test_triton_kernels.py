@@ -136,40 +136,6 @@ def test_whole_tiles_path_is_taken_where_it_applies():
     assert not T.whole_tiles(WHOLE, 32, -0.1)
 
 
-def _bound_gap(q, k, scale):
-    """max over rows of (|q_i| max_j |k_j| |scale| - max_j<=i logit) in log2 units: where <= 96
-    (minus the margins) the kernel walks with a fixed softmax reference, else with a running max."""
-    qf, kf = q.float().cpu(), k.float().cpu().repeat_interleave(q.shape[1] // k.shape[1], 1)
-    s = (qf @ kf.transpose(-1, -2)) * scale
-    s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
-    bound = qf.norm(dim=-1) * kf.norm(dim=-1).amax(-1, keepdim=True) * abs(scale)
-    return ((bound - s.amax(-1)) * 1.4426950408889634).max().item()
-
-
-@pytest.mark.parametrize("cfg", [SMALL, WHOLE])
-@pytest.mark.parametrize("tau", [0.0, 0.3])
-@pytest.mark.parametrize("q_gain", [1.0, 40.0])
-def test_fixed_reference_equals_running_max(cfg, tau, q_gain):
-    """Where the Cauchy-Schwarz bound on the logits is close to the row max (q_gain 1), the
-    kernel drops the running max (FIXED_MAX); where it is far (q_gain 40: logits of hundreds),
-    it keeps it. Either way the result is the running-max kernel's, the reference's and SDPA's."""
-    cfg = cfg.replace(threshold=tau, stop_rule="remaining")
-    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=11)
-    q = q * q_gain
-    scale = 64 ** -0.5
-    assert (_bound_gap(q, k, scale) < 90) == (q_gain == 1.0)  # which walk each case takes
-    table, offsets = T.build_index_table(q, k, scale, cfg)
-    fixed, vis_fixed = T.attention_with_table(q, k, v, table, offsets, scale, cfg)
-    running, vis_running = T.attention_with_table(q, k, v, table, offsets, scale, cfg,
-                                                  FIXED_MAX=False)
-    ref, vis_ref, _ = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table.cpu(), scale, cfg)
-    assert torch.equal(vis_fixed.cpu(), vis_running.cpu())
-    assert torch.equal(vis_fixed.cpu().long(), vis_ref)
-    assert rel_err(fixed, running) < 1e-5 and rel_err(fixed, ref) < 1e-5
-    if tau == 0:
-        assert rel_err(fixed, dense(q, k, v, scale)) < 1e-5
-
-
 @pytest.mark.parametrize("cfg", [SMALL, WHOLE])
 @pytest.mark.parametrize("scale", [-0.2, 0.0])
 def test_negative_and_zero_scale_equal_dense(cfg, scale):

@@ -213,55 +213,31 @@ def _tier(s, best, tier_width, NT: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, fixed, MASKED: tl.constexpr,
-                 IEEE: tl.constexpr, FIXED_MAX: tl.constexpr, ROUNDED_L: tl.constexpr = True):
+def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.constexpr,
+                 IEEE: tl.constexpr):
     """One online-softmax step over a key tile. Returns (m, l, acc, gain).
     MASKED: cols_ok masks (row, key) pairs (causal diagonal, a partial tile). Else every pair
     counts and the scale is folded into the exponent (one FFMA per logit, as in the Triton
     tutorial; needs qk_scale >= 0); the scalar `use` drops the whole tile (a walk tile after the
-    stop): its row max is not taken and its p is exp2(-inf) = 0.
-    fixed (a CTA-wide scalar, with FIXED_MAX): m_i is a fixed reference that no logit of the row
-    exceeds by more than 32 (log2 units, _fixed_reference): no running max and no rescaling of l
-    and acc (a branch around them: a second copy of the loop would double its shared memory).
-    With a fixed reference, l sums p as rounded to 16 bits for P @ V: a key that dominates a row has
-    p = 1 exactly under a running max, not under a fixed reference, and its rounding would
-    otherwise move the row (tau 0 error 0.10% -> 0.26% on the H100)."""
+    stop): its row max is not taken and its p is exp2(-inf) = 0."""
     if IEEE:
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
         s = tl.dot(q, tl.trans(k))
     if MASKED:
         s = tl.where(cols_ok, s * qk_scale, float("-inf"))
-    use_fixed = False
-    if FIXED_MAX:
-        use_fixed = fixed
-    if use_fixed:  # no running max: m_i stays, l and acc need no rescale
-        m_new = m_i
-    else:
-        if MASKED:
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        else:
-            m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha
-        acc = acc * alpha[:, None]
-    if MASKED:
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.math.exp2(s - m_new[:, None])
     else:
+        m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
         p = tl.math.exp2(s * qk_scale - tl.where(use, m_new, float("inf"))[:, None])
-    pv = p.to(v.dtype)
-    if ROUNDED_L:
-        if use_fixed:  # l sums p as rounded for P @ V (see above)
-            gain = tl.sum(pv.to(tl.float32), axis=1)
-        else:
-            gain = tl.sum(p, axis=1)
-    else:
-        gain = tl.sum(p, axis=1)
-    l_i = l_i + gain
+    alpha = tl.math.exp2(m_i - m_new)
+    gain = tl.sum(p, axis=1)
+    l_i = l_i * alpha + gain
     if IEEE:
-        acc = acc + tl.dot(pv, v, input_precision="ieee")
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
-        acc = acc + tl.dot(pv, v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return m_new, l_i, acc, gain
 
 
@@ -285,145 +261,7 @@ def _keep_walking(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.
 
 
 @triton.jit
-def _kv_bounds_kernel(K, V, BOUNDS, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                      stride_vn, N, H_KV, BR: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr):
-    """max_j |k_j| and max |v| per (batch, kv head) for _fixed_reference, by atomic max into
-    BOUNDS (zeros); a NaN norm or value counts as inf (no fixed reference then)."""
-    rows = tl.program_id(0) * BR + tl.arange(0, BR)
-    bh = tl.program_id(1)
-    b = bh // H_KV
-    h = bh % H_KV
-    offs_d = tl.arange(0, D)
-    mask = _row_col_mask(rows < N, offs_d, D_IN, D)
-    k = tl.load(K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
-                + rows[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=mask, other=0.0)
-    v = tl.load(V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
-                + rows[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=mask, other=0.0)
-    kf = k.to(tl.float32)
-    kn = tl.sqrt(tl.sum(kf * kf, axis=1))
-    va = tl.abs(v.to(tl.float32))
-    kn = tl.where(kn == kn, kn, float("inf"))  # max drops NaN: make it count
-    va = tl.where(va == va, va, float("inf"))
-    tl.atomic_max(BOUNDS + bh * 2, tl.max(kn, axis=0))
-    tl.atomic_max(BOUNDS + bh * 2 + 1, tl.max(tl.max(va, axis=1), axis=0))
-
-
-@triton.jit
-def _fixed_reference(q, m_i, row_ok, BOUNDS, qk_scale, N):
-    """A fixed softmax reference for the walk, and whether it is safe (a CTA-wide scalar).
-
-    |q_i . k_j| * scale <= |q_i| * max_j |k_j| * scale = U_i (Cauchy-Schwarz; log2 units, with a
-    margin for rounding). With m_ref >= U_i - 32 every later p = exp2(logit - m_ref) is <= 2^32
-    (so l and acc cannot overflow while max|v| * N < 2^88), and where U_i - m_i <= 96 the row's
-    largest term so far is >= 2^-64 (far from fp32 underflow): the steps then need no running max
-    and no rescaling of acc (64 multiplies per thread and step), with the same result up to
-    rounding. Else (huge norms, inf or NaN) the running max stays."""
-    kmax = tl.load(BOUNDS)
-    vmax = tl.load(BOUNDS + 1)
-    qf = q.to(tl.float32)
-    bound = tl.sqrt(tl.sum(qf * qf, axis=1)) * kmax * tl.abs(qk_scale) * 1.001 + 1.0
-    m_ref = tl.maximum(m_i, bound - 32.0)
-    gap = bound - m_i
-    gap = tl.max(tl.where(row_ok, tl.where(gap == gap, gap, float("inf")), 0.0), axis=0)
-    fixed = (gap <= 96.0) & (vmax * N.to(tl.float32) < 3.0e26)
-    return m_ref, fixed
-
-
-@triton.jit
-def _to_fixed_reference(q, m_i, l_i, acc, row_ok, BOUNDS, qk_scale, N):
-    """The state (m, l, acc) moved to _fixed_reference's m where that is safe, and whether it is."""
-    m_ref, fixed = _fixed_reference(q, m_i, row_ok, BOUNDS, qk_scale, N)
-    alpha = tl.where(fixed, tl.math.exp2(m_i - m_ref), 1.0)
-    return tl.where(fixed, m_ref, m_i), l_i * alpha, acc * alpha[:, None], fixed
-
-
-@triton.jit
-def _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, hi, offs_m, offs_n,
-                offs_d, qk_scale, fixed, BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
-                IEEE: tl.constexpr, WHOLE_TILES: tl.constexpr, OFF32: tl.constexpr,
-                FIXED_MAX: tl.constexpr, ROUNDED_L: tl.constexpr):
-    """Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
-    tiles before the query tile's first row are whole and all before it (no mask). fixed: m_i is
-    a fixed reference (_attend_tile)."""
-    if WHOLE_TILES:
-        for start in range(lo, m0, BN):
-            cols = start + offs_n
-            k = _load_rows(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
-            v = _load_rows(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
-                                               fixed, False, IEEE, FIXED_MAX, ROUNDED_L)
-        diag = m0
-    else:
-        diag = lo
-    for start in range(diag, hi, BN):
-        cols = start + offs_n
-        ok = cols < hi
-        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
-        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
-        causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, fixed,
-                                           True, IEEE, FIXED_MAX, ROUNDED_L)
-
-    return m_i, l_i, acc
-
-
-@triton.jit
-def _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn, stride_vn, offs_n,
-          offs_d, qk_scale, tau, fixed, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr,
-          D_IN: tl.constexpr, IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
-          CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
-          STOP: tl.constexpr, OFF32: tl.constexpr, STOP_EVERY: tl.constexpr,
-          FIXED_MAX: tl.constexpr, ROUNDED_L: tl.constexpr):
-    """Pass 2 over one segment's ranked prefix (P table entries at t_base), from the state of
-    pass 1. Returns (m, l, acc, steps visited). fixed: m_i is a fixed reference (_attend_tile)."""
-    t = 0
-    n_vis = 0
-    go = P > 0
-    if not STOP:
-        # tau <= 0 never stops (gain * left < tau * l is false for gain, l >= 0): walk the
-        # whole prefix in a plain for loop, pipelined, with no per-tile stop test.
-        for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
-            ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
-                                    offs_d, OFF32, D_IN, D)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
-                                               fixed, not WHOLE_TILES, IEEE, FIXED_MAX, ROUNDED_L)
-        n_vis = (P + BN - 1) // BN
-    else:
-        # The early stop needs a while loop, which Triton does not software-pipeline; an inner
-        # for loop over CHUNK steps is pipelined. Its loads do not depend on the stop flag (so
-        # they are issued ahead); steps after a stop inside a chunk are dropped from the math
-        # (p = 0), which keeps the result and the visit count equal to the plain walk. Zeroing
-        # v as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K on
-        # the H100: such a NaN reaches the output as it would in SDPA.
-        # A stop tile (block_n keys) runs as STOP_EVERY steps of BN keys: its gain is summed over
-        # them (rescaled to the running max) and tested once; a step past the prefix inside the
-        # last stop tile is dropped.
-        live = go
-        while go:
-            gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
-            for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
-                ok, k, v = _gather_step(t_base, t + c * BN + offs_n, P, k_base, v_base, stride_kn,
-                                        stride_vn, offs_d, OFF32, D_IN, D)
-                step = live & (t + c * BN < P)
-                m_prev = m_i
-                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
-                                                   acc, qk_scale, fixed, not WHOLE_TILES, IEEE,
-                                                   FIXED_MAX, ROUNDED_L)
-                n_vis += step.to(tl.int32)
-                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
-                if (c % STOP_EVERY) == STOP_EVERY - 1:
-                    live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
-                                                BN * STOP_EVERY, REMAINING, MEAN)
-                    gsum = tl.zeros([BM], dtype=tl.float32)
-            t += CHUNK * BN
-            go = live & (t < P)
-
-    return m_i, l_i, acc, n_vis
-
-
-@triton.jit
-def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
+def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn,
                           N, H_Q, GROUP, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
@@ -432,8 +270,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
-                          STOP_EVERY: tl.constexpr, FIXED_MAX: tl.constexpr,
-                          ROUNDED_L: tl.constexpr):
+                          STOP_EVERY: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -466,7 +303,6 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([BM, D], dtype=tl.float32)
-    bounds = KV_BOUNDS + (b * (H_Q // GROUP) + hk) * 2  # max |k| and max |v| of the kv head
 
     # Pass 1a: sink keys [0, sink_end), all before the segment.
     for start in range(0, sink_end, BN):
@@ -476,15 +312,28 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
         k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
         v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
         m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
-                                           False, not WHOLE_TILES, IEEE, False)
-    # Pass 1b: local window and own keys [lo, hi), causal by original position; with a fixed
-    # reference (_fixed_reference) where it is safe from the sink's max on.
-    fixed = False
-    if FIXED_MAX:
-        m_i, l_i, acc, fixed = _to_fixed_reference(q, m_i, l_i, acc, row_ok, bounds, qk_scale, N)
-    m_i, l_i, acc = _dense_pass(q, m_i, l_i, acc, k_base, v_base, stride_kn, stride_vn, lo, m0, hi,
-                                offs_m, offs_n, offs_d, qk_scale, fixed, BN, D, D_IN, IEEE,
-                                WHOLE_TILES, OFF32, FIXED_MAX, ROUNDED_L)
+                                           not WHOLE_TILES, IEEE)
+    # Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
+    # tiles before the query tile's first row are whole and all before it (no mask).
+    if WHOLE_TILES:
+        for start in range(lo, m0, BN):
+            cols = start + offs_n
+            k = _load_rows(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
+            v = _load_rows(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
+                                               False, IEEE)
+        diag = m0
+    else:
+        diag = lo
+    for start in range(diag, hi, BN):
+        cols = start + offs_n
+        ok = cols < hi
+        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
+        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
+                                           IEEE)
 
     # Pass 2: the ranked prefix through the index table, most important tile first. WHOLE_TILES:
     # the prefix is whole tiles, so a step is in or out as a whole (the scalar `step`).
@@ -492,12 +341,46 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED, KV_BOUNDS,
     P = (tl.load(OFFSETS + g + 1) - off).to(tl.int32)
     # table row: the kv head's (T_DIV = GROUP) or the query head's own (rank_per_head, T_DIV = 1)
     t_base = TABLE + ((b * H_Q + h0) // T_DIV).to(tl.int64) * TOTAL + off
-    if FIXED_MAX:  # a reference fixed in pass 1b stays (its gap is <= 32); else from pass 1's max
-        m_i, l_i, acc, fixed = _to_fixed_reference(q, m_i, l_i, acc, row_ok, bounds, qk_scale, N)
-    m_i, l_i, acc, n_vis = _walk(q, m_i, l_i, acc, row_ok, t_base, P, k_base, v_base, stride_kn,
-                                 stride_vn, offs_n, offs_d, qk_scale, tau, fixed, BM, BN, D, D_IN,
-                                 IEEE, REMAINING, MEAN, CHUNK, NUM_STAGES, WHOLE_TILES, STOP, OFF32,
-                                 STOP_EVERY, FIXED_MAX, ROUNDED_L)
+    t = 0
+    n_vis = 0
+    go = P > 0
+    if not STOP:
+        # tau <= 0 never stops (gain * left < tau * l is false for gain, l >= 0): walk the
+        # whole prefix in a plain for loop, pipelined, with no per-tile stop test.
+        for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
+            ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
+                                    offs_d, OFF32, D_IN, D)
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+                                               not WHOLE_TILES, IEEE)
+        n_vis = (P + BN - 1) // BN
+    else:
+        # The early stop needs a while loop, which Triton does not software-pipeline; an inner
+        # for loop over CHUNK steps is pipelined. Its loads do not depend on the stop flag (so
+        # they are issued ahead); steps after a stop inside a chunk are dropped from the math
+        # (p = 0), which keeps the result and the visit count equal to the plain walk. Zeroing
+        # v as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K on
+        # the H100: such a NaN reaches the output as it would in SDPA.
+        # A stop tile (block_n keys) runs as STOP_EVERY steps of BN keys: its gain is summed over
+        # them (rescaled to the running max) and tested once; a step past the prefix inside the
+        # last stop tile is dropped.
+        live = go
+        while go:
+            gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
+            for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
+                ok, k, v = _gather_step(t_base, t + c * BN + offs_n, P, k_base, v_base, stride_kn,
+                                        stride_vn, offs_d, OFF32, D_IN, D)
+                step = live & (t + c * BN < P)
+                m_prev = m_i
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
+                                                   acc, qk_scale, not WHOLE_TILES, IEEE)
+                n_vis += step.to(tl.int32)
+                gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
+                if (c % STOP_EVERY) == STOP_EVERY - 1:
+                    live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
+                                                BN * STOP_EVERY, REMAINING, MEAN)
+                    gsum = tl.zeros([BM], dtype=tl.float32)
+            t += CHUNK * BN
+            go = live & (t < P)
 
     out = acc / l_i[:, None]
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
@@ -683,19 +566,12 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
-                    LONGEST_FIRST=True, STOP_EVERY=stop_every, FIXED_MAX=True,
-                    ROUNDED_L=True,
+                    LONGEST_FIRST=True, STOP_EVERY=stop_every,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
     switches.update(launch_options)  # A/B runs override any of them
-    bounds = torch.zeros(B * Hkv, 2, dtype=torch.float32, device=q.device)
-    if switches["FIXED_MAX"]:
-        _launch(_kv_bounds_kernel, (triton.cdiv(N, 64), B * Hkv), k, v, bounds, k.stride(0),
-                k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), N, Hkv, BR=64,
-                D=padded_head_dim(D), D_IN=D)
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
-            bounds,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, Hq // table.shape[1], n_mt,
             table.shape[-1],
