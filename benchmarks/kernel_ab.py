@@ -27,6 +27,15 @@ VARIANTS = ["64,64,4,8,3,0", "64,64,4,8,3,1", "128,64,8,8,3,1", "128,64,8,4,3,1"
 PREPROCESS = ["sort,64", "sort,128", "sort,256", "tiers,64"]
 
 
+def kernels_module(spec):
+    """'[module:]rest' -> (name for the log, the kernels module, rest): module is a copy of
+    triton_s2o.py in s2o_compile/kernels (an earlier version), else the current one."""
+    mod, _, rest = spec.rpartition(":")
+    if not mod:
+        return "current", T, rest
+    return mod, importlib.import_module(f"s2o_compile.kernels.{mod}"), rest
+
+
 def bench(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=300, return_mode="median")
 
@@ -70,8 +79,7 @@ def main():
         tables = {}  # per rank_per_head: packed tiles share one walk, so they rank per kv head
         for tau in args.taus:
             for spec in args.variants:
-                mod, _, shape = spec.rpartition(":")
-                K = importlib.import_module(f"s2o_compile.kernels.{mod}") if mod else T
+                name, K, shape = kernels_module(spec)
                 fields = shape.split(",")
                 bm, bn, nw, chunk, st, pack = (int(x) for x in fields[:6])
                 opts = {name: int(x) for name, x in (f.split("=") for f in fields[6:])}
@@ -86,7 +94,7 @@ def main():
                     out, vis = run()
                     d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()
                     t = bench(run)
-                    print(f"  {mod or 'current'} tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
+                    print(f"  {name} tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
                           f"pack={pack} {','.join(fields[6:])}: {t:8.2f} ms density={d:.3f} err={rel_err(out, ref):.4f} "
                           f"eff={t / (d * dense):.2f}", flush=True)
                 except Exception as e:
@@ -102,29 +110,28 @@ def main():
         del table, tables
         modules = {}  # kernels module -> its profiled preprocessing
         for spec in args.preprocess:
-            mod, _, shape = spec.rpartition(":")
-            K = importlib.import_module(f"s2o_compile.kernels.{mod}") if mod else T
+            name, K, shape = kernels_module(spec)
             ordering, pool = shape.split(",")
             c = base.replace(ordering=ordering, pool_rows=int(pool))
             t = bench(lambda: K.build_index_table(q, k, 128 ** -0.5, c))
             tab, off = K.build_index_table(q, k, 128 ** -0.5, c)
             same = ""
-            if mod:  # an earlier kernels module: is its table the current one's?
+            if K is not T:  # an earlier kernels module: is its table the current one's?
                 cur, _ = T.build_index_table(q, k, 128 ** -0.5, c)
                 same = f" table equal to current: {(cur == tab).float().mean().item():.6f}"
                 del cur
             c3 = c.replace(threshold=max(args.taus))
             out, vis = T.attention_with_table(q, k, v, tab, off, 128 ** -0.5, c3)
             d = (T.pairs_from_visited(vis, N, c3, 4).double() / (N * (N + 1) / 2)).mean().item()
-            print(f"  preprocess {mod or 'current'} {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
+            print(f"  preprocess {name} {ordering} pool_rows={pool}: {t:.2f} ms ({100 * t / dense:.1f}% of "
                   f"dense); at tau {c3.threshold:g} density={d:.3f} err={rel_err(out, ref):.4f}{same}", flush=True)
             del tab
-            modules.setdefault(mod, (K, c))
-        for mod, (K, c) in (modules or {"": (T, base)}).items():
+            modules.setdefault(name, (K, c))
+        for name, (K, c) in (modules or {"current": (T, base)}).items():
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 K.build_index_table(q, k, 128 ** -0.5, c)
                 torch.cuda.synchronize()
-            print(f"  profile of {mod or 'current'}'s preprocessing:", flush=True)
+            print(f"  profile of {name}'s preprocessing:", flush=True)
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
         del q, k, v, ref
         torch.cuda.empty_cache()

@@ -81,6 +81,16 @@ def _gather_step(t_base, pos, P, k_base, v_base, stride_kn, stride_vn, offs_d, O
 
 
 @triton.jit
+def _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32: tl.constexpr,
+             D_IN: tl.constexpr, D: tl.constexpr):
+    """K and V rows cols of a contiguous key range, rows past it (not ok) read as 0."""
+    mask = _row_col_mask(ok, offs_d, D_IN, D)
+    k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=mask, other=0.0)
+    v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=mask, other=0.0)
+    return k, v
+
+
+@triton.jit
 def _load_rows(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
     """A [rows, D] tile of K or V rows that are all in bounds, so need no row mask: whole tiles
     before the query tile, and gathered rows (an index past the segment's prefix was loaded as
@@ -308,9 +318,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     for start in range(0, sink_end, BN):
         cols = start + offs_n
         ok = cols < sink_end
-        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
-        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        k, v = _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32, D_IN, D)
         m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                            not WHOLE_TILES, IEEE)
     # Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
@@ -328,9 +336,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     for start in range(diag, hi, BN):
         cols = start + offs_n
         ok = cols < hi
-        kv_ok = _row_col_mask(ok, offs_d, D_IN, D)
-        k = tl.load(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), mask=kv_ok, other=0.0)
-        v = tl.load(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), mask=kv_ok, other=0.0)
+        k, v = _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32, D_IN, D)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
         m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
                                            IEEE)
