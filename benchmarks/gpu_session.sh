@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -40,6 +40,10 @@ for stage in "$@"; do
               --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
     # ab12 (session 5) timed a fixed softmax reference (switches FIXED_MAX, ROUNDED_L of commits
     # a358c62 and 5be4c76, since taken back out): results/session5/fixed_max/ and BENCHMARKS.md
+    # local (session 6): the dense local window against a ranked one, the same run and card
+    local)  for W in 512 0 64 128; do
+              python -m s2o_compile bench --seq-lens 32768 65536 131072 --taus 0 0.6 0.75 0.9 \
+                --local-window $W --out "$OUT/bench_local$W.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_local$W.log"; done ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

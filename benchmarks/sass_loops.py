@@ -91,7 +91,8 @@ def main():
         res = subprocess.run([tool("cuobjdump"), "-res-usage", f.name], capture_output=True,
                              text=True, check=True).stdout
     registers = re.findall(r"REG:(\d+)", res)
-    print(f"triton {triton.__version__}, {overrides or 'defaults'}: registers {registers}")
+    print(f"triton {triton.__version__}, {overrides or 'defaults'}: registers {registers}, "
+          f"shared memory {kernel.metadata.shared} bytes")
     for head, end, body in loops(sass):
         counts = collections.Counter(op for t in body for op in COUNTED if op in opcode(t))
         print(f"loop {head:#x}-{end:#x}: {len(body)} instructions, "

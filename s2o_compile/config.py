@@ -34,7 +34,9 @@ class S2OConfig:
                    tile in steps of at most 64 keys (kernels.triton_s2o.sub_tile); 128 tests
                    the rule half as often as 64 for the same arithmetic.
     sink_tokens:   the first keys of the sequence, always attended densely (attention sink).
-    local_window:  keys right before the segment, always attended densely (local band).
+    local_window:  keys right before the segment, always attended densely (local band). The
+                   segment's own keys are dense anyway; a wider window spends a dense pass on keys
+                   the ranked walk would mostly skip (BENCHMARKS.md, session 6).
     ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/8 logit
                    over the top 15.6 logits, done as an 8-bit radix sort) or "tiers" (num_tiers
                    tiers of tier_width logits, original order inside a tier: a counting sort,
@@ -70,7 +72,7 @@ class S2OConfig:
     block_m: int = 64
     block_n: int = 128
     sink_tokens: int = 64
-    local_window: int = 512
+    local_window: int = 64
     ordering: str = "sort"
     num_tiers: int = 16
     tier_width: float = 1.0
