@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -40,6 +40,11 @@ for stage in "$@"; do
               --variants 64,128,4,8,3,0 64,128,4,4,3,0 64,128,4,16,3,0 64,128,4,8,3,0 2>&1 | tee "$OUT/ab11.log" ;;
     # ab12 (session 5) timed a fixed softmax reference (switches FIXED_MAX, ROUNDED_L of commits
     # a358c62 and 5be4c76, since taken back out): results/session5/fixed_max/ and BENCHMARKS.md
+    # ab12 (session 6): 32-key steps (161 registers, 64 KB of shared memory: 3 CTAs per SM
+    # instead of 2) against 64-key steps
+    ab12)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.75 --preprocess \
+              --variants 64,128,4,8,3,0 64,128,4,16,3,0,SUB_TILE_N=32 64,128,4,8,3,0,SUB_TILE_N=32 \
+              64,128,4,8,3,0 2>&1 | tee "$OUT/ab12.log" ;;
     # local (session 6): the dense local window against a ranked one, the same run and card
     local)  for W in 512 0 64 128; do
               python -m s2o_compile bench --seq-lens 32768 65536 131072 --taus 0 0.6 0.75 0.9 \

@@ -558,7 +558,8 @@ def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
                          num_stages=3, chunk=None, **launch_options):
     """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt]).
-    launch_options: A/B runs: Triton options (maxnreg) or the kernel's switches (LONGEST_FIRST)."""
+    launch_options: A/B runs: Triton options (maxnreg), the kernel's switches (LONGEST_FIRST) or
+    SUB_TILE_N (keys per step, a divisor of block_n)."""
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
     BM = cfg.block_m
@@ -567,7 +568,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     chunk = WALK_CHUNK if chunk is None else chunk
-    bn = sub_tile(cfg)
+    bn = launch_options.pop("SUB_TILE_N", None) or sub_tile(cfg)  # A/B runs: another step width
     stop_every = cfg.block_n // bn
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
