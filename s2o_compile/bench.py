@@ -86,6 +86,7 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
     import triton
 
     from .kernels import triton_s2o as T
+    from .kernels.layout import table_offsets
 
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, python=platform.python_version(),
@@ -101,18 +102,23 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
         scale = args.head_dim ** -0.5
         for tau in args.taus:
             cfg = cfg0.replace(threshold=tau)
-            table, offsets = T.build_index_table(q, k, scale, cfg)
             out, density = T.s2o_attention(q, k, v, scale, cfg)
             err = ((out.float() - ref).norm() / ref.norm()).item()
             mse = ((out.float() - ref) ** 2).mean().item()
-            t_pre = _bench(lambda: T.build_index_table(q, k, scale, cfg))
+            if T.walks_in_key_order(cfg):  # tau 0: no ranking, no table
+                table, t_pre = None, 0.0
+                offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,
+                                        q.device)
+            else:
+                table, offsets = T.build_index_table(q, k, scale, cfg)
+                t_pre = _bench(lambda: T.build_index_table(q, k, scale, cfg))
             t_att = _bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
             t_all = _bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
             d = density.mean().item()
             row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
                        s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, dense_ms=dts,
                        best_dense_ms=best, speedup=best / t_all, efficiency=t_all / (d * best),
-                       table_mib=table.numel() * 4 / 2**20,
+                       table_mib=0 if table is None else table.numel() * 4 / 2**20,
                        kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)
             rows.append(row)
             print(f"{cfg.stop_rule[:4]} {cfg.ordering[:4]} {cfg.pooling} N={N:6d} tau={tau:<7g} "

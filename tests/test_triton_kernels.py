@@ -66,6 +66,21 @@ def test_attention_tau0_equals_dense_and_reference(cfg, B, Hq, Hkv, N, D):
     assert torch.allclose(density.cpu(), torch.ones(B, Hq))
 
 
+@pytest.mark.parametrize("cfg", [SMALL, WHOLE, SMALL.replace(pack_gqa=True, rank_per_head=False)])
+def test_tau0_walks_in_key_order_without_a_table(cfg):
+    """tau 0 skips the ranking: the walk takes each prefix in key order. Same visits as the walk
+    through the index table, the same output up to rounding, and dense SDPA's."""
+    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
+    assert T.walks_in_key_order(cfg) and not T.walks_in_key_order(cfg.replace(threshold=0.1))
+    table, offsets = T.build_index_table(q, k, 0.125, cfg)
+    ranked, ranked_visits = T.attention_with_table(q, k, v, table, offsets, 0.125, cfg)
+    keyed, keyed_visits = T.attention_with_table(q, k, v, None, offsets, 0.125, cfg)
+    assert torch.equal(keyed_visits, ranked_visits)
+    assert rel_err(keyed, ranked) < 1e-5 and rel_err(keyed, dense(q, k, v)) < 1e-5
+    with pytest.raises(ValueError, match="needs the index table"):
+        T.attention_with_table(q, k, v, None, offsets, 0.125, cfg.replace(threshold=0.1))
+
+
 @pytest.mark.parametrize("rule,per_head,base", [("gain", True, SMALL), ("mean", True, SMALL),
                                                 ("gain", False, SMALL), ("remaining", True, WHOLE),
                                                 ("gain", True, WHOLE)])

@@ -70,11 +70,16 @@ def _row_offsets(rows, stride, offs_d, OFF32: tl.constexpr):
 
 @triton.jit
 def _gather_step(t_base, pos, P, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32: tl.constexpr,
-                 D_IN: tl.constexpr, D: tl.constexpr):
+                 D_IN: tl.constexpr, D: tl.constexpr, KEY_ORDER: tl.constexpr = False,
+                 first=0):
     """One walk step: the table entries at positions pos (ok: inside the prefix P; past it key 0
-    is read) and the K/V rows they index."""
+    is read) and the K/V rows they index. KEY_ORDER (tau 0, no table): the prefix's keys in
+    position order, from key `first` (its sink_end)."""
     ok = pos < P
-    idx = tl.load(t_base + pos, mask=ok, other=0)
+    if KEY_ORDER:
+        idx = tl.where(ok, first + pos, 0)
+    else:
+        idx = tl.load(t_base + pos, mask=ok, other=0)
     k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
     v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
     return ok, k, v
@@ -280,7 +285,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
-                          STOP_EVERY: tl.constexpr):
+                          STOP_EVERY: tl.constexpr, KEY_ORDER: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
@@ -355,7 +360,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # whole prefix in a plain for loop, pipelined, with no per-tile stop test.
         for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
             ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
-                                    offs_d, OFF32, D_IN, D)
+                                    offs_d, OFF32, D_IN, D, KEY_ORDER, sink_end)
             m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
                                                not WHOLE_TILES, IEEE)
         n_vis = (P + BN - 1) // BN
@@ -558,6 +563,7 @@ def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
                          num_stages=3, chunk=None, **launch_options):
     """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt]).
+    table None (threshold 0 only): the walk takes every prefix in key order (walks_in_key_order).
     launch_options: A/B runs: Triton options (maxnreg), the kernel's switches (LONGEST_FIRST) or
     SUB_TILE_N (keys per step, a divisor of block_n)."""
     B, Hq, N, D = q.shape
@@ -572,16 +578,21 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     stop_every = cfg.block_n // bn
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
+    if table is None and cfg.threshold > 0:
+        raise ValueError("attention_with_table: a walk with a stop rule needs the index table")
+    key_order = table is None
+    if key_order:  # a placeholder pointer: the kernel reads no table
+        table = offsets.view(1, 1, -1)
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
-                    LONGEST_FIRST=True, STOP_EVERY=stop_every,
+                    LONGEST_FIRST=True, STOP_EVERY=stop_every, KEY_ORDER=key_order,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
     switches.update(launch_options)  # A/B runs override any of them
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, Hq // table.shape[1], n_mt,
-            table.shape[-1],
+            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv,
+            1 if key_order else Hq // table.shape[1], n_mt, 0 if key_order else table.shape[-1],
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=bn, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
@@ -609,10 +620,21 @@ def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig,
     return dense + sparse.sum(-1)
 
 
+def walks_in_key_order(cfg: S2OConfig) -> bool:
+    """threshold 0 visits every key, so the order of the walk changes only the rounding: it
+    takes each prefix in key order, with no ranking and no index table (time and memory)."""
+    return cfg.threshold <= 0
+
+
 def s2o_attention(q, k, v, scale: float, cfg: S2OConfig):
     """Full S2O on the GPU: (out, density float32 [B, Hq])."""
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    table, offsets = build_index_table(q, k, scale, cfg)
+    if walks_in_key_order(cfg):
+        table = None
+        offsets = table_offsets(q.shape[2], cfg.segment_size, cfg.sink_tokens, cfg.local_window,
+                                q.device)
+    else:
+        table, offsets = build_index_table(q, k, scale, cfg)
     out, visited = attention_with_table(q, k, v, table, offsets, scale, cfg)
     N = q.shape[2]
     density = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1]).double() / (N * (N + 1) // 2)
