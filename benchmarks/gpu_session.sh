@@ -45,6 +45,8 @@ for stage in "$@"; do
     ab12)   python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 0.75 --preprocess \
               --variants 64,128,4,8,3,0 64,128,4,16,3,0,SUB_TILE_N=32 64,128,4,8,3,0,SUB_TILE_N=32 \
               64,128,4,8,3,0 2>&1 | tee "$OUT/ab12.log" ;;
+    # ab13 (session 6) timed a PREFETCH_IDX switch (the chunk's table indices loaded before its
+    # loop: K/V pipelined two steps ahead), since taken out: results/session6/ab13/, BENCHMARKS.md
     # local (session 6): the dense local window against a ranked one, the same run and card
     local)  for W in 512 0 64 128; do
               python -m s2o_compile bench --seq-lens 32768 65536 131072 --taus 0 0.6 0.75 0.9 \
