@@ -15,7 +15,8 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      dense over the sink and [lo, tile end), masked on the causal diagonal only; pass 2 walks the
      index table, gathering K/V rows by index in steps of sub_tile keys (an inner for loop over
      WALK_CHUNK steps, which Triton pipelines), and stops after a block_n tile on which the stop
-     rule holds for every row. tau <= 0 walks everything in one pipelined loop, no stop test.
+     rule holds for every row. tau <= 0 walks every prefix in key order (s2o_attention builds
+     no table then) in one pipelined loop, no stop test.
      Where the tiles are whole (whole_tiles) no logit is masked off the diagonal and the scale
      is folded into the exponent; K/V offsets are int32 where they fit (fewer address
      instructions per step; SASS counts in BENCHMARKS.md, benchmarks/sass_loops.py).
