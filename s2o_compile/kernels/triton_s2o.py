@@ -81,9 +81,17 @@ def _gather_step(t_base, pos, P, k_base, v_base, stride_kn, stride_vn, offs_d, O
         idx = tl.where(ok, first + pos, 0)
     else:
         idx = tl.load(t_base + pos, mask=ok, other=0)
+    k, v = _gather_rows(idx, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32, D_IN, D)
+    return ok, k, v
+
+
+@triton.jit
+def _gather_rows(idx, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32: tl.constexpr,
+                 D_IN: tl.constexpr, D: tl.constexpr):
+    """The K and V rows idx (all in bounds)."""
     k = _load_rows(k_base + _row_offsets(idx, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
     v = _load_rows(v_base + _row_offsets(idx, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
-    return ok, k, v
+    return k, v
 
 
 @triton.jit
@@ -375,12 +383,20 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # A stop tile (block_n keys) runs as STOP_EVERY steps of BN keys: its gain is summed over
         # them (rescaled to the running max) and tested once; a step past the prefix inside the
         # last stop tile is dropped.
+        # The chunk's table entries are loaded before its loop: with no load in the loop feeding
+        # the K/V addresses, Triton issues K/V tiles two steps ahead instead of one (-2% at 128K,
+        # BENCHMARKS.md session 6); a masked sum picks a step's entries.
         live = go
+        steps = tl.arange(0, CHUNK)
         while go:
             gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
+            cpos = t + steps[:, None] * BN + offs_n[None, :]
+            chunk_idx = tl.load(t_base + cpos, mask=cpos < P, other=0)  # [CHUNK, BN]
             for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
-                ok, k, v = _gather_step(t_base, t + c * BN + offs_n, P, k_base, v_base, stride_kn,
-                                        stride_vn, offs_d, OFF32, D_IN, D)
+                ok = t + c * BN + offs_n < P
+                idx = tl.sum(tl.where((steps == c)[:, None], chunk_idx, 0), axis=0)
+                k, v = _gather_rows(idx, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32, D_IN,
+                                    D)
                 step = live & (t + c * BN < P)
                 m_prev = m_i
                 m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
