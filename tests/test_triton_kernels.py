@@ -139,6 +139,8 @@ def test_block_n_above_the_sub_tile_runs_as_steps_with_one_stop_test(monkeypatch
         assert (pairs < 333 * 334 // 2).any()
     with pytest.raises(ValueError, match="multiple of"):
         _kernel_walks_like_the_reference(cfg, chunk=3)
+    with pytest.raises(ValueError, match="power of two"):
+        _kernel_walks_like_the_reference(cfg, chunk=6)
 
 
 def test_whole_tiles_path_is_taken_where_it_applies():

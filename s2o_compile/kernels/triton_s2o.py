@@ -595,6 +595,9 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     stop_every = cfg.block_n // bn
     if chunk % stop_every:
         raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
+    if chunk & (chunk - 1):
+        raise ValueError(f"walk chunk {chunk} must be a power of two (its table entries load as one "
+                         "tile)")
     if table is None and cfg.threshold > 0:
         raise ValueError("attention_with_table: a walk with a stop rule needs the index table")
     key_order = table is None
