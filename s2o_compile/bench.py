@@ -86,7 +86,6 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
     import triton
 
     from .kernels import triton_s2o as T
-    from .kernels.layout import table_offsets
 
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, python=platform.python_version(),
@@ -105,13 +104,8 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
             out, density = T.s2o_attention(q, k, v, scale, cfg)
             err = ((out.float() - ref).norm() / ref.norm()).item()
             mse = ((out.float() - ref) ** 2).mean().item()
-            if T.walks_in_key_order(cfg):  # tau 0: no ranking, no table
-                table, t_pre = None, 0.0
-                offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,
-                                        q.device)
-            else:
-                table, offsets = T.build_index_table(q, k, scale, cfg)
-                t_pre = _bench(lambda: T.build_index_table(q, k, scale, cfg))
+            table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
+            t_pre = 0.0 if table is None else _bench(lambda: T.build_index_table(q, k, scale, cfg))
             t_att = _bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
             t_all = _bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
             d = density.mean().item()

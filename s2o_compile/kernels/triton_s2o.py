@@ -598,21 +598,21 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     if chunk & (chunk - 1):
         raise ValueError(f"walk chunk {chunk} must be a power of two (its table entries load as one "
                          "tile)")
-    if table is None and cfg.threshold > 0:
-        raise ValueError("attention_with_table: a walk with a stop rule needs the index table")
     key_order = table is None
-    if key_order:  # a placeholder pointer: the kernel reads no table
-        table = offsets.view(1, 1, -1)
+    if key_order and cfg.threshold > 0:
+        raise ValueError("attention_with_table: a walk with a stop rule needs the index table")
+    # key order: offsets stand in for the table pointer (the kernel reads no table)
+    table_arg, t_div, total = ((offsets, 1, 0) if key_order
+                               else (table, Hq // table.shape[1], table.shape[-1]))
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
                     LONGEST_FIRST=True, STOP_EVERY=stop_every, KEY_ORDER=key_order,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
     switches.update(launch_options)  # A/B runs override any of them
-    _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table, offsets, visited,
+    _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table_arg, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv,
-            1 if key_order else Hq // table.shape[1], n_mt, 0 if key_order else table.shape[-1],
+            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, t_div, n_mt, total,
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=bn, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
@@ -646,15 +646,19 @@ def walks_in_key_order(cfg: S2OConfig) -> bool:
     return cfg.threshold <= 0
 
 
+def walk_table(q, k, scale: float, cfg: S2OConfig):
+    """What the walk reads: (index table, offsets), or (None, offsets) where it walks in key
+    order (no ranking)."""
+    if walks_in_key_order(cfg):
+        return None, table_offsets(q.shape[2], cfg.segment_size, cfg.sink_tokens,
+                                   cfg.local_window, q.device)
+    return build_index_table(q, k, scale, cfg)
+
+
 def s2o_attention(q, k, v, scale: float, cfg: S2OConfig):
     """Full S2O on the GPU: (out, density float32 [B, Hq])."""
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    if walks_in_key_order(cfg):
-        table = None
-        offsets = table_offsets(q.shape[2], cfg.segment_size, cfg.sink_tokens, cfg.local_window,
-                                q.device)
-    else:
-        table, offsets = build_index_table(q, k, scale, cfg)
+    table, offsets = walk_table(q, k, scale, cfg)
     out, visited = attention_with_table(q, k, v, table, offsets, scale, cfg)
     N = q.shape[2]
     density = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1]).double() / (N * (N + 1) // 2)
