@@ -7,8 +7,8 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
-  3. ordering="sort" (default): a stable 8-bit radix sort (torch.sort of uint8 priorities, two
-     segments per row, in chunks: _sorted_table); ordering="tiers": _tier_table_kernel, a stable
+  3. ordering="sort" (default): a stable counting sort of 7-bit priorities over blocks, each
+     block sorted in registers (_sorted_table); ordering="tiers": _tier_table_kernel, a stable
      counting sort by tier (two passes: histogram, then scatter). Both follow
      reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
@@ -31,7 +31,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import (first_ranked_segment, heads_per_tile, num_segments, segments, table_heads,
+from .layout import (heads_per_tile, num_segments, segments, table_heads,
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
@@ -143,7 +143,13 @@ def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP
                         mask=_row_col_mask(rows < r1, offs_d, D_IN, D), other=0.0)
             acc += x.to(tl.float32)
     cnt = tl.maximum(HPR * (r1 - r0), 1).to(tl.float32)
-    tl.store(REP + (bhk.to(tl.int64) * N_REP + r) * D + offs_d, tl.sum(acc, axis=0) / cnt)
+    tl.store(REP + (bhk.to(tl.int64) * N_REP + r) * D + offs_d,
+             (tl.sum(acc, axis=0) / cnt).to(REP.dtype.element_ty))
+
+
+@triton.jit
+def _max_keep_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -154,8 +160,8 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr):
     scale = tl.cast(scale, tl.float32)
-    c0 = tl.program_id(0) * BK
-    bhk = tl.program_id(1)
+    bhk = tl.program_id(0)  # fastest: the heads of a GQA group load the same K chunk together
+    c0 = tl.program_id(1) * BK
     b = bhk // H_KV
     hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
     cols = c0 + tl.arange(0, BK)
@@ -178,12 +184,10 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
         if IEEE:
             s = tl.dot(rep, tl.trans(kc), input_precision="ieee") * scale
         else:
-            s = tl.dot(rep.to(kc.dtype), tl.trans(kc)) * scale
+            s = tl.dot(rep, tl.trans(kc)) * scale
         s = tl.where(row_ok[:, None], s, float("-inf"))
-        smax = tl.max(tl.reshape(s, (SB, TP, BK)), axis=1)
-        # max is maxnum (drops NaN): keep a NaN key NaN, so that it ranks first (priority_of)
-        nan_key = tl.max(tl.reshape((s != s).to(tl.int32), (SB, TP, BK)), axis=1) > 0
-        smax = tl.where(nan_key, float("nan"), smax)
+        # a NaN score stays NaN (tl.max drops it), so that the key ranks first (priority_of)
+        smax = tl.reduce(tl.reshape(s, (SB, TP, BK)), 1, _max_keep_nan)
         segs = rb // TP + tl.arange(0, SB)
         s0 = segs * SEG
         sink_end = tl.minimum(s0, SINK)
@@ -446,7 +450,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
         rows, hpr, reps = S, group, 1
     TP = triton.next_power_of_2(reps)
     DP = padded_head_dim(D)
-    rep = torch.empty(B, R, G * TP, DP, dtype=torch.float32, device=q.device)
+    # the scores kernel multiplies in k's dtype: reps stored in it are half the bytes it reads
+    rep = torch.empty(B, R, G * TP, DP, dtype=k.dtype, device=q.device)
     meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=DP, D_IN=D)
     _launch(_pool_queries_kernel, (G * TP, B * R), q, rep, q.stride(0), q.stride(1),
             q.stride(2), N, R, group, G * TP, RB=32, **meta)
@@ -456,7 +461,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     RB, BK, warps = SCORE_TILES
-    _launch(_prefix_scores_kernel, (triton.cdiv(N, BK), B * R), k, rep, scores, segmax, offsets,
+    _launch(_prefix_scores_kernel, (B * R, triton.cdiv(N, BK)), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
@@ -470,95 +475,123 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     return table, offsets
 
 
-SORT_CHUNK = 1 << 25  # keys per torch.sort call: bounds its int64 indices (256 MiB)
-# A row holds two segments' priorities (0 .. SORT_MAX_KEY, the second offset by SORT_MAX_KEY + 1)
-# in 8-bit keys: one radix pass.
-assert 2 * SORT_MAX_KEY + 1 <= 255, "two segments' priorities must fit one uint8 sort key"
+SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
+SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
+SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
+# warps of _block_sort_scatter_kernel: with one, more of the bitonic sort's stages stay inside a
+# thread (1.14 vs 2.86 ms at 128K with 4 warps, H100; BENCHMARKS.md session 7)
+SORT_WARPS = 1
 
 
 def _sorted_table(table, segmax, offsets, N, cfg):
-    """ordering="sort": a stable sort per segment of the 7-bit priority (reference.priority_of).
+    """ordering="sort": a stable sort per segment of the 7-bit priority (reference.priority_of),
+    as a counting sort over blocks of SORT_BLOCK keys.
 
-    table holds the float32 scores on entry (same layout) and the index table on return. Rows of
-    8-bit keys pair segment g0 + r with G - 1 - r, whose prefixes sum to about the longest one,
-    so the sort sees the table's own size instead of G x the longest prefix; the second
-    segment's keys are offset by SORT_MAX_KEY + 1 so they sort after the first's. Rows are
-    sorted in chunks (torch.sort, one radix pass) and scattered back in place: each chunk's
-    scores are read before its index entries overwrite them."""
-    B, Hkv, total = table.shape
-    S, c = cfg.segment_size, cfg.sink_tokens + cfg.local_window
-    G = num_segments(N, S)
-    g0 = first_ranked_segment(S, cfg.sink_tokens, cfg.local_window)
-    rows = (G - g0 + 1) // 2
-    width = (g0 * S - c) + ((G - 1) * S - c)  # longest pair: P(g0) + P(G - 1)
-    per_chunk = max(1, min(rows, SORT_CHUNK // (B * Hkv * width)))
-    scores = table.view(torch.float32)
-    BLK = 1024
-    meta = dict(SEG=S, BLK=BLK)
-    for r0 in range(0, rows, per_chunk):
-        n = min(per_chunk, rows - r0)
-        keys = torch.empty(B * Hkv, n, width, dtype=torch.uint8, device=table.device)
-        grid = (triton.cdiv(width, BLK), n, B * Hkv)
-        _launch(_pair_keys_kernel, grid, scores, segmax, offsets, keys, r0, G, g0, width, total,
-                cfg.sink_tokens, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, **meta)
-        order = torch.sort(keys, dim=-1, stable=True).indices
-        _launch(_pair_scatter_kernel, grid, order, table, offsets, r0, G, g0, width, total,
-                cfg.sink_tokens, **meta)
-
-
-@triton.jit
-def _pair_bounds(OFFSETS, r, G, g0, c, SEG: tl.constexpr, SINK):
-    """Row r holds segments ga = g0 + r, then gb = G - 1 - r (none when gb <= ga). For row
-    positions c: in ga / in gb, the segment, the position j in its prefix, the prefix's table
-    offset, ga's prefix length and the prefix's first key (sink_end)."""
-    ga = g0 + r
-    gb = G - 1 - r
-    off_a = tl.load(OFFSETS + ga)
-    p_a = tl.load(OFFSETS + ga + 1) - off_a
-    off_b = tl.load(OFFSETS + gb)
-    p_b = tl.where(gb > ga, tl.load(OFFSETS + gb + 1) - off_b, 0)
-    in_a = c < p_a
-    in_b = (c >= p_a) & (c < p_a + p_b)
-    j = tl.where(in_a, c, c - p_a)
-    off = tl.where(in_a, off_a, off_b)
-    g = tl.where(in_a, ga, gb)
-    return in_a, in_b, g, j, off, p_a, tl.minimum(g * SEG, SINK)
+    table holds the float32 scores on entry (same layout) and the index table on return.
+    _block_keys_kernel writes each key's priority (uint8, laid out like the table) and each
+    block's histogram; _block_starts_kernel turns a segment's histograms into where each (block,
+    priority) run starts in the sorted segment; _block_sort_scatter_kernel sorts each block by
+    (priority, position) in registers and writes its index entries there. Stable: ties keep key
+    order, within and across blocks. No int64 indices and no second pass over the keys: 2 bytes
+    of scratch per table entry, and 4.6 vs 5.75 ms at 128K for torch.sort (cub's segmented radix
+    sort) of the same keys."""
+    B, R, total = table.shape
+    S, BLK = cfg.segment_size, SORT_BLOCK
+    segs = segments(N, S, cfg.sink_tokens, cfg.local_window)
+    per_segment = (offsets[1:] - offsets[:-1] + BLK - 1) // BLK  # blocks per segment
+    n_blocks = sum(triton.cdiv(sg.prefix_len, BLK) for sg in segs)  # from shapes: no sync
+    block_offsets = torch.nn.functional.pad(torch.cumsum(per_segment, 0), (1, 0))
+    block_segment = torch.repeat_interleave(torch.arange(len(segs), device=table.device),
+                                            per_segment, output_size=n_blocks)
+    keys = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
+    counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
+    grid = (n_blocks, B * R)
+    meta = dict(BLK=BLK, NB=SORT_BINS)
+    _launch(_block_keys_kernel, grid, table.view(torch.float32), segmax, offsets, block_offsets,
+            block_segment, keys, counts, total, len(segs), STEPS=SORT_STEPS_PER_LOGIT,
+            LAST=SORT_MAX_KEY - 1, **meta)
+    _launch(_block_starts_kernel, (len(segs), B * R), counts, block_offsets, n_blocks,
+            NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
+    _launch(_block_sort_scatter_kernel, grid, keys, counts, table, offsets, block_offsets,
+            block_segment, total, cfg.sink_tokens, SEG=S, num_warps=SORT_WARPS, **meta)
 
 
 @triton.jit
-def _pair_keys_kernel(SCORES, SEGMAX, OFFSETS, KEYS, r0, G, g0, W, TOTAL, SINK,
-                      SEG: tl.constexpr, BLK: tl.constexpr, STEPS: tl.constexpr, LAST: tl.constexpr):
-    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
-    r = tl.program_id(1)
-    bh = tl.program_id(2)
-    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
-    real = in_a | in_b
-    s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + j, mask=real, other=0.0)
-    best = tl.load(SEGMAX + bh * G + g, mask=real, other=0.0)
+def _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK: tl.constexpr):
+    """This program's block (program_id 0 over all blocks of a table row): its segment g, the
+    segment's table offset and prefix length, and the block's first prefix position."""
+    g = tl.load(BLOCK_SEGMENT + tl.program_id(0))
+    off = tl.load(OFFSETS + g)
+    P = tl.load(OFFSETS + g + 1) - off
+    return g, off, P, (tl.program_id(0) - tl.load(BLOCK_OFFSETS + g)) * BLK
+
+
+@triton.jit
+def _block_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KEYS, COUNTS, TOTAL,
+                       G, BLK: tl.constexpr, NB: tl.constexpr, STEPS: tl.constexpr,
+                       LAST: tl.constexpr):
+    """The priority (uint8) of each key of one block of a segment's prefix, and its histogram."""
+    g, off, P, c0 = _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+    bh = tl.program_id(1)
+    c = c0 + tl.arange(0, BLK)
+    real = c < P
+    s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + c, mask=real, other=0.0)
+    best = tl.load(SEGMAX + bh * G + g)
     # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's float
     # division compiles to the approximate div.full.f32
     gap = tl.floor((best - s) * STEPS)
     gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
     prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
     prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
-    key = tl.where(in_b, prio + LAST + 2, prio)
-    key = tl.where(real, key, 2 * LAST + 3)  # padding: the largest key, after every real one
-    tl.store(KEYS + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, key.to(tl.uint8),
-             mask=c < W)
+    tl.store(KEYS + bh.to(tl.int64) * TOTAL + off + c, prio.to(tl.uint8), mask=real)
+    tl.store(COUNTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB
+             + tl.arange(0, NB), tl.histogram(prio, NB, mask=real))
 
 
 @triton.jit
-def _pair_scatter_kernel(ORDER, TABLE, OFFSETS, r0, G, g0, W, TOTAL, SINK,
-                         SEG: tl.constexpr, BLK: tl.constexpr):
-    c = tl.program_id(0) * BLK + tl.arange(0, BLK)
-    r = tl.program_id(1)
-    bh = tl.program_id(2)
-    in_a, in_b, g, j, off, p_a, sink_end = _pair_bounds(OFFSETS, r0 + r, G, g0, c, SEG, SINK)
-    src = tl.load(ORDER + (bh * tl.num_programs(1) + r).to(tl.int64) * W + c, mask=c < W,
-                  other=0)
-    # sorted position c holds the key at row position src: write it at rank j of its segment
-    key_pos = tl.where(in_a, src, src - p_a).to(tl.int32)
-    tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + j, sink_end + key_pos, mask=in_a | in_b)
+def _block_starts_kernel(COUNTS, BLOCK_OFFSETS, N_BLOCKS, NB: tl.constexpr, BB: tl.constexpr):
+    """A segment's block histograms, in place -> for each (block, priority), the run's first
+    sorted position minus the block's own keys of smaller priority: the block's sorted position
+    of a key plus this value is its sorted position in the segment."""
+    g = tl.program_id(0)
+    bh = tl.program_id(1)
+    b0 = tl.load(BLOCK_OFFSETS + g)
+    b1 = tl.load(BLOCK_OFFSETS + g + 1)
+    base = COUNTS + bh.to(tl.int64) * N_BLOCKS * NB
+    bins = tl.arange(0, NB)
+    total = tl.zeros([NB], dtype=tl.int32)
+    for b in range(b0, b1, BB):
+        blks = b + tl.arange(0, BB)
+        m = (blks < b1)[:, None]
+        total += tl.sum(tl.load(base + blks[:, None] * NB + bins[None, :], mask=m, other=0), axis=0)
+    before = tl.cumsum(total, axis=0) - total  # keys of smaller priority in the segment
+    for b in range(b0, b1, BB):
+        blks = b + tl.arange(0, BB)
+        m = (blks < b1)[:, None]
+        cnt = tl.load(base + blks[:, None] * NB + bins[None, :], mask=m, other=0)
+        earlier = tl.cumsum(cnt, axis=0) - cnt  # the same priority in earlier blocks
+        smaller = tl.cumsum(cnt, axis=1) - cnt  # smaller priorities in the same block
+        tl.store(base + blks[:, None] * NB + bins[None, :], before[None, :] + earlier - smaller,
+                 mask=m)
+        before += tl.sum(cnt, axis=0)
+
+
+@triton.jit
+def _block_sort_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
+                               SINK, SEG: tl.constexpr, BLK: tl.constexpr, NB: tl.constexpr):
+    """Sorts one block by (priority, position) in registers and writes each key's index entry at
+    its sorted position in the segment: its run's start (_block_starts_kernel) plus its
+    position in the sorted block."""
+    g, off, P, c0 = _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+    bh = tl.program_id(1)
+    i = tl.arange(0, BLK)
+    key = tl.load(KEYS + bh.to(tl.int64) * TOTAL + off + c0 + i, mask=c0 + i < P,
+                  other=NB - 1).to(tl.int32)  # padding: the largest key, sorted last
+    packed = tl.sort(key * BLK + i)
+    key = packed // BLK
+    start = tl.load(STARTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB + key)
+    tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + start + i,
+             tl.minimum(g * SEG, SINK) + c0 + packed % BLK, mask=key < NB - 1)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
