@@ -39,7 +39,7 @@ WALK_CHUNK = 8  # steps per pipelined chunk of the gathered walk
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
-SCORE_TILES = (64, 128, 8)  # prefix-score kernel: rep rows, keys per program, warps
+SCORE_TILES = (16, 128, 4)  # prefix-score kernel: segments per step, keys per program, warps
 
 
 def padded_head_dim(d: int) -> int:
@@ -156,7 +156,7 @@ def _max_keep_nan(a, b):
 def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
                           N, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, scale, SINK, LOCAL,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
-                          REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr,
+                          REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr):
     scale = tl.cast(scale, tl.float32)
@@ -169,26 +169,25 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     kc = tl.load(K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                  mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
-    SB: tl.constexpr = RB // TP
     n_rep = N_SEG * TP
     # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL.
     g_first = (c0 + LOCAL + SINK) // SEG
     rep_base = REP + bhk.to(tl.int64) * n_rep * D
-    for rb in range((g_first * TP) // RB * RB, n_rep, RB):
-        rows = rb + tl.arange(0, RB)
-        j = rows % TP
-        row_ok = (rows < n_rep) & (j < REPS) \
-            & ((rows // TP) * SEG + (j // (GROUP // HPR)) * ROWS < N)
-        rep = tl.load(rep_base + rows[:, None] * D + offs_d[None, :],
-                      mask=row_ok[:, None], other=0.0)
-        if IEEE:
-            s = tl.dot(rep, tl.trans(kc), input_precision="ieee") * scale
-        else:
-            s = tl.dot(rep, tl.trans(kc)) * scale
-        s = tl.where(row_ok[:, None], s, float("-inf"))
-        # a NaN score stays NaN (tl.max drops it), so that the key ranks first (priority_of)
-        smax = tl.reduce(tl.reshape(s, (SB, TP, BK)), 1, _max_keep_nan)
-        segs = rb // TP + tl.arange(0, SB)
+    for sb in range(g_first // SB * SB, N_SEG, SB):
+        segs = sb + tl.arange(0, SB)
+        # a segment's score: the max over its TP rep slots, one product per slot (a max over a
+        # reshaped [SB, TP, BK] product moved it through shared memory); a NaN score stays NaN
+        # (tl.max drops it), so that the key ranks first (priority_of)
+        smax = tl.full([SB, BK], float("-inf"), dtype=tl.float32)
+        for j in range(0, TP):
+            row_ok = (segs < N_SEG) & (j < REPS) & (segs * SEG + (j // (GROUP // HPR)) * ROWS < N)
+            rep = tl.load(rep_base + (segs * TP + j)[:, None] * D + offs_d[None, :],
+                          mask=row_ok[:, None], other=0.0)
+            if IEEE:
+                s = tl.dot(rep, tl.trans(kc), input_precision="ieee") * scale
+            else:
+                s = tl.dot(rep, tl.trans(kc)) * scale
+            smax = _max_keep_nan(smax, tl.where(row_ok[:, None], s, float("-inf")))
         s0 = segs * SEG
         sink_end = tl.minimum(s0, SINK)
         lo = tl.maximum(s0 - LOCAL, sink_end)
@@ -460,10 +459,10 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     scores = (torch.empty(B, R, total, dtype=torch.float32, device=q.device)
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
-    RB, BK, warps = SCORE_TILES
+    SB, BK, warps = SCORE_TILES
     _launch(_prefix_scores_kernel, (B * R, triton.cdiv(N, BK)), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
-            cfg.sink_tokens, cfg.local_window, RB=max(RB, TP), BK=BK,
+            cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
 
     if cfg.ordering == "tiers":
