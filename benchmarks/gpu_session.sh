@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -51,6 +51,10 @@ for stage in "$@"; do
     local)  for W in 512 0 64 128; do
               python -m s2o_compile bench --seq-lens 32768 65536 131072 --taus 0 0.6 0.75 0.9 \
                 --local-window $W --out "$OUT/bench_local$W.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_local$W.log"; done ;;
+    # sort (session 7): the counting sort's block size, sort warps and prefix-score tiles against
+    # session 6's torch.sort; needs git show ea96fcd:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
+    sort)   python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 256 1024 --sort-variants 4 \
+              --score-tiles 32,128,8 2>&1 | tee "$OUT/sort_ab.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

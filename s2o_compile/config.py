@@ -38,7 +38,7 @@ class S2OConfig:
                    segment's own keys are dense anyway; a wider window spends a dense pass on keys
                    the ranked walk would mostly skip (BENCHMARKS.md, session 6).
     ordering:      "sort" (by the gap to the segment's best estimate, quantized to 1/8 logit
-                   over the top 15.6 logits, done as an 8-bit radix sort) or "tiers" (num_tiers
+                   over the top 15.6 logits: a stable counting sort of 7-bit keys) or "tiers" (num_tiers
                    tiers of tier_width logits, original order inside a tier: a counting sort,
                    cheaper but far less accurate at long N, see BENCHMARKS.md).
     num_tiers:     number of priority tiers for ordering="tiers".

@@ -50,8 +50,8 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
 
 # ordering="sort" orders by the gap to the segment's best score quantized to 1/8 logit and
 # capped at 125 steps (15.6 logits below the best estimate; keys further down keep their
-# original order): a 7-bit key, so that the GPU sorts two segments per row of 8-bit keys (the
-# second one's keys offset by 127) in one radix pass. On the structured workload (CPU reference,
+# original order): a 7-bit key, which the GPU sorts by counting (128 counts per block of keys,
+# triton_s2o._sorted_table). On the structured workload (CPU reference,
 # 16K and 32K) this matched 14-bit keys at 1/64 logit within 1% density; 1/16 logit (7.8 logits
 # of range) lost keys that matter below the cap (5% error at tau 0.1).
 SORT_STEPS_PER_LOGIT = 8
@@ -68,7 +68,7 @@ def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
     """Priority of each prefix key, lowest first: 1 + floor((best - score) / width), capped.
 
     "tiers": width tier_width, num_tiers tiers (a counting sort on the GPU).
-    "sort": width 1/8 logit, 125 steps (an 8-bit radix sort on the GPU).
+    "sort": width 1/8 logit, 125 steps (a counting sort over blocks on the GPU).
     A NaN score gets priority 0, ahead of every finite key, so a NaN key is always visited and
     propagates as in SDPA; the best score ignores NaN.
     """

@@ -492,8 +492,9 @@ def _sorted_table(table, segmax, offsets, N, cfg):
     priority) run starts in the sorted segment; _block_sort_scatter_kernel sorts each block by
     (priority, position) in registers and writes its index entries there. Stable: ties keep key
     order, within and across blocks. No int64 indices and no second pass over the keys: 2 bytes
-    of scratch per table entry, and 4.6 vs 5.75 ms at 128K for torch.sort (cub's segmented radix
-    sort) of the same keys."""
+    of scratch per table entry; at 128K the three kernels take 1.9 ms where torch.sort (cub's
+    segmented radix sort with int64 indices, plus keys and scatter) took 4.2 (H100, BENCHMARKS.md
+    session 7)."""
     B, R, total = table.shape
     S, BLK = cfg.segment_size, SORT_BLOCK
     segs = segments(N, S, cfg.sink_tokens, cfg.local_window)
