@@ -29,6 +29,13 @@ CONFIGS = [
 SHAPES = [(2, 4, 2, 333, 64), (1, 6, 2, 200, 32)]  # batch 2, GQA (group 2 and 3), odd N
 
 
+def assert_same_table(table, expected):
+    if DEV == "cpu":  # the interpreter computes the scores exactly as the reference
+        assert torch.equal(table.cpu(), expected)
+    else:  # summation order may move a score across a priority boundary
+        assert (table.cpu() == expected).float().mean() > 0.99
+
+
 @pytest.mark.parametrize("block", [16, 64])
 @pytest.mark.parametrize("cfg", [SMALL.replace(ordering="sort", segment_size=32),
                                  SMALL.replace(ordering="sort", local_window=70, segment_size=32)])
@@ -38,12 +45,8 @@ def test_sorted_table_in_blocks(monkeypatch, block, cfg):
     monkeypatch.setattr(T, "SORT_BLOCK", block)
     q, k, _ = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
     k[:, :, 100:300] = k[:, :, 7:8]  # 200 equal keys: one priority, ties across blocks
-    expected = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     table, _ = T.build_index_table(q, k, 0.125, cfg)
-    if DEV == "cpu":
-        assert torch.equal(table.cpu(), expected)
-    else:
-        assert (table.cpu() == expected).float().mean() > 0.99
+    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -53,21 +56,18 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
     expected = R.build_index_table(q.cpu(), k.cpu(), D ** -0.5, cfg)
     table, offsets = T.build_index_table(q, k, D ** -0.5, cfg)
     assert offsets[-1].item() == table.shape[-1] == expected.shape[-1]
-    if DEV == "cpu":  # the interpreter computes the scores exactly as the reference
-        assert torch.equal(table.cpu(), expected)
-    else:  # summation order may move a score across a tier boundary
-        assert (table.cpu() == expected).float().mean() > 0.99
+    assert_same_table(table, expected)
 
 
 def test_sorted_table_is_a_permutation_of_each_prefix():
     """Every segment's slice of the sorted table holds each of its prefix keys once."""
     cfg = SMALL.replace(ordering="sort", segment_size=32)
     q, k, _ = qkv(2, 4, 2, 333, 64, device=DEV, seed=3)
-    chunked, _ = T.build_index_table(q, k, 0.125, cfg)
+    table, _ = T.build_index_table(q, k, 0.125, cfg)
     # every segment's slice is a permutation of its prefix keys
     for g, seg in enumerate(T.segments(333, 32, cfg.sink_tokens, cfg.local_window)):
         offsets = T.table_offsets(333, 32, cfg.sink_tokens, cfg.local_window).tolist()
-        part = chunked[..., offsets[g]:offsets[g + 1]].sort(-1).values.cpu()
+        part = table[..., offsets[g]:offsets[g + 1]].sort(-1).values.cpu()
         assert torch.equal(part, torch.arange(seg.sink_end, seg.lo).expand_as(part).int())
 
 
