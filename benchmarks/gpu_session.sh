@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab14, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -55,7 +55,14 @@ for stage in "$@"; do
     # session 6's torch.sort; needs git show ea96fcd:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
     sort)   python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 256 1024 --sort-variants 4 \
               --score-tiles 32,128,8 2>&1 | tee "$OUT/sort_ab.log" ;;
-    bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 \
+    # ab14 (session 8): the walk ends with the walk_chunk-key chunk in which the stop rule held
+    # (every loaded step used, one row reduction per chunk), against session 7's walk, which tested
+    # every tile and dropped the steps after a stop; needs
+    # git show 211aa31:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
+    ab14)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.6 0.75 0.8 0.9 0.95 --preprocess \
+              --variants _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 64,128,4,16,3,0 64,128,4,4,3,0 \
+              64,128,4,2,3,0 2>&1 | tee "$OUT/ab14.log" ;;
+    bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 0.95 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
             ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \

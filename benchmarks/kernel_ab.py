@@ -83,13 +83,18 @@ def main():
                 fields = shape.split(",")
                 bm, bn, nw, chunk, st, pack = (int(x) for x in fields[:6])
                 opts = {name: int(x) for name, x in (f.split("=") for f in fields[6:])}
+                # walk chunk in steps of min(block_n, 64) keys: the current module reads it from
+                # cfg.walk_chunk, an earlier one (before session 8) as its chunk argument
                 cfg = base.replace(threshold=tau, block_m=bm, block_n=bn, pack_gqa=bool(pack),
-                                   rank_per_head=base.rank_per_head and not pack)
+                                   rank_per_head=base.rank_per_head and not pack,
+                                   walk_chunk=chunk * min(bn, T.SUB_TILE_N))
+                if K is not T:
+                    opts["chunk"] = chunk
                 if cfg.rank_per_head not in tables:
                     tables[cfg.rank_per_head] = T.build_index_table(q, k, 128 ** -0.5, cfg)
                 table, offsets = tables[cfg.rank_per_head]
                 run = lambda: K.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa: E731
-                                                     num_warps=nw, num_stages=st, chunk=chunk, **opts)
+                                                     num_warps=nw, num_stages=st, **opts)
                 try:
                     out, vis = run()
                     d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()

@@ -5,11 +5,13 @@ the attention kernel") came from Triton 3.6, the device's version:
 
     pip install --no-deps --target /tmp/t36 triton==3.6.0
     PYTHONPATH=/tmp/t36 python benchmarks/sass_loops.py [NAME=int ...]   # e.g. STOP=0 STOP_EVERY=2
+    PYTHONPATH=/tmp/t36 python benchmarks/sass_loops.py --module _ab_prev   # an earlier copy
 
 Shapes and specializations are those of the 128K Llama benchmark (bf16, D 128, strides and
 lengths divisible by 16, one table row per query head).
 """
 import collections
+import importlib
 import inspect
 import os
 import re
@@ -36,8 +38,8 @@ COUNTED = ("HGMMA", "MUFU", "BAR.SYNC", "SHFL", "LDGSTS", "LDS", "STL", "LDL", "
            "FADD", "FMNMX", "FSEL")
 
 
-def compile_kernel(overrides):
-    params = list(inspect.signature(T._s2o_attention_kernel.fn).parameters)
+def compile_kernel(overrides, module=T):
+    params = list(inspect.signature(module._s2o_attention_kernel.fn).parameters)
     consts = {**CONSTEXPRS, **overrides}
     sig, attrs = {}, {}
     for i, p in enumerate(params):
@@ -53,7 +55,7 @@ def compile_kernel(overrides):
             sig[p] = "i32"
         if p in POINTERS or (p in VALUES and VALUES[p] % 16 == 0):
             attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn=T._s2o_attention_kernel, signature=sig, attrs=attrs,
+    src = ASTSource(fn=module._s2o_attention_kernel, signature=sig, attrs=attrs,
                     constexprs={p: v for p, v in consts.items() if p in params})
     return triton.compile(src, target=GPUTarget("cuda", 90, 128),
                           options=dict(num_warps=4, num_stages=consts["NUM_STAGES"]))
@@ -81,8 +83,13 @@ def loops(sass):
 
 
 def main():
-    overrides = {k: int(v) for k, v in (arg.split("=") for arg in sys.argv[1:])}
-    kernel = compile_kernel(overrides)
+    args = sys.argv[1:]
+    module = T
+    if args[:1] == ["--module"]:  # a copy of the kernels module in s2o_compile/kernels
+        module = importlib.import_module(f"s2o_compile.kernels.{args[1]}")
+        args = args[2:]
+    overrides = {k: int(v) for k, v in (arg.split("=") for arg in args)}
+    kernel = compile_kernel(overrides, module)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()

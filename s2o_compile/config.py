@@ -65,6 +65,13 @@ class S2OConfig:
                    table group times larger at the same segment_size (and as many keys to
                    sort: hence the 2048-query default segments); excludes pack_gqa,
                    whose packed heads share one walk.
+    walk_chunk:    keys of the ranked walk per stop decision. The stop rule is evaluated after
+                   every block_n tile; the walk ends at the end of the walk_chunk-key chunk in
+                   which it first held (the chunk's tiles are counted in the density). The GPU
+                   kernel pipelines a chunk's gathered loads and decides once per chunk, so the
+                   keys past the stop inside it cost no extra time and lower the error.
+                   walk_chunk = block_n is the contract's exact stop (on the GPU, at a
+                   pipeline refill per tile).
     """
 
     threshold: float = 0.1
@@ -82,6 +89,7 @@ class S2OConfig:
     pack_gqa: bool = False
     pool_rows: int = 1024
     rank_per_head: bool = True
+    walk_chunk: int = 512
 
     def __post_init__(self):
         def bad(field, value, allowed):
@@ -93,6 +101,10 @@ class S2OConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or not _is_pow2(v) or not 16 <= v <= 256:
                 bad(name, v, "a power of two in [16, 256]")
+        c = self.walk_chunk
+        if (not isinstance(c, int) or isinstance(c, bool) or not _is_pow2(c)
+                or not self.block_n <= c <= 2048):
+            bad("walk_chunk", c, f"a power of two in [block_n={self.block_n}, 2048]")
         s = self.segment_size
         if not isinstance(s, int) or not _is_pow2(s) or s < self.block_m or s > 65536:
             bad("segment_size", s, f"a power of two in [block_m={self.block_m}, 65536]")

@@ -62,11 +62,11 @@ def sparse_attention_eager(
     q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
     block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int, stop_rule: str,
-    pack_gqa: bool, pool_rows: int, rank_per_head: bool,
+    pack_gqa: bool, pool_rows: int, rank_per_head: bool, walk_chunk: int,
 ) -> tuple[Tensor, Tensor]:
     cfg = S2OConfig(threshold, segment_size, block_m, block_n, sink_tokens, local_window,
                     ordering, num_tiers, tier_width, pooling, min_seq_len, stop_rule, pack_gqa,
-                    pool_rows, rank_per_head)
+                    pool_rows, rank_per_head, walk_chunk)
     if q.device.type == "cuda":
         return triton_s2o.s2o_attention(q, k, v, scale, cfg)
     out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
@@ -84,14 +84,14 @@ def sparse_attention_op(
     q: Tensor, k: Tensor, v: Tensor, scale: float, threshold: float, segment_size: int,
     block_m: int, block_n: int, sink_tokens: int, local_window: int, ordering: str,
     num_tiers: int, tier_width: float, pooling: str, min_seq_len: int, stop_rule: str,
-    pack_gqa: bool, pool_rows: int, rank_per_head: bool,
+    pack_gqa: bool, pool_rows: int, rank_per_head: bool, walk_chunk: int,
 ) -> tuple[Tensor, Tensor]:
     check_attention_inputs(q, k, v)
     # Under dynamic=True Dynamo may trace config ints as symbols: they are constants, specialize.
     cfg_args = tuple(_static(a) for a in (threshold, segment_size, block_m, block_n, sink_tokens,
                                           local_window, ordering, num_tiers, tier_width, pooling,
                                           min_seq_len, stop_rule, pack_gqa, pool_rows,
-                                          rank_per_head))
+                                          rank_per_head, walk_chunk))
     cfg = S2OConfig(*cfg_args)
     if q.shape[2] < cfg.min_seq_len:
         return dense_attention(q, k, v, scale)

@@ -15,8 +15,9 @@ import torch
 from s2o_compile import S2OConfig
 
 LOGITS = [4.0, 2.0, 0.0, -2.0]
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=64, block_n=16, sink_tokens=0,
-                local_window=0, num_tiers=8, tier_width=1.0, min_seq_len=0, stop_rule="gain",
+CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=64, block_n=16, walk_chunk=16,
+                sink_tokens=0, local_window=0, num_tiers=8, tier_width=1.0, min_seq_len=0,
+                stop_rule="gain",
                 ordering="tiers")
 
 

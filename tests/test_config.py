@@ -16,6 +16,7 @@ def test_defaults_are_valid_and_frozen():
     ("segment_size", 100), ("segment_size", 16),  # not a power of two / below block_m
     ("sink_tokens", -1), ("local_window", -5), ("min_seq_len", 1.5),
     ("ordering", "random"), ("pooling", "median"), ("num_tiers", 0), ("tier_width", 0.0),
+    ("walk_chunk", 64), ("walk_chunk", 384), ("walk_chunk", 4096), ("walk_chunk", True),
 ])
 def test_invalid_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"S2OConfig.{field}="):

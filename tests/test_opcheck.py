@@ -12,8 +12,8 @@ from conftest import dense, rel_err
 from s2o_compile import S2OConfig
 from s2o_compile.ops import config_args
 
-CFG = S2OConfig(threshold=0.05, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
-                local_window=16, min_seq_len=0, stop_rule="gain")
+CFG = S2OConfig(threshold=0.05, segment_size=64, block_m=32, block_n=16, walk_chunk=32,
+                sink_tokens=8, local_window=16, min_seq_len=0, stop_rule="gain")
 N, D = 70, 32  # two segments: the second one has a ranked prefix
 
 

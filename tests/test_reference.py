@@ -8,7 +8,7 @@ import torch
 from conftest import SMALL, dense, qkv, rel_err
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import reference as R
-from s2o_compile.kernels.layout import table_offsets, table_size
+from s2o_compile.kernels.layout import segments, table_offsets, table_size
 from s2o_compile.kernels.triton_s2o import pairs_from_visited
 from s2o_compile.workload import structured_qkv
 import stop_rule_case as case
@@ -80,7 +80,8 @@ def test_stop_rule_visits_exactly(tau, visits):
 def test_tau_sweep_is_monotone_on_structured_input():
     q, k, v = structured_qkv(1, 4, 1, 2048, 64 + 64, dtype=torch.float32, seed=5)
     ref = dense(q, k, v)
-    cfg = S2OConfig(segment_size=128, block_m=64, block_n=32, local_window=128, min_seq_len=0)
+    cfg = S2OConfig(segment_size=128, block_m=64, block_n=32, walk_chunk=64, local_window=128,
+                    min_seq_len=0)
     densities, errors = [], []
     for tau in [0.0, 1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.6]:
         out, _, pairs = R.s2o_attention_reference(q, k, v, 128 ** -0.5, cfg.replace(threshold=tau))
@@ -153,8 +154,9 @@ def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
     for h, keys in enumerate(far):
         k[0, 0, keys, h] = 3.0
         q[0, h, 192:, h] = 3.0
-    cfg = S2OConfig(threshold=0.05, segment_size=64, block_m=64, block_n=BN, sink_tokens=8,
-                    local_window=16, min_seq_len=0, stop_rule="gain", rank_per_head=False)
+    cfg = S2OConfig(threshold=0.05, segment_size=64, block_m=64, block_n=BN, walk_chunk=BN,
+                    sink_tokens=8, local_window=16, min_seq_len=0, stop_rule="gain",
+                    rank_per_head=False)
     last = table_offsets(N, 64, 8, 16)[-2].item()
     shared = R.build_index_table(q, k, 1.0, cfg)
     own = R.build_index_table(q, k, 1.0, cfg.replace(rank_per_head=True))
@@ -168,3 +170,26 @@ def test_rank_per_head_lets_each_head_of_a_group_walk_its_own_keys():
     assert (vis_s[0, :, -1] >= vis_o[0, :, -1]).all() and vis_s[0, :, -1].max().item() == 3
     ref = dense(q, k, v, scale=1.0)[:, :, 192:]
     assert rel_err(out_o[:, :, 192:], ref) < 0.02 and rel_err(out_s[:, :, 192:], ref) < 0.02
+
+
+@pytest.mark.parametrize("chunk", [32, 64, 128])
+@pytest.mark.parametrize("rule", ["gain", "remaining", "mean"])
+def test_walk_ends_with_the_chunk_in_which_the_rule_held(chunk, rule):
+    """walk_chunk only rounds the walk up: the rule's first hold is the exact walk's (the same
+    tiles before it), and the walk then finishes that chunk (or the prefix), so its visits are
+    the exact walk's rounded up to whole chunks of tiles, capped at the prefix's tiles."""
+    q, k, v = structured_qkv(1, 4, 2, 1024, 64, dtype=torch.float32, seed=11)
+    cfg = S2OConfig(threshold=0.3, segment_size=128, block_m=32, block_n=16, walk_chunk=16,
+                    sink_tokens=16, local_window=16, min_seq_len=0, stop_rule=rule)
+    table = R.build_index_table(q, k, 0.125, cfg)
+    _, exact, _ = R.attention_with_table(q, k, v, table, 0.125, cfg)
+    out, visited, pairs = R.attention_with_table(q, k, v, table, 0.125,
+                                                 cfg.replace(walk_chunk=chunk))
+    per_chunk = chunk // 16
+    tiles = torch.tensor([-(-(sg.prefix_len) // 16) for sg in segments(1024, 128, 16, 16)
+                          for _ in range(128 // 32)])
+    want = torch.minimum(-(-exact // per_chunk) * per_chunk, tiles)
+    assert torch.equal(visited, want)
+    assert (exact < tiles).sum() > 10 and (visited > exact).any()  # the rule cut and rounded
+    assert torch.equal(pairs, pairs_from_visited(visited, 1024, cfg, group=2))
+    assert rel_err(out, dense(q, k, v, scale=0.125)) < 0.05

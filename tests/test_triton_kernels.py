@@ -106,14 +106,24 @@ def test_attention_tau_positive_equals_reference_given_the_same_table(tau, rule,
         assert (pairs < 333 * 334 // 2).any()  # the stop rule really cut work
 
 
-def _kernel_walks_like_the_reference(cfg, chunk=None):
+@pytest.mark.parametrize("base", [SMALL, WHOLE])
+@pytest.mark.parametrize("chunk", [16, 64])
+def test_walk_chunk_ends_the_walk_as_in_the_reference(base, chunk):
+    """walk_chunk = block_n (the contract's exact stop, one step per chunk) and 4 tiles per
+    chunk (one decision after four tests): the reference's visits and output."""
+    pairs = _kernel_walks_like_the_reference(base.replace(threshold=0.2, stop_rule="remaining",
+                                                          walk_chunk=chunk))
+    assert (pairs < 333 * 334 // 2).any()
+
+
+def _kernel_walks_like_the_reference(cfg):
     """Triton's attention over the reference's index table (B 2, Hq 4, Hkv 2, N 333): the same
     visits, pairs and output as the reference; returns the pairs per (batch, head)."""
     q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=5)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(333, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
-    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg, chunk=chunk)
+    out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
     assert torch.equal(visited.cpu().long(), ref_visited)
     assert rel_err(out.cpu(), ref_out) < 1e-5
     assert torch.equal(T.pairs_from_visited(visited, 333, cfg, group=2).cpu(), ref_pairs)
@@ -147,14 +157,10 @@ def test_block_n_above_the_sub_tile_runs_as_steps_with_one_stop_test(monkeypatch
     """block_n 32 over 16-key steps (as 128 over 64 on a GPU): the same visits and output as the
     reference's 32-key tiles, whose gain sums both steps."""
     monkeypatch.setattr(T, "SUB_TILE_N", 16)
-    cfg = base.replace(block_n=32, threshold=tau, stop_rule="remaining")
+    cfg = base.replace(block_n=32, walk_chunk=64, threshold=tau, stop_rule="remaining")
     pairs = _kernel_walks_like_the_reference(cfg)
     if tau == 0.4:
         assert (pairs < 333 * 334 // 2).any()
-    with pytest.raises(ValueError, match="multiple of"):
-        _kernel_walks_like_the_reference(cfg, chunk=3)
-    with pytest.raises(ValueError, match="power of two"):
-        _kernel_walks_like_the_reference(cfg, chunk=6)
 
 
 def test_whole_tiles_path_is_taken_where_it_applies():

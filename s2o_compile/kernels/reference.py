@@ -103,7 +103,9 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,
 
 def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor,
                          scale: float, cfg: S2OConfig):
-    """Pass 1 (dense: sink, local, own keys) and pass 2 (ranked prefix, early stopping).
+    """Pass 1 (dense: sink, local, own keys) and pass 2 (ranked prefix, early stopping: the
+    rule is tested after every block_n tile, and the walk ends with the walk_chunk-key chunk in
+    which it first held).
 
     A query tile is BM positions x hpt query heads of one GQA group (layout.heads_per_tile): its
     rows stop together. Returns (out [B, Hq, N, D] in q's dtype, visited [B, Hq, ceil(N / BM)]
@@ -149,6 +151,7 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
         rows_per_tile = torch.tensor([min(BM, L - t * BM) for t in range(n_qt)], device=q.device)
         tile_of_row = torch.arange(L, device=q.device) // BM
         active = torch.ones(B, Hq, n_qt, dtype=torch.bool, device=q.device)
+        stopped = torch.zeros_like(active)  # the rule held in this chunk: walk to its end
         for t0 in range(0, P, BN):
             if not bool(active.any()):
                 break
@@ -175,7 +178,9 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             else:  # no row still gaining (a NaN ratio keeps the tile walking, as in the kernel)
                 keep = (~(gain * left < tau * l_new)).to(torch.int64)
                 stop = _tile_sum(keep, tile_of_row, n_qt, hpt) == 0
-            active &= ~stop.expand(B, Hq // hpt, hpt, n_qt).reshape(B, Hq, n_qt)
+            stopped |= stop.expand(B, Hq // hpt, hpt, n_qt).reshape(B, Hq, n_qt)
+            if (t0 + BN) % cfg.walk_chunk == 0:  # a chunk's last tile: decide
+                active &= ~stopped
         out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
     return out, visited, pairs
 

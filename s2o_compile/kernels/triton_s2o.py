@@ -14,9 +14,9 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
   4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
      dense over the sink and [lo, tile end), masked on the causal diagonal only; pass 2 walks the
      index table, gathering K/V rows by index in steps of sub_tile keys (an inner for loop over
-     WALK_CHUNK steps, which Triton pipelines), and stops after a block_n tile on which the stop
-     rule holds for every row. tau <= 0 walks every prefix in key order (s2o_attention builds
-     no table then) in one pipelined loop, no stop test.
+     a chunk of walk_chunk keys, which Triton pipelines), tests the stop rule after every
+     block_n tile and ends with the chunk in which it held. tau <= 0 walks every prefix in key
+     order (s2o_attention builds no table then) in one pipelined loop, no stop test.
      Where the tiles are whole (whole_tiles) no logit is masked off the diagonal and the scale
      is folded into the exponent; K/V offsets are int32 where they fit (fewer address
      instructions per step; SASS counts in BENCHMARKS.md, benchmarks/sass_loops.py).
@@ -35,7 +35,6 @@ from .layout import (heads_per_tile, num_segments, segments, table_heads,
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
-WALK_CHUNK = 8  # steps per pipelined chunk of the gathered walk
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
@@ -108,7 +107,7 @@ def _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32: tl.c
 def _load_rows(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
     """A [rows, D] tile of K or V rows that are all in bounds, so need no row mask: whole tiles
     before the query tile, and gathered rows (an index past the segment's prefix was loaded as
-    0, key 0, and its scores are masked out or its tile dropped)."""
+    0, key 0, and its scores are masked out)."""
     if D_IN < D:
         return tl.load(ptrs, mask=(offs_d < D_IN)[None, :], other=0.0)
     return tl.load(ptrs)
@@ -240,13 +239,12 @@ def _tier(s, best, tier_width, NT: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.constexpr,
+def _attend_tile(q, k, v, cols_ok, m_i, l_i, acc, qk_scale, MASKED: tl.constexpr,
                  IEEE: tl.constexpr):
     """One online-softmax step over a key tile. Returns (m, l, acc, gain).
     MASKED: cols_ok masks (row, key) pairs (causal diagonal, a partial tile). Else every pair
     counts and the scale is folded into the exponent (one FFMA per logit, as in the Triton
-    tutorial; needs qk_scale >= 0); the scalar `use` drops the whole tile (a walk tile after the
-    stop): its row max is not taken and its p is exp2(-inf) = 0."""
+    tutorial; needs qk_scale >= 0)."""
     if IEEE:
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
@@ -256,8 +254,8 @@ def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.cons
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.math.exp2(s - m_new[:, None])
     else:
-        m_new = tl.where(use, tl.maximum(m_i, tl.max(s, axis=1) * qk_scale), m_i)
-        p = tl.math.exp2(s * qk_scale - tl.where(use, m_new, float("inf"))[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     gain = tl.sum(p, axis=1)
     l_i = l_i * alpha + gain
@@ -269,22 +267,30 @@ def _attend_tile(q, k, v, cols_ok, use, m_i, l_i, acc, qk_scale, MASKED: tl.cons
 
 
 @triton.jit
-def _keep_walking(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.constexpr,
-                  MEAN: tl.constexpr):
-    """The stop rule after a tile: walk on while some valid row's gain (times the tiles left,
-    for stop_rule="remaining" and "mean") is still >= tau of its accumulated mass; for "mean",
-    while the mean of that ratio over the tile's valid rows is."""
+def _stop_bound(gain, l_i, row_ok, tau, t, P, BN: tl.constexpr, REMAINING: tl.constexpr,
+                MEAN: tl.constexpr):
+    """Per row, after a tile (t: keys walked so far): the bound of the stop rule, the gain times
+    the tiles left (stop_rule="remaining" and "mean") or the gain alone, over the row's mass.
+    MEAN: that ratio for a valid row, 0 for a row past the sequence; else 1.0 where a valid row
+    walks on (ratio >= tau, or NaN), 0.0 where it would stop."""
     if REMAINING:
         left = (tl.maximum(P - t, 0) + BN - 1) // BN
     else:
         left = 1
     if MEAN:
-        ratio = tl.where(row_ok, gain * left / l_i, 0.0)
-        keep_any = ~(tl.sum(ratio, axis=0) < tau * tl.sum(row_ok.to(tl.float32), axis=0))
+        return tl.where(row_ok, gain * left / l_i, 0.0)
+    return ((~(gain * left < tau * l_i)) & row_ok).to(tl.float32)
+
+
+@triton.jit
+def _rule_held(bound, row_ok, tau, MEAN: tl.constexpr):
+    """Whether the stop rule held after some tile of a chunk, from its [BM, TESTS] bounds
+    (_stop_bound): for "mean" the rows' mean ratio below tau, else no row walking on."""
+    if MEAN:
+        held = tl.sum(bound, axis=0) < tau * tl.sum(row_ok.to(tl.float32), axis=0)
     else:
-        keep = (~(gain * left < tau * l_i)) & row_ok
-        keep_any = tl.max(keep.to(tl.int32), axis=0) > 0
-    return (t < P) & keep_any
+        held = tl.max(bound, axis=0) == 0.0
+    return tl.max(held.to(tl.int32), axis=0) > 0
 
 
 @triton.jit
@@ -336,7 +342,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         cols = start + offs_n
         ok = cols < sink_end
         k, v = _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32, D_IN, D)
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale,
                                            not WHOLE_TILES, IEEE)
     # Pass 1b: local window and own keys [lo, hi), causal by original position. WHOLE_TILES: the
     # tiles before the query tile's first row are whole and all before it (no mask).
@@ -345,7 +351,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             cols = start + offs_n
             k = _load_rows(k_base + _row_offsets(cols, stride_kn, offs_d, OFF32), offs_d, D_IN, D)
             v = _load_rows(v_base + _row_offsets(cols, stride_vn, offs_d, OFF32), offs_d, D_IN, D)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, None, True, m_i, l_i, acc, qk_scale,
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, None, m_i, l_i, acc, qk_scale,
                                                False, IEEE)
         diag = m0
     else:
@@ -355,7 +361,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         ok = cols < hi
         k, v = _load_kv(k_base, v_base, cols, ok, stride_kn, stride_vn, offs_d, OFF32, D_IN, D)
         causal = ok[None, :] & (cols[None, :] <= offs_m[:, None])
-        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, True, m_i, l_i, acc, qk_scale, True,
+        m_i, l_i, acc, gain = _attend_tile(q, k, v, causal, m_i, l_i, acc, qk_scale, True,
                                            IEEE)
 
     # Pass 2: the ranked prefix through the index table, most important tile first. WHOLE_TILES:
@@ -373,45 +379,53 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         for t in tl.range(0, P, BN, num_stages=NUM_STAGES):
             ok, k, v = _gather_step(t_base, t + offs_n, P, k_base, v_base, stride_kn, stride_vn,
                                     offs_d, OFF32, D_IN, D, KEY_ORDER, sink_end)
-            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], True, m_i, l_i, acc, qk_scale,
+            m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale,
                                                not WHOLE_TILES, IEEE)
         n_vis = (P + BN - 1) // BN
     else:
         # The early stop needs a while loop, which Triton does not software-pipeline; an inner
-        # for loop over CHUNK steps is pipelined. Its loads do not depend on the stop flag (so
-        # they are issued ahead); steps after a stop inside a chunk are dropped from the math
-        # (p = 0), which keeps the result and the visit count equal to the plain walk. Zeroing
-        # v as well (so that a NaN value there, times 0, stays out of acc) cost 26% at 128K on
-        # the H100: such a NaN reaches the output as it would in SDPA.
-        # A stop tile (block_n keys) runs as STOP_EVERY steps of BN keys: its gain is summed over
-        # them (rescaled to the running max) and tested once; a step past the prefix inside the
-        # last stop tile is dropped.
+        # for loop over a chunk of CHUNK steps (walk_chunk keys) is pipelined, and its loads do
+        # not depend on the stop flag. The stop rule is tested after every STOP_EVERY steps (a
+        # block_n tile, its gain summed over the steps and rescaled to the running max) into a
+        # [BM, TESTS] matrix, elementwise; one reduction over the rows after the chunk decides
+        # whether the rule held after any of its tiles, and then the walk ends there. So every
+        # step that is loaded is also used (none is computed and dropped), and the CTA-wide
+        # reduction with its barrier runs once per chunk instead of once per tile.
         # The chunk's table entries are loaded before its loop: with no load in the loop feeding
         # the K/V addresses, Triton issues K/V tiles two steps ahead instead of one (-2% at 128K,
         # BENCHMARKS.md session 6); a masked sum picks a step's entries.
-        live = go
+        TESTS: tl.constexpr = CHUNK // STOP_EVERY
         steps = tl.arange(0, CHUNK)
+        tests = tl.arange(0, TESTS)
         while go:
-            gsum = tl.zeros([BM], dtype=tl.float32)  # CHUNK is a multiple of STOP_EVERY
             cpos = t + steps[:, None] * BN + offs_n[None, :]
             chunk_idx = tl.load(t_base + cpos, mask=cpos < P, other=0)  # [CHUNK, BN]
-            for c in tl.range(0, CHUNK, num_stages=NUM_STAGES):
+            n_steps = tl.minimum((P - t + BN - 1) // BN, CHUNK)
+            # after test j: MEAN: each valid row's bound gain * left / l (summed over rows);
+            # else whether the row walks on (max over rows). Untested: walk on.
+            if MEAN:
+                bound = tl.where(row_ok[:, None], float("inf"), 0.0) + tl.zeros([BM, TESTS],
+                                                                                tl.float32)
+            else:
+                bound = tl.full([BM, TESTS], 1.0, dtype=tl.float32)
+            gsum = tl.zeros([BM], dtype=tl.float32)
+            for c in tl.range(0, n_steps, num_stages=NUM_STAGES):
                 ok = t + c * BN + offs_n < P
                 idx = tl.sum(tl.where((steps == c)[:, None], chunk_idx, 0), axis=0)
                 k, v = _gather_rows(idx, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32, D_IN,
                                     D)
-                step = live & (t + c * BN < P)
                 m_prev = m_i
-                m_i, l_i, acc, gain = _attend_tile(q, k, v, (ok & live)[None, :], step, m_i, l_i,
-                                                   acc, qk_scale, not WHOLE_TILES, IEEE)
-                n_vis += step.to(tl.int32)
+                m_i, l_i, acc, gain = _attend_tile(q, k, v, ok[None, :], m_i, l_i, acc,
+                                                   qk_scale, not WHOLE_TILES, IEEE)
                 gsum = gsum * tl.math.exp2(m_prev - m_i) + gain
                 if (c % STOP_EVERY) == STOP_EVERY - 1:
-                    live = live & _keep_walking(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
-                                                BN * STOP_EVERY, REMAINING, MEAN)
+                    b_row = _stop_bound(gsum, l_i, row_ok, tau, t + (c + 1) * BN, P,
+                                        BN * STOP_EVERY, REMAINING, MEAN)
+                    bound = tl.where((tests == c // STOP_EVERY)[None, :], b_row[:, None], bound)
                     gsum = tl.zeros([BM], dtype=tl.float32)
+            n_vis += n_steps
             t += CHUNK * BN
-            go = live & (t < P)
+            go = (t < P) & ~_rule_held(bound, row_ok, tau, MEAN)
 
     out = acc / l_i[:, None]
     tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
@@ -611,7 +625,7 @@ def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
 
 
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
-                         num_stages=3, chunk=None, **launch_options):
+                         num_stages=3, **launch_options):
     """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt]).
     table None (threshold 0 only): the walk takes every prefix in key order (walks_in_key_order).
     launch_options: A/B runs: Triton options (maxnreg), the kernel's switches (LONGEST_FIRST) or
@@ -623,14 +637,9 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     n_mt = triton.cdiv(N, BM // hpt)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
-    chunk = WALK_CHUNK if chunk is None else chunk
     bn = launch_options.pop("SUB_TILE_N", None) or sub_tile(cfg)  # A/B runs: another step width
     stop_every = cfg.block_n // bn
-    if chunk % stop_every:
-        raise ValueError(f"walk chunk {chunk} must be a multiple of block_n // {bn} = {stop_every}")
-    if chunk & (chunk - 1):
-        raise ValueError(f"walk chunk {chunk} must be a power of two (its table entries load as one "
-                         "tile)")
+    chunk = cfg.walk_chunk // bn  # steps per chunk: a power of two, a multiple of stop_every
     key_order = table is None
     if key_order and cfg.threshold > 0:
         raise ValueError("attention_with_table: a walk with a stop rule needs the index table")
