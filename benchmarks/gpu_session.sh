@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab14, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab14, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -95,6 +95,8 @@ for stage in "$@"; do
     headn)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.1 0.3 0.6 --segment-size ${SEG:-1024} \
               --rank-per-head true --out "$OUT/bench_head_n.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_head_n.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
+    sweep)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.6 0.75 0.8 0.9 0.95 \
+              --out "$OUT/sweep.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/sweep.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 8192 16384 32768 65536 131072 \
               --taus 0 0.1 0.3 0.6 0.8 0.9 --out "$OUT/bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench.log" ;;
     memory) python benchmarks/memory.py --seq-lens 131072 262144 --out "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log" ;;
