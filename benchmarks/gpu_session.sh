@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab14, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab14, ab15, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -62,6 +62,16 @@ for stage in "$@"; do
     ab14)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.6 0.75 0.8 0.9 0.95 --preprocess \
               --variants _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 64,128,4,16,3,0 64,128,4,4,3,0 \
               64,128,4,2,3,0 2>&1 | tee "$OUT/ab14.log" ;;
+    # ab15 (session 8): the walk's next step indices carried through the loop (a plain load one
+    # step ahead) instead of a chunk's indices picked by a masked sum (7 barriers per step in SASS
+    # instead of 2); needs the variant as s2o_compile/kernels/_ab_exp.py. Then tau 0 through the
+    # chunked early-stopping walk (STOP=1, never stops) against the plain loop, ranked and key order
+    ab15)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.75 0.8 0.9 --preprocess \
+              --variants 64,128,4,8,3,0 _ab_exp:64,128,4,8,3,0 64,128,4,8,3,0 _ab_exp:64,128,4,8,3,0 \
+              2>&1 | tee "$OUT/ab15.log"
+            python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 --preprocess --key-order \
+              --variants 64,128,4,8,3,0 64,128,4,8,3,0,STOP=1 _ab_exp:64,128,4,8,3,0,STOP=1 \
+              64,128,4,32,3,0,STOP=1 2>&1 | tee "$OUT/ab15_tau0.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 0.95 \
               --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"

@@ -8,6 +8,7 @@ that a faster tile shape which walks further (coarser stop) is visible as such.
 """
 import argparse
 import importlib
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +85,11 @@ def main():
                 bm, bn, nw, chunk, st, pack = (int(x) for x in fields[:6])
                 opts = {name: int(x) for name, x in (f.split("=") for f in fields[6:])}
                 # walk chunk in steps of min(block_n, 64) keys: the current module reads it from
-                # cfg.walk_chunk, an earlier one (before session 8) as its chunk argument
+                # cfg.walk_chunk, one before session 8 as its chunk argument
                 cfg = base.replace(threshold=tau, block_m=bm, block_n=bn, pack_gqa=bool(pack),
                                    rank_per_head=base.rank_per_head and not pack,
                                    walk_chunk=chunk * min(bn, T.SUB_TILE_N))
-                if K is not T:
+                if "chunk" in inspect.signature(K.attention_with_table).parameters:
                     opts["chunk"] = chunk
                 if cfg.rank_per_head not in tables:
                     tables[cfg.rank_per_head] = T.build_index_table(q, k, 128 ** -0.5, cfg)

@@ -391,15 +391,16 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         # whether the rule held after any of its tiles, and then the walk ends there. So every
         # step that is loaded is also used (none is computed and dropped), and the CTA-wide
         # reduction with its barrier runs once per chunk instead of once per tile.
-        # The chunk's table entries are loaded before its loop: with no load in the loop feeding
-        # the K/V addresses, Triton issues K/V tiles two steps ahead instead of one (-2% at 128K,
-        # BENCHMARKS.md session 6); a masked sum picks a step's entries.
+        # A step's table entries are loaded one step ahead and carried through the loop, so no
+        # load inside the step feeds its K/V addresses: Triton still issues the K/V tiles two
+        # steps ahead (three cp.async buffers), and the entries stay in the K/V address layout
+        # (a chunk's entries loaded before its loop and picked by a masked sum moved them through
+        # shared memory: 7 barriers per step instead of 2; 5-6% slower at 128K, BENCHMARKS.md
+        # session 8). Two steps ahead made Triton 3.6 drop cp.async for the K/V tiles.
         TESTS: tl.constexpr = CHUNK // STOP_EVERY
-        steps = tl.arange(0, CHUNK)
         tests = tl.arange(0, TESTS)
         while go:
-            cpos = t + steps[:, None] * BN + offs_n[None, :]
-            chunk_idx = tl.load(t_base + cpos, mask=cpos < P, other=0)  # [CHUNK, BN]
+            idx_next = tl.load(t_base + t + offs_n, mask=t + offs_n < P, other=0)
             n_steps = tl.minimum((P - t + BN - 1) // BN, CHUNK)
             # after test j: MEAN: each valid row's bound gain * left / l (summed over rows);
             # else whether the row walks on (max over rows). Untested: walk on.
@@ -411,7 +412,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             gsum = tl.zeros([BM], dtype=tl.float32)
             for c in tl.range(0, n_steps, num_stages=NUM_STAGES):
                 ok = t + c * BN + offs_n < P
-                idx = tl.sum(tl.where((steps == c)[:, None], chunk_idx, 0), axis=0)
+                idx = idx_next
+                nxt = t + (c + 1) * BN + offs_n
+                idx_next = tl.load(t_base + nxt, mask=nxt < P, other=0)
                 k, v = _gather_rows(idx, k_base, v_base, stride_kn, stride_vn, offs_d, OFF32, D_IN,
                                     D)
                 m_prev = m_i
