@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab14, ab15, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab14, ab15, ab16, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -72,8 +72,12 @@ for stage in "$@"; do
             python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0 --preprocess --key-order \
               --variants 64,128,4,8,3,0 64,128,4,8,3,0,STOP=1 _ab_exp:64,128,4,8,3,0,STOP=1 \
               64,128,4,32,3,0,STOP=1 2>&1 | tee "$OUT/ab15_tau0.log" ;;
+    # ab16 (session 8): session 7's walk (_ab_prev = 211aa31) against the final one, alternating
+    ab16)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.75 0.8 0.9 --preprocess \
+              --variants _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 \
+              2>&1 | tee "$OUT/ab16.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 0.95 \
-              --out "$OUT/bench128.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128.log" ;;
+              --out "$OUT/bench128${RUN:-}.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128${RUN:-}.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
             ncu -k regex:_s2o_attention_kernel -c 1 -s 1 --section SpeedOfLight --section Occupancy \
               --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
