@@ -56,6 +56,8 @@ def test_compiled_op_uses_triton_kernels(tau, tol):
                                                         config=CFG.replace(threshold=tau)))
     out, codes = run_and_get_code(fn, q, k, v)
     assert any("_s2o_attention_kernel" in c for c in codes)
+    if tau > 0:  # the index table's kernels too (tau 0 builds none)
+        assert any("_block_sort_scatter_kernel" in c and "_prefix_scores_kernel" in c for c in codes)
     eager = sparse_attention(q, k, v, enable_gqa=True, config=CFG.replace(threshold=tau))
     assert rel_err(out, eager) < tol
 

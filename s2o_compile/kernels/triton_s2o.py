@@ -440,7 +440,15 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
 
 
 def _launch(kernel, grid, *args, **kwargs):
-    wrap_triton(kernel)[grid](*args, **kwargs)
+    """Launches a Triton kernel: through wrap_triton while a compiler traces the op (Dynamo, or
+    a dispatch mode such as make_fx's: the graph then holds the kernel for Inductor to
+    schedule), directly otherwise. wrap_triton's eager dispatch costs ~0.2 ms of host time per
+    launch (32K: 1.5 vs 0.5 ms per index table, H100, BENCHMARKS.md session 8), which the GPU
+    would wait for whenever its work is shorter."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+        wrap_triton(kernel)[grid](*args, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OConfig):
