@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab14, ab15, ab16, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -76,6 +76,10 @@ for stage in "$@"; do
     ab16)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.75 0.8 0.9 --preprocess \
               --variants _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 _ab_prev:64,128,4,8,3,0 64,128,4,8,3,0 \
               2>&1 | tee "$OUT/ab16.log" ;;
+    # ab17 (session 8): walk_chunk 512 against 1024 on the final code, alternating
+    ab17)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.8 0.9 0.95 0.98 --preprocess \
+              --variants 64,128,4,8,3,0 64,128,4,16,3,0 64,128,4,8,3,0 64,128,4,16,3,0 \
+              2>&1 | tee "$OUT/ab17.log" ;;
     bench128) python -m s2o_compile bench --seq-lens 131072 --taus 0 0.6 0.75 0.8 0.9 0.95 \
               --out "$OUT/bench128${RUN:-}.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench128${RUN:-}.log" ;;
     profile) OUT=$OUT python benchmarks/profile_attention.py 32768 0.6 2>&1 | tee "$OUT/profile.log"
