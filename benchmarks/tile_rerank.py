@@ -86,6 +86,7 @@ def walk(q, k, v, table, scale, cfg, front, buckets, rank_block=None):
             acc = acc.view(B, Hq, T, BM, D)
             qs_t = qs.view(B, Hq, T, BM, D)
             active = torch.ones(B, Hq, T, dtype=torch.bool)
+            stopped = torch.zeros_like(active)  # as the reference: walk to the chunk's end
             for t0 in range(0, P, BN):
                 if not bool(active.any()):
                     break
@@ -106,7 +107,9 @@ def walk(q, k, v, table, scale, cfg, front, buckets, rank_block=None):
                 pairs += int(active.sum()) * BM * bn
                 left = math.ceil(max(P - t0 - BN, 0) / BN)
                 keep = ~(gain * left < tau * l_new)
-                active &= keep.any(-1)
+                stopped |= ~keep.any(-1)
+                if (t0 + BN) % cfg.walk_chunk == 0:
+                    active &= ~stopped
             m, l, acc = m.reshape(B, Hq, L), l.reshape(B, Hq, L), acc.reshape(B, Hq, L, D)
         out[:, :, seg.start:seg.end] = acc / l[..., None]
     return out, pairs

@@ -12,14 +12,16 @@ import pytest  # noqa: E402
 from s2o_compile import S2OConfig  # noqa: E402
 
 # A small configuration whose segments, tiles, sink and local window all matter at ~300 tokens.
-SMALL = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, walk_chunk=32,
+SMALL = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                  walk_chunk=32,
                   sink_tokens=8, stop_rule="gain",
                   ordering="tiers",
                   local_window=20, min_seq_len=0)
 
 
 # The graph-pass tests' config: tau 0 and small tiles, so that short sequences take the sparse path.
-PASS_CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+PASS_CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                     walk_chunk=32, sink_tokens=8,
                      local_window=16, min_seq_len=0)
 
 

@@ -132,7 +132,7 @@ def test_compare_says_when_curves_cannot_be_compared():
 def test_paper_claims_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "claims.json"
     paper_claims.main(["--seq-len", "512", "--heads", "2", "--kv-heads", "1", "--head-dim", "64",
-                       "--segment-size", "64", "--block-m", "32", "--block-n", "16",
+                       "--segment-size", "64", "--block-m", "32", "--block-n", "16", "--walk-chunk", "32",
                        "--sink-tokens", "16", "--local-window", "32", "--kernel", "reference",
                        "--device", "cpu", "--taus", "1e-3", "0.1", "0.7", "--out", str(out)])
     result = json.loads(out.read_text())
@@ -148,7 +148,7 @@ def test_paper_claims_end_to_end_small(tmp_path, capsys):
 def test_paper_claims_bfloat16_measures_the_rounding_floor(capsys):
     result = paper_claims.main(["--seq-len", "256", "--heads", "2", "--kv-heads", "1",
                                 "--head-dim", "64", "--segment-size", "64", "--block-m", "32",
-                                "--block-n", "16", "--sink-tokens", "16", "--local-window", "32",
+                                "--block-n", "16", "--walk-chunk", "32", "--sink-tokens", "16", "--local-window", "32",
                                 "--device", "cpu", "--dtype", "bfloat16", "--taus", "0.01", "0.5",
                                 "--methods", "s2o", "block"])
     (run,) = result["runs"]

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from s2o_compile import S2OConfig, explain
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                walk_chunk=32, sink_tokens=8,
                 local_window=16, min_seq_len=0)
 
 

@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 from s2o_compile import S2OConfig, make_backend
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                walk_chunk=32, sink_tokens=8,
                 local_window=16, min_seq_len=0, stop_rule="gain")
 INNER = "aot_eager"
 

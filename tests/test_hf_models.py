@@ -14,7 +14,8 @@ masking_utils = pytest.importorskip("transformers.masking_utils")
 
 from s2o_compile import S2OConfig, S2OInductorPass, make_backend  # noqa: E402
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                walk_chunk=32, sink_tokens=8,
                 local_window=16, min_seq_len=0)
 LAYERS = 2
 VOCAB = 128

@@ -16,7 +16,7 @@ import needle  # noqa: E402
 from s2o_compile.tiny_models import tiny_model  # noqa: E402
 
 SMALL_S2O = ["--threshold", "0", "--min-seq-len", "0", "--segment-size", "64", "--block-m", "32",
-             "--block-n", "16", "--sink-tokens", "8", "--local-window", "16"]
+             "--block-n", "16", "--walk-chunk", "32", "--sink-tokens", "8", "--local-window", "16"]
 
 
 def word_level_tokenizer():

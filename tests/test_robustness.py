@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from s2o_compile import S2OConfig, make_backend, sparse_attention
 from s2o_compile.passes import causal_mask
 
-CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                walk_chunk=32, sink_tokens=8,
                 local_window=16, min_seq_len=0, stop_rule="gain")
 S2O = torch.ops.s2o.sparse_attention.default
 
@@ -205,6 +206,7 @@ def test_importing_twice_and_reloading():
         from torch._dynamo.backends.registry import lookup_backend
         assert lookup_backend("s2o") is s2o_compile.s2o_backend
         cfg = s2o_compile.S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                                    walk_chunk=32,
                                     sink_tokens=8, local_window=16, min_seq_len=0)
         q, k, v = (torch.randn(1, 2, 100, 32) for _ in range(3))
         f = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -253,7 +255,8 @@ def test_no_global_torch_configuration_is_changed():
         before = state()
         import s2o_compile
         from s2o_compile import S2OConfig, S2OInductorPass, explain, make_backend
-        cfg = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16, sink_tokens=8,
+        cfg = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
+                        walk_chunk=32, sink_tokens=8,
                         local_window=16, min_seq_len=0)
         q, k, v = (torch.randn(1, 2, 100, 32) for _ in range(3))
         f = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
