@@ -64,8 +64,11 @@ for stage in "$@"; do
               64,128,4,2,3,0 2>&1 | tee "$OUT/ab14.log" ;;
     # ab15 (session 8): the walk's next step indices carried through the loop (a plain load one
     # step ahead) instead of a chunk's indices picked by a masked sum (7 barriers per step in SASS
-    # instead of 2); needs the variant as s2o_compile/kernels/_ab_exp.py. Then tau 0 through the
-    # chunked early-stopping walk (STOP=1, never stops) against the plain loop, ranked and key order
+    # instead of 2). It ran with the pick as the current module (9afd3ff) and the carried variant,
+    # now the current code, as _ab_exp; to rerun, the pick is
+    # git show 9afd3ff:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_exp.py
+    # Then tau 0 through the chunked early-stopping walk (STOP=1, never stops) against the plain
+    # loop, ranked and key order
     ab15)   python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.75 0.8 0.9 --preprocess \
               --variants 64,128,4,8,3,0 _ab_exp:64,128,4,8,3,0 64,128,4,8,3,0 _ab_exp:64,128,4,8,3,0 \
               2>&1 | tee "$OUT/ab15.log"

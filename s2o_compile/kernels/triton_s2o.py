@@ -402,13 +402,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         while go:
             idx_next = tl.load(t_base + t + offs_n, mask=t + offs_n < P, other=0)
             n_steps = tl.minimum((P - t + BN - 1) // BN, CHUNK)
-            # after test j: MEAN: each valid row's bound gain * left / l (summed over rows);
-            # else whether the row walks on (max over rows). Untested: walk on.
-            if MEAN:
-                bound = tl.where(row_ok[:, None], float("inf"), 0.0) + tl.zeros([BM, TESTS],
-                                                                                tl.float32)
-            else:
-                bound = tl.full([BM, TESTS], 1.0, dtype=tl.float32)
+            # column j: each row's _stop_bound after test j; inf where untested (walks on under
+            # either reduction of _rule_held)
+            bound = tl.full([BM, TESTS], float("inf"), dtype=tl.float32)
             gsum = tl.zeros([BM], dtype=tl.float32)
             for c in tl.range(0, n_steps, num_stages=NUM_STAGES):
                 ok = t + c * BN + offs_n < P
