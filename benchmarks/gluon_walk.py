@@ -1,0 +1,478 @@
+"""EXPERIMENT (session 9, not used by the op): the S2O attention kernel in Gluon, Triton's
+lower-level dialect, for Hopper (sm_90). Two kernels with triton_s2o._s2o_attention_kernel's
+semantics on its common path (whole tiles, head dim 64/128, fp16/bf16, one query head per tile,
+stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
+
+  _s2o_gluon_kernel: one warpgroup. One continuous cp.async pipeline over a query tile's whole
+    stream of key tiles (the diagonal tile first, its mask the only one; the sink; the dense
+    window; the ranked walk), so the walk has no refill per chunk (the next tiles are issued
+    before a stop decision: a stop wastes at most NBUF - 1 loads). A row's address is formed
+    once in 64 bits and its 16-byte pieces are immediate offsets (Triton forms one per piece).
+  _s2o_gluon_ws_kernel: warp-specialized. PW producer warps gather step j's K/V rows into ring
+    buffer j % NBUF when the consumer has released it (mbarriers: `ready` completes with the
+    producer threads' cp.async arrivals, `empty` with the consumer's release); the consumer
+    warpgroup runs wgmma + online softmax + the stop rule and tells the producer where the walk
+    stopped through shared memory (read after each `empty` wait).
+
+Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
+same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
+rounding (order: the diagonal first). 128K tau 0.8, attention alone, same table: Triton
+25.5 ms, one-warpgroup 26.6 ms (TPW_ROWS 4; 28.5-30.4 at 2/8, 42 at 16: the layout of the
+gathered copies into the swizzled buffers matters more than their address arithmetic), WS
+24.6 ms (TPW_ROWS 4; 27.9 at 8) - one run each, inside the Triton kernel's own run-to-run
+spread (25.5-29.4 ms in one call). 32K: one-warpgroup 3.9-4.4 ms vs Triton 3.6. Open: the WS
+kernel with TPW_ROWS 2 did not finish (a hang, not yet understood), so it is not safe to
+ship; P @ V kept in flight across the loop's back edge makes ptxas serialize every wgmma
+(C7515), so both kernels wait for it inside the step.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+try:  # Gluon ships with Triton >= 3.5
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+    from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
+                                                                  fence_async_shared,
+                                                                  warpgroup_mma,
+                                                                  warpgroup_mma_init,
+                                                                  warpgroup_mma_wait)
+    HAVE_GLUON = True
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    HAVE_GLUON = False
+
+NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
+BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
+
+
+if HAVE_GLUON:
+    @gluon.jit
+    def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
+        """Walk step w's table entries (key indices); 0 where w < 0 or past the prefix P."""
+        pos = w * BN + rows_g
+        return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
+
+    @gluon.jit
+    def _step_rows(s, n_sink, n_dense, sink_gap, idx, rows_g, BN: gl.constexpr):
+        """Key rows of stream step s >= 1: the sink's tiles (steps 1..n_sink), then the dense
+        window's from lo (sink_gap = lo - sink_end further), then the walk's table entries idx."""
+        start = (s - 1) * BN + (s > n_sink).to(gl.int32) * sink_gap
+        return gl.where(s < n_dense, start + rows_g, idx)
+
+    @gluon.jit
+    def _issue(k_bufs, v_bufs, slot, rows, k_base, v_base, stride_kn, stride_vn, cols_g):
+        """cp.async of the K and V rows `rows` into buffer `slot`. A row's address is formed
+        once in 64 bits and its pieces are constant offsets from it (cols_g is int64), so each
+        16-byte copy needs no address arithmetic of its own."""
+        k_rows = k_base + rows.to(gl.int64) * stride_kn
+        v_rows = v_base + rows.to(gl.int64) * stride_vn
+        cp.async_copy_global_to_shared(k_bufs.index(slot), k_rows[:, None] + cols_g[None, :])
+        cp.async_copy_global_to_shared(v_bufs.index(slot), v_rows[:, None] + cols_g[None, :])
+
+    @gluon.jit
+    def _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs, v_bufs, k_base,
+                     v_base, stride_kn, stride_vn, rows_g, cols_g, BN: gl.constexpr,
+                     NBUF: gl.constexpr):
+        """At step s: the copies of step s + NBUF - 1 (its table entries idx were loaded a step
+        earlier), committed as one group (empty past the end), and the next step's entries."""
+        nxt = s + NBUF - 1
+        if nxt < n_end:
+            _issue(k_bufs, v_bufs, nxt % NBUF,
+                   _step_rows(nxt, n_sink, n_dense, sink_gap, idx, rows_g, BN),
+                   k_base, v_base, stride_kn, stride_vn, cols_g)
+        cp.commit_group()
+        return _table_rows(t_base, nxt + 1 - n_dense, P, rows_g, BN)
+
+
+    @gluon.jit
+    def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base, stride_kn,
+                     stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
+                     BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                     TPW_ROWS: gl.constexpr, PW: gl.constexpr):
+        """Producer warps: gather step j's K/V rows into buffer j % NBUF once the consumer has
+        released it, up to the step where the consumer stopped (stop_smem)."""
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        j = 0
+        n_end = n_total
+        while j < n_end:
+            slot = j % NBUF
+            if j >= NBUF:
+                mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
+                n_end = gl.minimum(n_end, gl.max(stop_smem.load(one), axis=0))
+            if j < n_end:
+                if j == 0:
+                    rows = m0 + rows_g
+                    ok = (rows < N)[:, None]
+                    cp.async_copy_global_to_shared(
+                        k_bufs.index(0), (k_base + rows.to(gl.int64) * stride_kn)[:, None]
+                        + cols_g[None, :], mask=ok)
+                    cp.async_copy_global_to_shared(
+                        v_bufs.index(0), (v_base + rows.to(gl.int64) * stride_vn)[:, None]
+                        + cols_g[None, :], mask=ok)
+                else:
+                    idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                    _issue(k_bufs, v_bufs, slot,
+                           _step_rows(j, n_sink, n_dense, sink_gap, idx, rows_g, BN),
+                           k_base, v_base, stride_kn, stride_vn, cols_g)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            j += 1
+        cp.commit_group()
+        cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
+
+    @gluon.jit
+    def _ws_consumer(q_smem, k_bufs, v_bufs, ready, empty, stop_smem, m0, N, P, n_dense,
+                     n_total, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                     D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                     STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
+        """Consumer warpgroup: online softmax over the steps as they land, the stop rule;
+        releases each buffer after its P @ V. Returns (o, l, steps done)."""
+        dtype: gl.constexpr = q_smem.dtype
+        mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, BN, 16])
+        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, D, 16])
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, mma_s)
+        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        row_ok = offs_m < N
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        o = gl.zeros([BM, D], gl.float32, layout=mma_o)
+        zero_s = gl.zeros([BM, BN], gl.float32, layout=mma_s)
+        gsum = gl.zeros([BM], gl.float32, layout=row_s)
+        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        s = 0
+        n_end = n_total
+        while s < n_end:
+            slot = s % NBUF
+            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+            sc = warpgroup_mma(q_smem, k_bufs.index(slot).permute((1, 0)), zero_s,
+                               use_acc=False, is_async=True)
+            sc = warpgroup_mma_wait(0, deps=(sc, ))
+            if s == 0:  # the diagonal: causal by position, keys past N masked
+                cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
+                ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+                sc = gl.where(ok, sc, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+            p = gl.exp2(sc * qk_scale - m_new[:, None])
+            alpha = gl.exp2(m_i - m_new)
+            gain = gl.sum(p, axis=1)
+            l_i = l_i * alpha + gain
+            m_i = m_new
+            o = o * gl.convert_layout(alpha, row_o)[:, None]
+            o = warpgroup_mma(gl.convert_layout(p.to(dtype), p_op), v_bufs.index(slot), o,
+                              is_async=True)
+            w = s - n_dense
+            if w >= 0:
+                gsum = gsum * alpha + gain
+                if (w + 1) % STOP_EVERY == 0:
+                    if REMAINING:
+                        left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
+                    else:
+                        left = 1
+                    on = (~(gsum * left < tau * l_i)) & row_ok
+                    flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
+                    gsum = gl.zeros([BM], gl.float32, layout=row_s)
+                if (w + 1) % CHUNK == 0:
+                    tests = (1 << (CHUNK // STOP_EVERY)) - 1
+                    if (~gl.reduce_or(flags, axis=0)) & tests:
+                        n_end = s + 1
+                        stop_smem.store(gl.full([1], s + 1, gl.int32, layout=one))
+                    flags = gl.zeros([BM], gl.int32, layout=row_s)
+            o = warpgroup_mma_wait(0, deps=(o, ))
+            mbarrier.arrive(empty.index(slot))
+            s += 1
+        return o, l_i, s
+
+    @gluon.jit
+    def _s2o_gluon_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                          stride_vb, stride_vh, stride_vn,
+                          N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr,
+                          PV_ACROSS: gl.constexpr,
+                          SMEM: gl.constexpr, num_warps: gl.constexpr):
+        dtype: gl.constexpr = Q.dtype.element_ty
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, BN, 16])
+        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, D, 16])
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, mma_s)
+        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
+        # a thread copies 8 columns of one row per piece, and 32 // TPW_ROWS threads share a row
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+
+        mt = N_MT - 1 - gl.program_id(0)  # the last query tiles walk the longest prefixes
+        bh = gl.program_id(1)
+        b = bh // H_Q
+        h = bh % H_Q
+        hk = h // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_sink = sink_end // BN
+        n_dense = 1 + n_sink + (m0 - lo) // BN  # the diagonal, the sink, the window's tiles
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+
+        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+
+        # stream step 0: the diagonal tile (keys past N zero-filled); steps 1 .. NBUF - 2 next
+        diag = m0 + rows_g
+        dmask = (diag < N)[:, None]
+        cp.async_copy_global_to_shared(
+            k_bufs.index(0), (k_base + diag.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
+            mask=dmask)
+        cp.async_copy_global_to_shared(
+            v_bufs.index(0), (v_base + diag.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
+            mask=dmask)
+        cp.commit_group()
+        sink_gap = lo - sink_end
+        for j in gl.static_range(1, NBUF - 1):
+            if j < n_total:
+                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                _issue(k_bufs, v_bufs, j, _step_rows(j, n_sink, n_dense, sink_gap, idx, rows_g, BN),
+                       k_base, v_base, stride_kn, stride_vn, cols_g)
+            cp.commit_group()
+        idx = _table_rows(t_base, NBUF - 1 - n_dense, P, rows_g, BN)  # carried one step ahead
+
+        q = gl.load(Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
+        q_smem.store(q)
+        fence_async_shared()  # generic-proxy stores, read by wgmma (async proxy)
+
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        row_ok = offs_m < N
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        o = gl.zeros([BM, D], gl.float32, layout=mma_o)
+        if PV_ACROSS:
+            o = warpgroup_mma_init(o)
+        zero_s = gl.zeros([BM, BN], gl.float32, layout=mma_s)
+
+        s = 0
+        n_end = n_total
+        gsum = gl.zeros([BM], gl.float32, layout=row_s)
+        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        while s < n_end:
+            slot = s % NBUF
+            # this step's tile has landed (the later ones may not); Gluon's barrier after the
+            # wait makes every thread's copies visible (as in Triton's own cp.async + wgmma
+            # pipelines) and frees the previous step's buffers (its wgmmas were waited for)
+            cp.wait_group(NBUF - 2)
+            if not PV_ACROSS:  # the previous P @ V was waited for: its buffers are free
+                idx = _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs,
+                                   v_bufs, k_base, v_base, stride_kn, stride_vn, rows_g, cols_g,
+                                   BN, NBUF)
+            sc = warpgroup_mma(q_smem, k_bufs.index(slot).permute((1, 0)), zero_s,
+                               use_acc=False, is_async=True)
+            if PV_ACROSS:  # the previous P @ V ran on under this Q K^T
+                sc, o = warpgroup_mma_wait(0, deps=(sc, o))
+                idx = _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs,
+                                   v_bufs, k_base, v_base, stride_kn, stride_vn, rows_g, cols_g,
+                                   BN, NBUF)
+            else:
+                sc = warpgroup_mma_wait(0, deps=(sc, ))
+
+            if s == 0:  # the diagonal: causal by position, keys past N masked
+                cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
+                ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+                sc = gl.where(ok, sc, float("-inf"))
+            # the scale folded into the exponent (qk_scale > 0): one FFMA per logit
+            m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+            p = gl.exp2(sc * qk_scale - m_new[:, None])
+            alpha = gl.exp2(m_i - m_new)
+            gain = gl.sum(p, axis=1)
+            l_i = l_i * alpha + gain
+            m_i = m_new
+            o = o * gl.convert_layout(alpha, row_o)[:, None]
+            o = warpgroup_mma(gl.convert_layout(p.to(dtype), p_op), v_bufs.index(slot), o,
+                              is_async=True)
+
+            w = s - n_dense  # walk step (>= 0 in the walk)
+            if w >= 0:
+                gsum = gsum * alpha + gain
+                if (w + 1) % STOP_EVERY == 0:
+                    if REMAINING:
+                        left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
+                    else:
+                        left = 1
+                    on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
+                    flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
+                    gsum = gl.zeros([BM], gl.float32, layout=row_s)
+                if (w + 1) % CHUNK == 0:
+                    # held after some tile of the chunk iff no row walked on after it
+                    tests = (1 << (CHUNK // STOP_EVERY)) - 1
+                    if (~gl.reduce_or(flags, axis=0)) & tests:
+                        n_end = s + 1
+                    flags = gl.zeros([BM], gl.int32, layout=row_s)
+            if not PV_ACROSS:
+                # P @ V ran under the walk's bookkeeping only
+                o = warpgroup_mma_wait(0, deps=(o, ))
+            s += 1
+        if PV_ACROSS:
+            o = warpgroup_mma_wait(0, deps=(o, ))
+
+        cp.wait_group(0)  # copies issued ahead of a stop
+        out = o / gl.convert_layout(l_i, row_o)[:, None]
+        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, mma_o))
+        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
+                 out.to(dtype), mask=(rows_o < N)[:, None])
+        n_vis = gl.maximum(s - n_dense, 0)
+        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+
+
+    @gluon.jit
+    def _s2o_gluon_ws_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                             stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                             stride_vb, stride_vh, stride_vn,
+                             N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                             NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                             PRODUCER_REGS: gl.constexpr, SMEM: gl.constexpr,
+                             num_warps: gl.constexpr):
+        """Warp-specialized: PW producer warps gather, one consumer warpgroup computes."""
+        dtype: gl.constexpr = Q.dtype.element_ty
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        mt = N_MT - 1 - gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H_Q
+        h = bh % H_Q
+        hk = h // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_sink = sink_end // BN
+        n_dense = 1 + n_sink + (m0 - lo) // BN
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+
+        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        stop_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        for i in gl.static_range(NBUF):
+            mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
+            mbarrier.init(empty.index(i), count=1)
+        stop_smem.store(gl.full([1], n_total, gl.int32, layout=one))
+        q = gl.load(Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
+        q_smem.store(q)
+        fence_async_shared()  # Q and the barriers, before wgmma and the async arrivals
+        gl.thread_barrier()
+
+        o, l_i, s = gl.warp_specialize([
+            (_ws_consumer, (q_smem, k_bufs, v_bufs, ready, empty, stop_smem, m0, N, P, n_dense,
+                            n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY,
+                            NBUF)),
+            (_ws_producer, (k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base,
+                            stride_kn, stride_vn, m0, N, P, n_sink, n_dense, lo - sink_end,
+                            n_total, BN, D, NBUF, TPW_ROWS, PW)),
+        ], [PW], [PRODUCER_REGS])
+
+        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, D, 16])
+        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
+        out = o / gl.convert_layout(l_i, row_o)[:, None]
+        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, mma_o))
+        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
+                 out.to(dtype), mask=(rows_o < N)[:, None])
+        n_vis = gl.maximum(s - n_dense, 0)
+        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+
+
+def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | None:
+    """Why the Gluon kernel cannot take this call (None: it can). The Triton kernel takes the
+    rest: other dtypes, head dims, tile shapes, stop rules, packed GQA heads, tau 0."""
+    if not HAVE_GLUON:
+        return "this Triton has no Gluon"
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+        return "Gluon kernel is for Hopper (sm_90)"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"dtype {q.dtype}"
+    if q.shape[-1] not in (64, 128):
+        return f"head dim {q.shape[-1]}"
+    if table is None or cfg.threshold <= 0:
+        return "tau 0 walks in key order"
+    if cfg.block_m != BLOCK or cfg.block_n % BLOCK or cfg.stop_rule == "mean" or cfg.pack_gqa:
+        return "block_m 64, block_n a multiple of 64, stop rule not 'mean', no pack_gqa"
+    if cfg.walk_chunk // cfg.block_n > 31:
+        return "more than 31 stop tests per walk chunk"
+    if not whole:
+        return "tiles not whole"
+    if any(x.stride(-1) != 1 or x.stride(2) % 8 for x in (q, k, v)):
+        return "rows not 16-byte aligned"
+    return None
+
+
+def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
+                    pv_across: bool = False, ws: bool = False, producer_warps: int = 4,
+                    producer_regs: int = 56):
+    """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
+    triton_s2o.attention_with_table."""
+    from triton.experimental.gluon import language as gl
+    B, Hq, N, D = q.shape
+    n_mt = triton.cdiv(N, BLOCK)
+    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
+    smem = gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16)
+    stop_every = cfg.block_n // BLOCK
+    kernel, extra = _s2o_gluon_kernel, dict(PV_ACROSS=pv_across, num_warps=4)
+    if ws:
+        kernel = _s2o_gluon_ws_kernel
+        extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, num_warps=4,
+                     # two CTAs per SM: 32K registers each, spread over all the CTA's warps
+                     maxnreg=32768 // (32 * (4 + producer_warps)) // 8 * 8)
+    kernel[(n_mt, B * Hq)](
+        q, k, v, out, table, offsets, visited,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
+        float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
+        SEG=cfg.segment_size, BM=BLOCK, BN=BLOCK, D=D, GROUP=Hq // k.shape[1],
+        REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // BLOCK,
+        STOP_EVERY=stop_every, NBUF=NBUF, TPW_ROWS=tpw_rows, SMEM=smem, **extra)
+    return out, visited
