@@ -15,14 +15,7 @@ from s2o_compile import S2OConfig
 import gluon_walk as GL  # benchmarks/gluon_walk.py (an experiment, not used by the op)
 from s2o_compile.kernels import triton_s2o as T
 from s2o_compile.workload import structured_qkv
-
-
-def bench(fn):
-    return triton.testing.do_bench(fn, warmup=25, rep=300, return_mode="median")
-
-
-def rel_err(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+from kernel_ab import bench, rel_err  # benchmarks/kernel_ab.py
 
 
 def parse_variant(spec):
@@ -71,7 +64,7 @@ def _check(B, Hq, Hkv, N, D, dtype, tau, transposed=False, gluon_kw=None, **cfg_
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
+    ap.add_argument("--seq-lens", type=int, nargs="*", default=[32768, 131072])
     ap.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.8, 0.9])
     ap.add_argument("--variants", nargs="+", default=["triton", "gluon", "ws"])
     ap.add_argument("--check-variants", nargs="+", default=["gluon", "ws"])

@@ -34,10 +34,10 @@ try:  # Gluon ships with Triton >= 3.5
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+    from triton.runtime.jit import constexpr_function
     from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
                                                                   fence_async_shared,
                                                                   warpgroup_mma,
-                                                                  warpgroup_mma_init,
                                                                   warpgroup_mma_wait)
     HAVE_GLUON = True
 except ImportError:  # pragma: no cover - depends on the installed Triton
@@ -86,6 +86,193 @@ if HAVE_GLUON:
         return _table_rows(t_base, nxt + 1 - n_dense, P, rows_g, BN)
 
 
+    @constexpr_function
+    def _mma(n):
+        """wgmma accumulator layout of a [64, n] tile on one warpgroup."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                         instr_shape=[16, n, 16])
+
+    @gluon.jit
+    def _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                         H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG: gl.constexpr,
+                         BM: gl.constexpr, BN: gl.constexpr, GROUP: gl.constexpr):
+        """This program's query tile (longest prefixes first) and its stream of key tiles:
+        step 0 the diagonal, steps 1..n_sink the sink, then the window up to n_dense, then
+        the walk over the segment's P ranked keys (n_total steps in all)."""
+        mt = N_MT - 1 - gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H_Q
+        hk = (bh % H_Q) // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_sink = sink_end // BN
+        n_dense = 1 + n_sink + (m0 - lo) // BN
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+        return mt, bh, m0, n_sink, n_dense, lo - sink_end, P, n_total, t_base, k_base, v_base
+
+    @gluon.jit
+    def _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
+                        cols_g):
+        """Step 0's copies into buffer 0: keys [m0, m0 + BN), past N zero-filled."""
+        rows = m0 + rows_g
+        ok = (rows < N)[:, None]
+        cp.async_copy_global_to_shared(
+            k_bufs.index(0), (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
+            mask=ok)
+        cp.async_copy_global_to_shared(
+            v_bufs.index(0), (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
+            mask=ok)
+
+    @gluon.jit
+    def _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                H_Q: gl.constexpr):
+        """The query tile into shared memory, fenced for wgmma (async proxy) reads."""
+        q = gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
+        q_smem.store(q)
+        fence_async_shared()
+
+    @gluon.jit
+    def _attend(q_smem, k_buf, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale,
+                BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+        """One online-softmax step over the landed tile (step 0: the causal diagonal, keys past
+        N masked; the scale is folded into the exponent, qk_scale > 0). Issues P @ V without
+        waiting: returns (m, l, o in flight, alpha, gain)."""
+        mma_s: gl.constexpr = _mma(BN)
+        mma_o: gl.constexpr = _mma(D)
+        sc = warpgroup_mma(q_smem, k_buf.permute((1, 0)),
+                           gl.zeros([BM, BN], gl.float32, layout=mma_s), use_acc=False,
+                           is_async=True)
+        sc = warpgroup_mma_wait(0, deps=(sc, ))
+        if s == 0:
+            cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
+            ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+            sc = gl.where(ok, sc, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        gain = gl.sum(p, axis=1)
+        l_i = l_i * alpha + gain
+        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, mma_o))[:, None]
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+        o = warpgroup_mma(gl.convert_layout(p.to(q_smem.dtype), p_op), v_buf, o, is_async=True)
+        return m_new, l_i, o, alpha, gain
+
+    @gluon.jit
+    def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
+                   BN: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                   STOP_EVERY: gl.constexpr):
+        """The stop rule after walk step w (triton_s2o._stop_bound / _rule_held, with a bit per
+        test and row instead of a [BM, TESTS] matrix): returns (gsum, flags, n_end), n_end = s + 1
+        where the rule held after some tile of the chunk that step w ends."""
+        gsum = gsum * alpha + gain
+        if (w + 1) % STOP_EVERY == 0:
+            if REMAINING:
+                left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
+            else:
+                left = 1
+            on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
+            flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
+            gsum = gl.zeros_like(gsum)
+        if (w + 1) % CHUNK == 0:
+            # held after some tile of the chunk iff no row walked on after it
+            if (~gl.reduce_or(flags, axis=0)) & ((1 << (CHUNK // STOP_EVERY)) - 1):
+                n_end = s + 1
+            flags = gl.zeros_like(flags)
+        return gsum, flags, n_end
+
+    @gluon.jit
+    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM: gl.constexpr,
+                   D: gl.constexpr, STOP_EVERY: gl.constexpr):
+        """The tile's output rows (contiguous [B, Hq, N, D]) and its walked tiles (block_n)."""
+        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
+        out = o / gl.convert_layout(l_i, row_o)[:, None]
+        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
+        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
+                 out.to(O.dtype.element_ty), mask=(rows_o < N)[:, None])
+        n_vis = gl.maximum(s - n_dense, 0)
+        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+
+    @gluon.jit
+    def _s2o_gluon_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                          stride_vb, stride_vh, stride_vn,
+                          N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, SMEM: gl.constexpr,
+                          num_warps: gl.constexpr):
+        """One warpgroup: issues the copies NBUF - 1 steps ahead, computes each step."""
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        # a thread copies 8 columns of a row per piece; TPW_ROWS rows per warp-instruction
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
+            _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                             H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+
+        _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
+                        cols_g)
+        cp.commit_group()
+        for j in gl.static_range(1, NBUF - 1):
+            if j < n_total:
+                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                _issue(k_bufs, v_bufs, j, _step_rows(j, n_sink, n_dense, sink_gap, idx, rows_g, BN),
+                       k_base, v_base, stride_kn, stride_vn, cols_g)
+            cp.commit_group()
+        idx = _table_rows(t_base, NBUF - 1 - n_dense, P, rows_g, BN)  # carried one step ahead
+        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g,
+                cols_g.to(gl.int32), H_Q)
+
+        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        row_ok = offs_m < N
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
+        gsum = gl.zeros([BM], gl.float32, layout=row_s)
+        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        s = 0
+        n_end = n_total
+        while s < n_end:
+            slot = s % NBUF
+            # this step's tile has landed (the later ones may not); Gluon's barrier after the
+            # wait makes every thread's copies visible (as in Triton's own cp.async + wgmma
+            # pipelines) and frees the previous step's buffers (its wgmmas were waited for)
+            cp.wait_group(NBUF - 2)
+            idx = _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs,
+                               v_bufs, k_base, v_base, stride_kn, stride_vn, rows_g, cols_g,
+                               BN, NBUF)
+            m_i, l_i, o, alpha, gain = _attend(q_smem, k_bufs.index(slot), v_bufs.index(slot), s,
+                                               m0, N, offs_m, m_i, l_i, o, qk_scale, BM, BN, D)
+            if s >= n_dense:
+                gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
+                                                gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                STOP_EVERY)
+            # P @ V ran under the stop test only: kept in flight across the loop's back edge,
+            # ptxas serializes every wgmma (C7515)
+            o = warpgroup_mma_wait(0, deps=(o, ))
+            s += 1
+        cp.wait_group(0)  # copies issued ahead of a stop
+        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
+
     @gluon.jit
     def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base, stride_kn,
                      stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
@@ -106,14 +293,8 @@ if HAVE_GLUON:
                 n_end = gl.minimum(n_end, gl.max(stop_smem.load(one), axis=0))
             if j < n_end:
                 if j == 0:
-                    rows = m0 + rows_g
-                    ok = (rows < N)[:, None]
-                    cp.async_copy_global_to_shared(
-                        k_bufs.index(0), (k_base + rows.to(gl.int64) * stride_kn)[:, None]
-                        + cols_g[None, :], mask=ok)
-                    cp.async_copy_global_to_shared(
-                        v_bufs.index(0), (v_base + rows.to(gl.int64) * stride_vn)[:, None]
-                        + cols_g[None, :], mask=ok)
+                    _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N,
+                                    rows_g, cols_g)
                 else:
                     idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                     _issue(k_bufs, v_bufs, slot,
@@ -131,21 +312,13 @@ if HAVE_GLUON:
                      STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
         """Consumer warpgroup: online softmax over the steps as they land, the stop rule;
         releases each buffer after its P @ V. Returns (o, l, steps done)."""
-        dtype: gl.constexpr = q_smem.dtype
-        mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, BN, 16])
-        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, D, 16])
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-        row_s: gl.constexpr = gl.SliceLayout(1, mma_s)
-        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
+        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         offs_m = m0 + gl.arange(0, BM, layout=row_s)
         row_ok = offs_m < N
         m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
         l_i = gl.zeros([BM], gl.float32, layout=row_s)
-        o = gl.zeros([BM, D], gl.float32, layout=mma_o)
-        zero_s = gl.zeros([BM, BN], gl.float32, layout=mma_s)
+        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
         gsum = gl.zeros([BM], gl.float32, layout=row_s)
         flags = gl.zeros([BM], gl.int32, layout=row_s)
         s = 0
@@ -154,199 +327,18 @@ if HAVE_GLUON:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
             fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-            sc = warpgroup_mma(q_smem, k_bufs.index(slot).permute((1, 0)), zero_s,
-                               use_acc=False, is_async=True)
-            sc = warpgroup_mma_wait(0, deps=(sc, ))
-            if s == 0:  # the diagonal: causal by position, keys past N masked
-                cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
-                ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
-                sc = gl.where(ok, sc, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-            p = gl.exp2(sc * qk_scale - m_new[:, None])
-            alpha = gl.exp2(m_i - m_new)
-            gain = gl.sum(p, axis=1)
-            l_i = l_i * alpha + gain
-            m_i = m_new
-            o = o * gl.convert_layout(alpha, row_o)[:, None]
-            o = warpgroup_mma(gl.convert_layout(p.to(dtype), p_op), v_bufs.index(slot), o,
-                              is_async=True)
-            w = s - n_dense
-            if w >= 0:
-                gsum = gsum * alpha + gain
-                if (w + 1) % STOP_EVERY == 0:
-                    if REMAINING:
-                        left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
-                    else:
-                        left = 1
-                    on = (~(gsum * left < tau * l_i)) & row_ok
-                    flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
-                    gsum = gl.zeros([BM], gl.float32, layout=row_s)
-                if (w + 1) % CHUNK == 0:
-                    tests = (1 << (CHUNK // STOP_EVERY)) - 1
-                    if (~gl.reduce_or(flags, axis=0)) & tests:
-                        n_end = s + 1
-                        stop_smem.store(gl.full([1], s + 1, gl.int32, layout=one))
-                    flags = gl.zeros([BM], gl.int32, layout=row_s)
+            m_i, l_i, o, alpha, gain = _attend(q_smem, k_bufs.index(slot), v_bufs.index(slot), s,
+                                               m0, N, offs_m, m_i, l_i, o, qk_scale, BM, BN, D)
+            if s >= n_dense:
+                gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
+                                                gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                STOP_EVERY)
+                if n_end == s + 1:  # tell the producer, before the release below
+                    stop_smem.store(gl.full([1], n_end, gl.int32, layout=one))
             o = warpgroup_mma_wait(0, deps=(o, ))
             mbarrier.arrive(empty.index(slot))
             s += 1
         return o, l_i, s
-
-    @gluon.jit
-    def _s2o_gluon_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
-                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-                          stride_vb, stride_vh, stride_vn,
-                          N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
-                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
-                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr,
-                          PV_ACROSS: gl.constexpr,
-                          SMEM: gl.constexpr, num_warps: gl.constexpr):
-        dtype: gl.constexpr = Q.dtype.element_ty
-        qk_scale = qk_scale.to(gl.float32)
-        tau = tau.to(gl.float32)
-        mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, BN, 16])
-        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, D, 16])
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-        row_s: gl.constexpr = gl.SliceLayout(1, mma_s)
-        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
-        # a thread copies 8 columns of one row per piece, and 32 // TPW_ROWS threads share a row
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
-
-        mt = N_MT - 1 - gl.program_id(0)  # the last query tiles walk the longest prefixes
-        bh = gl.program_id(1)
-        b = bh // H_Q
-        h = bh % H_Q
-        hk = h // GROUP
-        m0 = mt * BM
-        g = m0 // SEG
-        s0 = g * SEG
-        sink_end = gl.minimum(s0, SINK)
-        lo = gl.maximum(s0 - LOCAL, sink_end)
-        n_sink = sink_end // BN
-        n_dense = 1 + n_sink + (m0 - lo) // BN  # the diagonal, the sink, the window's tiles
-        off = gl.load(OFFSETS + g)
-        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
-        n_total = n_dense + (P + BN - 1) // BN
-        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
-        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
-
-        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
-
-        # stream step 0: the diagonal tile (keys past N zero-filled); steps 1 .. NBUF - 2 next
-        diag = m0 + rows_g
-        dmask = (diag < N)[:, None]
-        cp.async_copy_global_to_shared(
-            k_bufs.index(0), (k_base + diag.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
-            mask=dmask)
-        cp.async_copy_global_to_shared(
-            v_bufs.index(0), (v_base + diag.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
-            mask=dmask)
-        cp.commit_group()
-        sink_gap = lo - sink_end
-        for j in gl.static_range(1, NBUF - 1):
-            if j < n_total:
-                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
-                _issue(k_bufs, v_bufs, j, _step_rows(j, n_sink, n_dense, sink_gap, idx, rows_g, BN),
-                       k_base, v_base, stride_kn, stride_vn, cols_g)
-            cp.commit_group()
-        idx = _table_rows(t_base, NBUF - 1 - n_dense, P, rows_g, BN)  # carried one step ahead
-
-        q = gl.load(Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
-                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
-        q_smem.store(q)
-        fence_async_shared()  # generic-proxy stores, read by wgmma (async proxy)
-
-        offs_m = m0 + gl.arange(0, BM, layout=row_s)
-        row_ok = offs_m < N
-        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
-        l_i = gl.zeros([BM], gl.float32, layout=row_s)
-        o = gl.zeros([BM, D], gl.float32, layout=mma_o)
-        if PV_ACROSS:
-            o = warpgroup_mma_init(o)
-        zero_s = gl.zeros([BM, BN], gl.float32, layout=mma_s)
-
-        s = 0
-        n_end = n_total
-        gsum = gl.zeros([BM], gl.float32, layout=row_s)
-        flags = gl.zeros([BM], gl.int32, layout=row_s)
-        while s < n_end:
-            slot = s % NBUF
-            # this step's tile has landed (the later ones may not); Gluon's barrier after the
-            # wait makes every thread's copies visible (as in Triton's own cp.async + wgmma
-            # pipelines) and frees the previous step's buffers (its wgmmas were waited for)
-            cp.wait_group(NBUF - 2)
-            if not PV_ACROSS:  # the previous P @ V was waited for: its buffers are free
-                idx = _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs,
-                                   v_bufs, k_base, v_base, stride_kn, stride_vn, rows_g, cols_g,
-                                   BN, NBUF)
-            sc = warpgroup_mma(q_smem, k_bufs.index(slot).permute((1, 0)), zero_s,
-                               use_acc=False, is_async=True)
-            if PV_ACROSS:  # the previous P @ V ran on under this Q K^T
-                sc, o = warpgroup_mma_wait(0, deps=(sc, o))
-                idx = _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs,
-                                   v_bufs, k_base, v_base, stride_kn, stride_vn, rows_g, cols_g,
-                                   BN, NBUF)
-            else:
-                sc = warpgroup_mma_wait(0, deps=(sc, ))
-
-            if s == 0:  # the diagonal: causal by position, keys past N masked
-                cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
-                ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
-                sc = gl.where(ok, sc, float("-inf"))
-            # the scale folded into the exponent (qk_scale > 0): one FFMA per logit
-            m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-            p = gl.exp2(sc * qk_scale - m_new[:, None])
-            alpha = gl.exp2(m_i - m_new)
-            gain = gl.sum(p, axis=1)
-            l_i = l_i * alpha + gain
-            m_i = m_new
-            o = o * gl.convert_layout(alpha, row_o)[:, None]
-            o = warpgroup_mma(gl.convert_layout(p.to(dtype), p_op), v_bufs.index(slot), o,
-                              is_async=True)
-
-            w = s - n_dense  # walk step (>= 0 in the walk)
-            if w >= 0:
-                gsum = gsum * alpha + gain
-                if (w + 1) % STOP_EVERY == 0:
-                    if REMAINING:
-                        left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
-                    else:
-                        left = 1
-                    on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
-                    flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
-                    gsum = gl.zeros([BM], gl.float32, layout=row_s)
-                if (w + 1) % CHUNK == 0:
-                    # held after some tile of the chunk iff no row walked on after it
-                    tests = (1 << (CHUNK // STOP_EVERY)) - 1
-                    if (~gl.reduce_or(flags, axis=0)) & tests:
-                        n_end = s + 1
-                    flags = gl.zeros([BM], gl.int32, layout=row_s)
-            if not PV_ACROSS:
-                # P @ V ran under the walk's bookkeeping only
-                o = warpgroup_mma_wait(0, deps=(o, ))
-            s += 1
-        if PV_ACROSS:
-            o = warpgroup_mma_wait(0, deps=(o, ))
-
-        cp.wait_group(0)  # copies issued ahead of a stop
-        out = o / gl.convert_layout(l_i, row_o)[:, None]
-        rows_o = m0 + gl.arange(0, BM, layout=row_o)
-        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, mma_o))
-        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
-                 out.to(dtype), mask=(rows_o < N)[:, None])
-        n_vis = gl.maximum(s - n_dense, 0)
-        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
-
 
     @gluon.jit
     def _s2o_gluon_ws_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -360,32 +352,15 @@ if HAVE_GLUON:
                              PRODUCER_REGS: gl.constexpr, SMEM: gl.constexpr,
                              num_warps: gl.constexpr):
         """Warp-specialized: PW producer warps gather, one consumer warpgroup computes."""
-        dtype: gl.constexpr = Q.dtype.element_ty
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
         rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
         cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        mt = N_MT - 1 - gl.program_id(0)
-        bh = gl.program_id(1)
-        b = bh // H_Q
-        h = bh % H_Q
-        hk = h // GROUP
-        m0 = mt * BM
-        g = m0 // SEG
-        s0 = g * SEG
-        sink_end = gl.minimum(s0, SINK)
-        lo = gl.maximum(s0 - LOCAL, sink_end)
-        n_sink = sink_end // BN
-        n_dense = 1 + n_sink + (m0 - lo) // BN
-        off = gl.load(OFFSETS + g)
-        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
-        n_total = n_dense + (P + BN - 1) // BN
-        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
-        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
-
+        mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
+            _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                             H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
+        dtype: gl.constexpr = Q.dtype.element_ty
         q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
         k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
         v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
@@ -395,34 +370,19 @@ if HAVE_GLUON:
         for i in gl.static_range(NBUF):
             mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
             mbarrier.init(empty.index(i), count=1)
-        stop_smem.store(gl.full([1], n_total, gl.int32, layout=one))
-        q = gl.load(Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
-                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
-        q_smem.store(q)
-        fence_async_shared()  # Q and the barriers, before wgmma and the async arrivals
-        gl.thread_barrier()
+        stop_smem.store(gl.full([1], n_total, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0])))
+        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
+        gl.thread_barrier()  # the barriers and stop_smem, before either partition starts
 
         o, l_i, s = gl.warp_specialize([
             (_ws_consumer, (q_smem, k_bufs, v_bufs, ready, empty, stop_smem, m0, N, P, n_dense,
                             n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY,
                             NBUF)),
             (_ws_producer, (k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base,
-                            stride_kn, stride_vn, m0, N, P, n_sink, n_dense, lo - sink_end,
+                            stride_kn, stride_vn, m0, N, P, n_sink, n_dense, sink_gap,
                             n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [PW], [PRODUCER_REGS])
-
-        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, D, 16])
-        row_o: gl.constexpr = gl.SliceLayout(1, mma_o)
-        out = o / gl.convert_layout(l_i, row_o)[:, None]
-        rows_o = m0 + gl.arange(0, BM, layout=row_o)
-        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, mma_o))
-        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
-                 out.to(dtype), mask=(rows_o < N)[:, None])
-        n_vis = gl.maximum(s - n_dense, 0)
-        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
-
+        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | None:
     """Why the Gluon kernel cannot take this call (None: it can). The Triton kernel takes the
@@ -449,18 +409,16 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
 
 
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
-                    pv_across: bool = False, ws: bool = False, producer_warps: int = 4,
-                    producer_regs: int = 56):
+                    ws: bool = False, producer_warps: int = 4, producer_regs: int = 56):
     """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table."""
-    from triton.experimental.gluon import language as gl
     B, Hq, N, D = q.shape
     n_mt = triton.cdiv(N, BLOCK)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     smem = gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16)
     stop_every = cfg.block_n // BLOCK
-    kernel, extra = _s2o_gluon_kernel, dict(PV_ACROSS=pv_across, num_warps=4)
+    kernel, extra = _s2o_gluon_kernel, dict(num_warps=4)
     if ws:
         kernel = _s2o_gluon_ws_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, num_warps=4,
