@@ -7,8 +7,13 @@ torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
   tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
   scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11).
-  Sequences shorter than min_seq_len run dense SDPA. The output is always contiguous
-  [B, Hq, N, D]; density is float32 [B, Hq].
+  Sequences shorter than min_seq_len (kv_len) run dense SDPA. The output is always contiguous
+  [B, Hq, L, D]; density is float32 [B, Hq].
+
+q [B, Hq, L, D] with k, v [B, Hkv, N, D], L <= N: L = N is a whole prefill; L < N a chunked
+prefill, whose queries are the last L positions (causal aligned to the lower right, as
+FlashAttention's causal and torch.nn.attention.bias.causal_lower_right; SDPA's is_causal=True
+aligns to the upper left instead, and attention.sparse_attention spells out which one).
 
 The config travels as the S2OConfig fields in declaration order (config_args / S2OConfig(*args)).
 """
@@ -20,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op
+from torch.nn.attention.bias import causal_lower_right
 
 from .config import S2OConfig
 from .kernels import triton_s2o
+from .kernels.layout import causal_pairs
 from .kernels.reference import s2o_attention_reference
 from .validation import check_attention_inputs
 
@@ -40,16 +47,18 @@ def _static(x):
     return x
 
 
-def causal_pairs(n: int) -> int:
-    return n * (n + 1) // 2
-
-
 def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True):
     """Causal SDPA and a density of ones: what S2O runs below min_seq_len. contiguous=False
     keeps SDPA's own output layout (the Python front end; the op promises a contiguous one);
-    stats=False returns the output alone."""
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                         enable_gqa=bool(q.shape[1] != k.shape[1]))
+    stats=False returns the output alone. q shorter than k: the last positions (lower right)."""
+    gqa = bool(q.shape[1] != k.shape[1])
+    if q.shape[2] == k.shape[2]:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:  # the lower-right causal mask, without materializing it where a kernel supports it
+        if gqa:  # CausalBias takes no enable_gqa
+            k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale,
+                                             attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
     if not stats:
         return out
     density = torch.ones(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
@@ -70,7 +79,7 @@ def sparse_attention_eager(
     if q.device.type == "cuda":
         return triton_s2o.s2o_attention(q, k, v, scale, cfg)
     out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
-    return out, (pairs.double() / causal_pairs(q.shape[2])).float()
+    return out, (pairs.double() / causal_pairs(q.shape[2], k.shape[2])).float()
 
 
 @sparse_attention_eager.register_fake
@@ -93,7 +102,7 @@ def sparse_attention_op(
                                           min_seq_len, stop_rule, pack_gqa, pool_rows,
                                           rank_per_head, walk_chunk))
     cfg = S2OConfig(*cfg_args)
-    if q.shape[2] < cfg.min_seq_len:
+    if k.shape[2] < cfg.min_seq_len:
         return dense_attention(q, k, v, scale)
     symbolic = any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape))
     if q.device.type == "cuda" and not symbolic:

@@ -31,9 +31,11 @@ def check_attention_inputs(q, k, v, enable_gqa: bool = True) -> None:
     Bk, Hkv, Nk, Dk = k.shape
     if Bk != B:
         raise ValueError(f"s2o: key/value batch {Bk} differs from query batch {B}")
-    if Nk != N:
-        raise ValueError(f"s2o: key/value length {Nk} differs from query length {N}; "
-                         "only self-attention prefill (q_len == kv_len) is supported")
+    if Nk < N:
+        raise ValueError(f"s2o: key/value length {Nk} differs from query length {N}: S2O needs "
+                         "at least as many keys as queries (self-attention prefill, q_len == "
+                         "kv_len, or a chunked prefill whose queries are the last q_len of the "
+                         "kv_len positions)")
     if Dk != D:
         raise ValueError(f"s2o: key/value head_dim {Dk} differs from query head_dim {D}")
     if not 1 <= D <= MAX_HEAD_DIM:

@@ -22,7 +22,7 @@ def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
-                   cfg: S2OConfig) -> torch.Tensor:
+                   cfg: S2OConfig, first: int = 0) -> torch.Tensor:
     """Estimated logit of every prefix key for one segment: [B, Hkv, P] (float32).
 
     pooling="mean" is the paper's: one representative query, the mean over the segment's queries
@@ -30,6 +30,9 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
     pooling="max": one mean query per (query head, pool_rows positions) and the max of their scores,
     so a key that matters to any head or query tile of the segment ranks high (heads of a GQA
     group often favour different keys, which a group mean dilutes).
+    first: the position of q_seg's first query inside its segment (> 0 only in the first segment
+    of a chunked prefill): the pool_rows groups stay aligned to the segment, and a group without
+    queries has no representative.
     """
     B, Hq, L, D = q_seg.shape
     Hkv = k_prefix.shape[1]
@@ -38,8 +41,9 @@ def segment_scores(q_seg: torch.Tensor, k_prefix: torch.Tensor, scale: float,
         rep = qg.mean(dim=(2, 3)).unsqueeze(2)  # [B, Hkv, 1, D]
     else:
         rows = min(cfg.pool_rows, cfg.segment_size)
-        tiles = math.ceil(L / rows)
-        tile_of_row = torch.arange(L, device=q_seg.device) // rows
+        tile_of_row = (first + torch.arange(L, device=q_seg.device)) // rows
+        tile_of_row = tile_of_row - tile_of_row[0]  # groups without queries: none
+        tiles = int(tile_of_row[-1]) + 1
         sums = torch.zeros(B, Hkv, Hq // Hkv, tiles, D, device=q_seg.device, dtype=q_seg.dtype)
         sums.index_add_(3, tile_of_row, qg)
         counts = torch.bincount(tile_of_row, minlength=tiles).to(q_seg.dtype)
@@ -85,16 +89,19 @@ def priority_of(scores: torch.Tensor, cfg: S2OConfig) -> torch.Tensor:
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float,
                       cfg: S2OConfig) -> torch.Tensor:
     """The flat index table [B, R, total] int32 of absolute key positions (layout.py); R is
-    Hkv, or Hq with rank_per_head (each query head ranks the keys of its kv head)."""
+    Hkv, or Hq with rank_per_head (each query head ranks the keys of its kv head).
+    q may be shorter than k (chunked prefill): its queries are the last positions."""
     if cfg.rank_per_head:
         k = _expand_heads(k, q.shape[1] // k.shape[1])
     B, Hkv, N, _ = k.shape
+    q0 = N - q.shape[2]  # the first query's position
     parts = []
-    for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window):
+    for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, q0):
         if seg.prefix_len == 0:
             continue
-        scores = segment_scores(q[:, :, seg.start:seg.end].float(),
-                                k[:, :, seg.sink_end:seg.lo].float(), scale, cfg)
+        scores = segment_scores(q[:, :, seg.start - q0:seg.end - q0].float(),
+                                k[:, :, seg.sink_end:seg.lo].float(), scale, cfg,
+                                first=seg.start - seg.index * cfg.segment_size)
         parts.append((order_prefix(scores, cfg) + seg.sink_end).to(torch.int32))
     if not parts:
         return torch.empty(B, Hkv, 0, dtype=torch.int32, device=q.device)
@@ -108,27 +115,32 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
     which it first held).
 
     A query tile is BM positions x hpt query heads of one GQA group (layout.heads_per_tile): its
-    rows stop together. Returns (out [B, Hq, N, D] in q's dtype, visited [B, Hq, ceil(N / BM)]
-    int64: key tiles of the ranked prefix each head's position tile visited, pairs [B, Hq] int64:
-    QK pairs computed).
+    rows stop together. q [B, Hq, L, D] may be shorter than k and v [B, Hkv, N, D] (chunked
+    prefill): its queries are positions N - L .. N - 1, causal by position, and query tiles stay
+    aligned to multiples of BM. Returns (out [B, Hq, L, D] in q's dtype, visited [B, Hq, tiles]
+    int64: key tiles of the ranked prefix each position tile visited, from the tile holding
+    the first query, pairs [B, Hq] int64: QK pairs computed).
     """
-    B, Hq, N, D = q.shape
-    Hkv = k.shape[1]
+    B, Hq, L_all, D = q.shape
+    Hkv, N = k.shape[1], k.shape[2]
+    q0 = N - L_all  # the first query's position
     group = Hq // Hkv
     hpt = heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
     BM, BN, tau = cfg.block_m // hpt, cfg.block_n, float(cfg.threshold)
-    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
-    visited = torch.zeros(B, Hq, math.ceil(N / BM), dtype=torch.int64, device=q.device)
+    out = torch.empty(B, Hq, L_all, D, dtype=q.dtype, device=q.device)
+    visited = torch.zeros(B, Hq, math.ceil(N / BM) - q0 // BM, dtype=torch.int64,
+                          device=q.device)
     pairs = torch.zeros(B, Hq, dtype=torch.int64, device=q.device)
-    offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window).tolist()
+    offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,
+                            q_start=q0).tolist()
     kf, vf = k.float(), v.float()
     kv_group = group  # query heads per table row
     if cfg.rank_per_head:  # one table row per query head: gather from per-head copies of K/V
         kf, vf, kv_group = _expand_heads(kf, group), _expand_heads(vf, group), 1
 
-    for g, seg in enumerate(segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window)):
-        L = seg.end - seg.start
-        qs = q[:, :, seg.start:seg.end].float() * scale
+    for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, q0):
+        g, L = seg.index, seg.end - seg.start
+        qs = q[:, :, seg.start - q0:seg.end - q0].float() * scale
         qpos = torch.arange(seg.start, seg.end, device=q.device)
 
         # Pass 1: dense over sink + [lo, end), causal by original position.
@@ -146,10 +158,11 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
         # Pass 2: the ranked prefix, tile by tile; each query tile stops on its own.
         table = index[:, :, offsets[g]:offsets[g + 1]].long()
         P = table.shape[-1]
-        n_qt = math.ceil(L / BM)
-        qt0 = seg.start // BM
-        rows_per_tile = torch.tensor([min(BM, L - t * BM) for t in range(n_qt)], device=q.device)
-        tile_of_row = torch.arange(L, device=q.device) // BM
+        qt0 = seg.start // BM  # the segment's first query tile (a chunk's may be partial)
+        n_qt = (seg.end - 1) // BM - qt0 + 1
+        tile_of_row = qpos // BM - qt0
+        rows_per_tile = torch.bincount(tile_of_row, minlength=n_qt)
+        qt0 -= q0 // BM  # as an index of visited
         active = torch.ones(B, Hq, n_qt, dtype=torch.bool, device=q.device)
         stopped = torch.zeros_like(active)  # the rule held in this chunk: walk to its end
         for t0 in range(0, P, BN):
@@ -181,7 +194,7 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
             stopped |= stop.expand(B, Hq // hpt, hpt, n_qt).reshape(B, Hq, n_qt)
             if (t0 + BN) % cfg.walk_chunk == 0:  # a chunk's last tile: decide
                 active &= ~stopped
-        out[:, :, seg.start:seg.end] = (acc / l[..., None]).to(q.dtype)
+        out[:, :, seg.start - q0:seg.end - q0] = (acc / l[..., None]).to(q.dtype)
     return out, visited, pairs
 
 
@@ -194,6 +207,7 @@ def _tile_sum(x: torch.Tensor, tile_of_row: torch.Tensor, n_qt: int, hpt: int) -
 
 
 def s2o_attention_reference(q, k, v, scale: float, cfg: S2OConfig):
-    """Full S2O on [B, Hq, N, D] / [B, Hkv, N, D]: returns (out, visited, pairs)."""
+    """Full S2O on [B, Hq, L, D] / [B, Hkv, N, D] (L = N, or L < N for the last L positions of
+    a chunked prefill): returns (out, visited, pairs)."""
     index = build_index_table(q, k, scale, cfg)
     return attention_with_table(q, k, v, index, scale, cfg)

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import (heads_per_tile, num_segments, segments, table_heads,
+from .layout import (causal_pairs, heads_per_tile, num_segments, segments, table_heads,
                      table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
@@ -114,13 +114,16 @@ def _load_rows(ptrs, offs_d, D_IN: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
-def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP, N_REP,
+def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, Q0, H_KV, GROUP, N_REP,
                          SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                          REPS: tl.constexpr, TP: tl.constexpr, RB: tl.constexpr, D: tl.constexpr,
                          D_IN: tl.constexpr):
     """Representative query r of segment r // TP: the mean of HPR query heads over ROWS rows.
-    Rows j = r % TP >= REPS of a segment are padding (the scores kernel masks them)."""
-    r = tl.program_id(0)
+    Rows j = r % TP >= REPS of a segment are padding (the scores kernel masks them). Chunked
+    prefill: the queries are positions [Q0, N) (row p of Q is position Q0 + p); the grid starts
+    at the segment holding Q0, and the rows before Q0 are not there (a group of ROWS positions
+    without queries is masked by the scores kernel too)."""
+    r = tl.program_id(0) + (Q0 // SEG) * TP
     bhk = tl.program_id(1)
     b = bhk // H_KV
     hk = bhk % H_KV
@@ -130,6 +133,7 @@ def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP
     t = j // slots
     r0 = g * SEG + t * ROWS
     r1 = tl.minimum(tl.minimum(r0 + ROWS, N), (g + 1) * SEG)
+    r0 = tl.maximum(r0, Q0)
     r1 = tl.where(j < REPS, r1, r0)
     offs_d = tl.arange(0, D)
     acc = tl.zeros([RB, D], dtype=tl.float32)  # summed over rows once, after the loop
@@ -138,10 +142,10 @@ def _pool_queries_kernel(Q, REP, stride_qb, stride_qh, stride_qn, N, H_KV, GROUP
         base = Q + b.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
         for row in range(r0, r1, RB):
             rows = row + tl.arange(0, RB)
-            x = tl.load(base + rows[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
+            x = tl.load(base + (rows - Q0)[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                         mask=_row_col_mask(rows < r1, offs_d, D_IN, D), other=0.0)
             acc += x.to(tl.float32)
-    cnt = tl.maximum(HPR * (r1 - r0), 1).to(tl.float32)
+    cnt = tl.maximum(HPR * (r1 - r0), 1).to(tl.float32)  # r1 < r0: no rows
     tl.store(REP + (bhk.to(tl.int64) * N_REP + r) * D + offs_d,
              (tl.sum(acc, axis=0) / cnt).to(REP.dtype.element_ty))
 
@@ -153,7 +157,7 @@ def _max_keep_nan(a, b):
 
 @triton.jit
 def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                          N, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, scale, SINK, LOCAL,
+                          N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, scale, SINK, LOCAL,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
@@ -169,8 +173,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                  + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
                  mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
     n_rep = N_SEG * TP
-    # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL.
-    g_first = (c0 + LOCAL + SINK) // SEG
+    # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL; chunked prefill:
+    # the segments before the one holding the first query (Q0) have none.
+    g_first = tl.maximum((c0 + LOCAL + SINK) // SEG, Q0 // SEG)
     rep_base = REP + bhk.to(tl.int64) * n_rep * D
     for sb in range(g_first // SB * SB, N_SEG, SB):
         segs = sb + tl.arange(0, SB)
@@ -179,7 +184,8 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
         # (tl.max drops it), so that the key ranks first (priority_of)
         smax = tl.full([SB, BK], float("-inf"), dtype=tl.float32)
         for j in range(0, TP):
-            row_ok = (segs < N_SEG) & (j < REPS) & (segs * SEG + (j // (GROUP // HPR)) * ROWS < N)
+            first_row = segs * SEG + (j // (GROUP // HPR)) * ROWS
+            row_ok = (segs < N_SEG) & (j < REPS) & (first_row < N) & (first_row + ROWS > Q0)
             rep = tl.load(rep_base + (segs * TP + j)[:, None] * D + offs_d[None, :],
                           mask=row_ok[:, None], other=0.0)
             if IEEE:
@@ -187,12 +193,10 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
             else:
                 s = tl.dot(rep, tl.trans(kc)) * scale
             smax = _max_keep_nan(smax, tl.where(row_ok[:, None], s, float("-inf")))
-        s0 = segs * SEG
-        sink_end = tl.minimum(s0, SINK)
-        lo = tl.maximum(s0 - LOCAL, sink_end)
-        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < lo[:, None]) \
-            & (segs < N_SEG)[:, None]
+        sink_end = tl.minimum(segs * SEG, SINK)
         off = tl.load(OFFSETS + segs, mask=segs < N_SEG, other=0)
+        P = tl.load(OFFSETS + segs + 1, mask=segs < N_SEG, other=0) - off  # 0 before Q0's
+        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < sink_end[:, None] + P[:, None])
         dst = SCORES + bhk.to(tl.int64) * TOTAL + off[:, None] + (cols[None, :] - sink_end[:, None])
         tl.store(dst, smax, mask=valid)
         rowmax = tl.max(tl.where(valid & (smax == smax), smax, float("-inf")), axis=1)
@@ -297,20 +301,23 @@ def _rule_held(bound, row_ok, tau, MEAN: tl.constexpr):
 def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn,
-                          N, H_Q, GROUP, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                          N, Q0, H_Q, GROUP, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
                           SEG: tl.constexpr, BM: tl.constexpr, HPT: tl.constexpr,
                           BN: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
                           STOP_EVERY: tl.constexpr, KEY_ORDER: tl.constexpr):
-    """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group."""
+    """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group.
+    Chunked prefill: the queries are positions [Q0, N) (row p of Q and O is position Q0 + p);
+    the N_MT tiles start at the one holding Q0, whose rows before it are masked."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
     BMP: tl.constexpr = BM // HPT  # positions per tile
-    mt = tl.program_id(0)
+    mt_out = tl.program_id(0)  # the tile's slot in VISITED
     if LONGEST_FIRST:  # the last query tiles walk the longest prefixes: start them first
-        mt = N_MT - 1 - mt
+        mt_out = N_MT - 1 - mt_out
+    mt = mt_out + Q0 // BMP
     pid = tl.program_id(1)  # (batch, kv head, slot of HPT heads in the group)
     b = pid // (H_Q // HPT)
     h0 = (pid % (H_Q // HPT)) * HPT  # first query head of the tile
@@ -327,9 +334,9 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     head = h0 + rows // BMP  # the row's query head
     offs_n = tl.arange(0, BN)
     offs_d = tl.arange(0, D)
-    row_ok = offs_m < N
+    row_ok = (offs_m >= Q0) & (offs_m < N)
     q = tl.load(Q + b.to(tl.int64) * stride_qb + head[:, None].to(tl.int64) * stride_qh
-                + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
+                + (offs_m - Q0)[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                 mask=_row_col_mask(row_ok, offs_d, D_IN, D), other=0.0)
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
@@ -427,12 +434,12 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             go = (t < P) & ~_rule_held(bound, row_ok, tau, MEAN)
 
     out = acc / l_i[:, None]
-    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * N + offs_m[:, None]) * D_IN
+    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * (N - Q0) + offs_m[:, None] - Q0) * D_IN
              + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=_row_col_mask(row_ok, offs_d, D_IN, D))
     n_vis = (n_vis + STOP_EVERY - 1) // STOP_EVERY  # in block_n tiles
     for i in tl.static_range(HPT):
-        tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt, n_vis)
+        tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt_out, n_vis)
 
 
 def _launch(kernel, grid, *args, **kwargs):
@@ -450,15 +457,18 @@ def _launch(kernel, grid, *args, **kwargs):
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OConfig):
     """Flat int32 index table [B, R, total] and offsets [G + 1] (layout.py), on the device.
     R = Hkv, or Hq with rank_per_head: the kernels then rank per query head (a group of 1)
-    and read K of kv head h // group."""
-    B, Hq, N, D = q.shape
+    and read K of kv head h // group. q may be shorter than k (chunked prefill: the last
+    positions); the segments before the first query's get empty prefixes."""
+    B, Hq, L, D = q.shape
+    N = k.shape[2]
+    q0 = N - L  # the first query's position
     R = table_heads(Hq, k.shape[1], cfg.rank_per_head)  # table rows per batch
     group = Hq // R  # query heads pooled per table row (1 with rank_per_head)
     kv_div = R // k.shape[1]  # table rows per kv head (the GQA group with rank_per_head, else 1)
     S = cfg.segment_size
     G = num_segments(N, S)
-    offsets = table_offsets(N, S, cfg.sink_tokens, cfg.local_window, q.device)
-    total = table_size(N, S, cfg.sink_tokens, cfg.local_window)
+    offsets = table_offsets(N, S, cfg.sink_tokens, cfg.local_window, q.device, q0)
+    total = table_size(N, S, cfg.sink_tokens, cfg.local_window, q0)
     table = torch.empty(B, R, total, dtype=torch.int32, device=q.device)
     if total == 0:
         return table, offsets
@@ -473,8 +483,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     # the scores kernel multiplies in k's dtype: reps stored in it are half the bytes it reads
     rep = torch.empty(B, R, G * TP, DP, dtype=k.dtype, device=q.device)
     meta = dict(SEG=S, ROWS=rows, HPR=hpr, REPS=reps, TP=TP, D=DP, D_IN=D)
-    _launch(_pool_queries_kernel, (G * TP, B * R), q, rep, q.stride(0), q.stride(1),
-            q.stride(2), N, R, group, G * TP, RB=32, **meta)
+    _launch(_pool_queries_kernel, ((G - q0 // S) * TP, B * R), q, rep, q.stride(0), q.stride(1),
+            q.stride(2), N, q0, R, group, G * TP, RB=32, **meta)
 
     # "sort" scores in place in the table (same layout, same 4 bytes) to save its size in memory
     scores = (torch.empty(B, R, total, dtype=torch.float32, device=q.device)
@@ -482,7 +492,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     SB, BK, warps = SCORE_TILES
     _launch(_prefix_scores_kernel, (B * R, triton.cdiv(N, BK)), k, rep, scores, segmax, offsets,
-            k.stride(0), k.stride(1), k.stride(2), N, R, group, kv_div, G, total, scale,
+            k.stride(0), k.stride(1), k.stride(2), N, q0, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
             IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
 
@@ -491,7 +501,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
                 cfg.sink_tokens, float(cfg.tier_width), SEG=S, NT=cfg.num_tiers,
                 TP=triton.next_power_of_2(cfg.num_tiers + 1), CH=256)
     else:
-        _sorted_table(table, segmax, offsets, N, cfg)
+        _sorted_table(table, segmax, offsets, N, q0, cfg)
     return table, offsets
 
 
@@ -503,7 +513,7 @@ SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
 SORT_WARPS = 1
 
 
-def _sorted_table(table, segmax, offsets, N, cfg):
+def _sorted_table(table, segmax, offsets, N, q0, cfg):
     """ordering="sort": a stable sort per segment of the 7-bit priority (reference.priority_of),
     as a counting sort over blocks of SORT_BLOCK keys.
 
@@ -518,20 +528,21 @@ def _sorted_table(table, segmax, offsets, N, cfg):
     session 7)."""
     B, R, total = table.shape
     S, BLK = cfg.segment_size, SORT_BLOCK
-    segs = segments(N, S, cfg.sink_tokens, cfg.local_window)
+    G = offsets.numel() - 1  # every segment's, empty before the first query's
     per_segment = (offsets[1:] - offsets[:-1] + BLK - 1) // BLK  # blocks per segment
-    n_blocks = sum(triton.cdiv(sg.prefix_len, BLK) for sg in segs)  # from shapes: no sync
+    n_blocks = sum(triton.cdiv(sg.prefix_len, BLK)  # from shapes: no sync
+                   for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q0))
     block_offsets = torch.nn.functional.pad(torch.cumsum(per_segment, 0), (1, 0))
-    block_segment = torch.repeat_interleave(torch.arange(len(segs), device=table.device),
+    block_segment = torch.repeat_interleave(torch.arange(G, device=table.device),
                                             per_segment, output_size=n_blocks)
     keys = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
     counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
     grid = (n_blocks, B * R)
     meta = dict(BLK=BLK, NB=SORT_BINS)
     _launch(_block_keys_kernel, grid, table.view(torch.float32), segmax, offsets, block_offsets,
-            block_segment, keys, counts, total, len(segs), STEPS=SORT_STEPS_PER_LOGIT,
+            block_segment, keys, counts, total, G, STEPS=SORT_STEPS_PER_LOGIT,
             LAST=SORT_MAX_KEY - 1, **meta)
-    _launch(_block_starts_kernel, (len(segs), B * R), counts, block_offsets, n_blocks,
+    _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
     _launch(_block_sort_scatter_kernel, grid, keys, counts, table, offsets, block_offsets,
             block_segment, total, cfg.sink_tokens, SEG=S, num_warps=SORT_WARPS, **meta)
@@ -633,16 +644,20 @@ def whole_tiles(cfg: S2OConfig, positions_per_tile: int, scale: float) -> bool:
 
 def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, num_warps=None,
                          num_stages=3, **launch_options):
-    """Runs the attention kernel: (out contiguous [B, Hq, N, D], visited int32 [B, Hq, n_mt]).
+    """Runs the attention kernel: (out contiguous [B, Hq, L, D], visited int32 [B, Hq, n_mt]).
+    q [B, Hq, L, D] may be shorter than k and v [B, Hkv, N, D] (chunked prefill: positions
+    N - L .. N - 1; offsets from table_offsets(..., q_start=N - L)); n_mt counts the query tiles
+    from the one holding the first query.
     table None (threshold 0 only): the walk takes every prefix in key order (walks_in_key_order).
     launch_options: A/B runs: Triton options (maxnreg), the kernel's switches (LONGEST_FIRST) or
     SUB_TILE_N (keys per step, a divisor of block_n)."""
-    B, Hq, N, D = q.shape
-    Hkv = k.shape[1]
+    B, Hq, L, D = q.shape
+    Hkv, N = k.shape[1], k.shape[2]
+    q0 = N - L
     BM = cfg.block_m
     hpt = heads_per_tile(Hq // Hkv, BM, cfg.pack_gqa)
-    n_mt = triton.cdiv(N, BM // hpt)
-    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    n_mt = triton.cdiv(N, BM // hpt) - q0 // (BM // hpt)
+    out = torch.empty(B, Hq, L, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     bn = launch_options.pop("SUB_TILE_N", None) or sub_tile(cfg)  # A/B runs: another step width
     stop_every = cfg.block_n // bn
@@ -661,7 +676,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     switches.update(launch_options)  # A/B runs override any of them
     _launch(_s2o_attention_kernel, (n_mt, B * Hq // hpt), q, k, v, out, table_arg, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), N, Hq, Hq // Hkv, t_div, n_mt, total,
+            v.stride(0), v.stride(1), v.stride(2), N, q0, Hq, Hq // Hkv, t_div, n_mt, total,
             scale * 1.4426950408889634, float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
             SEG=cfg.segment_size, BM=BM, HPT=hpt, BN=bn, D=padded_head_dim(D), D_IN=D,
             IEEE=q.dtype == torch.float32,
@@ -671,18 +686,19 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
 
 
 def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig,
-                       group: int = 1) -> torch.Tensor:
+                       group: int = 1, q_start: int = 0) -> torch.Tensor:
     """QK pairs computed per (batch, query head), from the visited tiles: int64 [B, Hq]
-    (group: query heads per kv head, which sets the positions per query tile)."""
+    (group: query heads per kv head, which sets the positions per query tile; q_start: the
+    first query's position, > 0 in a chunked prefill)."""
     S = cfg.segment_size
     BM = cfg.block_m // heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
     dev = visited.device
     # pass 1 (sink, local, own keys) depends on shapes only: counted on the host, no kernels
     dense = sum((sg.end - sg.start) * (sg.sink_end - sg.lo + 1)
                 + (sg.start + sg.end - 1) * (sg.end - sg.start) // 2
-                for sg in segments(N, S, cfg.sink_tokens, cfg.local_window))
-    m0 = torch.arange(visited.shape[-1], device=dev) * BM
-    rows = torch.clamp(N - m0, max=BM)
+                for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q_start))
+    m0 = (torch.arange(visited.shape[-1], device=dev) + q_start // BM) * BM
+    rows = torch.clamp(N - m0, max=BM) - torch.clamp(q_start - m0, min=0)
     g0 = (m0 // S) * S
     prefix = torch.clamp(g0 - cfg.local_window - cfg.sink_tokens, min=0)
     sparse = rows * torch.minimum(visited.to(torch.int64) * cfg.block_n, prefix)
@@ -699,16 +715,18 @@ def walk_table(q, k, scale: float, cfg: S2OConfig):
     """What the walk reads: (index table, offsets), or (None, offsets) where it walks in key
     order (no ranking)."""
     if walks_in_key_order(cfg):
-        return None, table_offsets(q.shape[2], cfg.segment_size, cfg.sink_tokens,
-                                   cfg.local_window, q.device)
+        N = k.shape[2]
+        return None, table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,
+                                   q.device, q_start=N - q.shape[2])
     return build_index_table(q, k, scale, cfg)
 
 
 def s2o_attention(q, k, v, scale: float, cfg: S2OConfig):
-    """Full S2O on the GPU: (out, density float32 [B, Hq])."""
+    """Full S2O on the GPU: (out, density float32 [B, Hq]). q may be shorter than k and v
+    (chunked prefill: the last positions)."""
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     table, offsets = walk_table(q, k, scale, cfg)
     out, visited = attention_with_table(q, k, v, table, offsets, scale, cfg)
-    N = q.shape[2]
-    density = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1]).double() / (N * (N + 1) // 2)
-    return out, density.float()
+    L, N = q.shape[2], k.shape[2]
+    pairs = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1], q_start=N - L)
+    return out, (pairs.double() / causal_pairs(L, N)).float()
