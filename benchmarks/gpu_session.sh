@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -116,6 +116,12 @@ for stage in "$@"; do
     headn)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.1 0.3 0.6 --segment-size ${SEG:-1024} \
               --rank-per-head true --out "$OUT/bench_head_n.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_head_n.log" ;;
     oracle) python benchmarks/oracle_density.py --seq-len 131072 --out "$OUT/oracle.json" 2>&1 | tee "$OUT/oracle.log" ;;
+    # chunked (session 10): chunked prefill, the last q_len queries of a kv_len context
+    chunked) python -m pytest -q -p no:cacheprovider tests/test_chunked_prefill.py 2>&1 | tail -5 | tee "$OUT/chunked_tests.log"
+            python benchmarks/chunked_prefill.py --kv-lens 131072 32768 --q-lens 32768 8192 2048 512 \
+              --taus 0 0.8 --out "$OUT/chunked.json" 2>&1 | tee "$OUT/chunked.log" ;;
+    bench08) python -m s2o_compile bench --seq-lens 131072 32768 --taus 0.8 0.9 \
+              --out "$OUT/bench08.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench08.log" ;;
     sweep)  python -m s2o_compile bench --seq-lens 32768 65536 --taus 0 0.6 0.75 0.8 0.9 0.95 \
               --out "$OUT/sweep.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/sweep.log" ;;
     bench)  python -m s2o_compile bench --seq-lens 8192 16384 32768 65536 131072 \

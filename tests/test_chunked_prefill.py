@@ -1,0 +1,172 @@
+"""Chunked prefill: q_len < kv_len, the queries are the last positions (causal to the lower right).
+
+The reference, the Triton kernels (interpreter on CPU, compiled on a GPU) and the front end
+against dense SDPA with the lower-right causal mask, and against a whole prefill: a chunk that
+starts on a segment boundary computes exactly the whole prefill's rows (same segments, tables,
+tiles and stops).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import CausalVariant, causal_lower_right
+
+from conftest import SMALL, qkv, rel_err
+from s2o_compile import sparse_attention
+from s2o_compile.kernels import layout
+from s2o_compile.kernels import reference as R
+from s2o_compile.kernels import triton_s2o as T
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def dense_lower_right(q, k, v, scale=None):
+    L, N = q.shape[2], k.shape[2]
+    mask = torch.ones(L, N, dtype=torch.bool, device=q.device).tril(N - L)
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                          scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+@pytest.mark.parametrize("n,S,sink,W", [(333, 64, 8, 20), (1000, 128, 0, 0), (517, 32, 100, 7)])
+def test_table_layout_starts_at_the_first_querys_segment(n, S, sink, W):
+    for q0 in (0, 1, S - 1, S, 3 * S + 5, n - 1):
+        segs = layout.segments(n, S, sink, W, q0)
+        assert segs[0].start == q0 and segs[0].index == q0 // S and segs[-1].end == n
+        lens = layout.prefix_lengths(n, S, sink, W, q_start=q0)
+        assert (lens[:q0 // S] == 0).all()
+        assert lens.sum().item() == layout.table_size(n, S, sink, W, q0)
+        assert layout.table_size(n, S, sink, W, q0) == sum(s.prefix_len for s in segs)
+
+
+CFGS = [SMALL, SMALL.replace(pooling="mean", ordering="sort"),
+        SMALL.replace(pack_gqa=True, rank_per_head=False, pool_rows=16)]
+
+
+@pytest.mark.parametrize("cfg", CFGS)
+@pytest.mark.parametrize("q0", [1, 57, 100, 331])
+def test_reference_tau0_equals_dense_lower_right(cfg, q0):
+    q, k, v = qkv(2, 4, 2, 333, 64, seed=q0)
+    q = q[:, :, q0:]
+    out, visited, pairs = R.s2o_attention_reference(q, k, v, 0.125, cfg)
+    assert rel_err(out, dense_lower_right(q, k, v, 0.125)) < 1e-5
+    assert (pairs == layout.causal_pairs(333 - q0, 333)).all()  # every causal pair, once
+    bm = cfg.block_m // layout.heads_per_tile(2, cfg.block_m, cfg.pack_gqa)  # positions per tile
+    assert visited.shape[-1] == -(-333 // bm) - q0 // bm
+
+
+@pytest.mark.parametrize("cfg", CFGS)
+@pytest.mark.parametrize("q0", [64, 128, 256])
+def test_reference_chunk_on_a_segment_boundary_equals_the_whole_prefill(cfg, q0):
+    cfg = cfg.replace(threshold=0.3)
+    q, k, v = qkv(2, 4, 2, 333, 64, seed=q0)
+    whole, w_visited, _ = R.s2o_attention_reference(q, k, v, 0.125, cfg)
+    chunk, c_visited, _ = R.s2o_attention_reference(q[:, :, q0:], k, v, 0.125, cfg)
+    assert torch.equal(chunk, whole[:, :, q0:])
+    tiles_before = q0 // (cfg.block_m // layout.heads_per_tile(2, cfg.block_m, cfg.pack_gqa))
+    assert torch.equal(c_visited, w_visited[..., tiles_before:])
+    assert c_visited.sum() > 0 and rel_err(chunk, dense_lower_right(q[:, :, q0:], k, v, 0.125)) > 0
+
+
+@pytest.mark.parametrize("cfg,q0", [(SMALL.replace(ordering="sort"), 100),
+                                    (SMALL.replace(sink_tokens=16, local_window=32), 57),
+                                    (SMALL.replace(pooling="mean", rank_per_head=False), 331)])
+def test_kernels_equal_reference_on_a_chunk(cfg, q0):
+    """Same table, same visits, same output and density as the reference; tau 0 equals dense."""
+    q, k, v = qkv(2, 4, 2, 333, 64, device=DEV, seed=q0)
+    q = q[:, :, q0:]
+    c = cfg.replace(threshold=0.3)
+    expected = R.build_index_table(q.cpu(), k.cpu(), 0.125, c)
+    table, offsets = T.build_index_table(q, k, 0.125, c)
+    if DEV == "cpu":  # the interpreter scores exactly as the reference
+        assert torch.equal(table.cpu(), expected)
+    out, visited = T.attention_with_table(q, k, v, table, offsets, 0.125, c)
+    ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(),
+                                                             table.cpu(), 0.125, c)
+    assert torch.equal(visited.cpu().long(), ref_visited)
+    assert rel_err(out.cpu(), ref_out) < 1e-5
+    pairs = T.pairs_from_visited(visited, 333, c, 2, q_start=q0)
+    assert torch.equal(pairs.cpu(), ref_pairs)
+    out0, density0 = T.s2o_attention(q, k, v, 0.125, cfg)
+    assert rel_err(out0.cpu(), dense_lower_right(q, k, v, 0.125).cpu()) < 1e-5
+    assert torch.allclose(density0, torch.ones_like(density0))
+
+
+@pytest.mark.parametrize("variant", ["lower_right", CausalVariant.LOWER_RIGHT])
+@pytest.mark.parametrize("min_seq_len", [0, 10_000])  # S2O, and the dense fallback
+def test_front_end_lower_right(variant, min_seq_len):
+    q, k, v = qkv(1, 4, 2, 300, 32, seed=3)
+    q = q[:, :, 200:]
+    cfg = SMALL.replace(min_seq_len=min_seq_len)
+    out, density = sparse_attention(q, k, v, enable_gqa=True, config=cfg, return_stats=True,
+                                    causal_variant=variant)
+    assert out.shape == q.shape
+    assert rel_err(out, dense_lower_right(q, k, v)) < 1e-5
+    assert torch.allclose(density, torch.ones_like(density))
+    raw, _ = torch.ops.s2o.sparse_attention(q, k, v, 32 ** -0.5, *_args(cfg))
+    assert rel_err(raw, out) < 1e-6  # the op itself aligns a shorter q to the lower right
+
+
+def _args(cfg):
+    from s2o_compile.ops import config_args
+    return config_args(cfg)
+
+
+def test_front_end_upper_left_is_sdpas_is_causal():
+    """The default (SDPA's is_causal=True): with more keys than queries, query i sees keys
+    0..i, so the keys past q_len are unused."""
+    q, k, v = qkv(1, 4, 2, 300, 32, seed=4)
+    q = q[:, :, :120]
+    out = sparse_attention(q, k, v, enable_gqa=True, config=SMALL)
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert rel_err(out, sdpa) < 1e-5
+
+
+def test_front_end_rejects_an_unknown_variant_and_fewer_keys_than_queries():
+    q, k, v = qkv(1, 4, 2, 100, 32, seed=5)
+    with pytest.raises(ValueError, match="causal_variant"):
+        sparse_attention(q, k, v, enable_gqa=True, config=SMALL, causal_variant="diagonal")
+    with pytest.raises(ValueError, match="at least as many keys as queries"):
+        sparse_attention(q, k[:, :, :50], v[:, :, :50], enable_gqa=True, config=SMALL,
+                         causal_variant="lower_right")
+
+
+def test_compiled_front_end_on_a_chunk_matches_eager():
+    q, k, v = qkv(1, 4, 2, 300, 32, seed=6)
+    q = q[:, :, 130:]
+    cfg = SMALL.replace(threshold=0.2)
+    fn = torch.compile(lambda q, k, v: sparse_attention(q, k, v, enable_gqa=True, config=cfg,
+                                                        causal_variant="lower_right"))
+    eager = sparse_attention(q, k, v, enable_gqa=True, config=cfg, causal_variant="lower_right")
+    assert torch.allclose(fn(q, k, v), eager, atol=1e-6)
+
+
+def test_dense_fallback_lower_right_with_gqa_matches_causal_lower_right():
+    q, k, v = qkv(1, 4, 2, 64, 32, seed=7)
+    q = q[:, :, 40:]
+    from s2o_compile.ops import dense_attention
+    out, _ = dense_attention(q, k, v, 0.2)
+    kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
+    expect = F.scaled_dot_product_attention(q, kk, vv, scale=0.2,
+                                            attn_mask=causal_lower_right(24, 64))
+    assert rel_err(out, expect) < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("N,L", [(16384, 4096), (16384 + 77, 3000), (32768, 513)])
+def test_gpu_chunk_tau0_equals_dense_and_tau_matches_reference(N, L):
+    from s2o_compile import S2OConfig
+    from s2o_compile.workload import structured_qkv
+    q, k, v = structured_qkv(1, 8, 2, N, 128, device="cuda", seed=N + L)
+    q = q[:, :, N - L:]
+    cfg = S2OConfig(threshold=0.0, min_seq_len=0)
+    out, density = T.s2o_attention(q, k, v, 128 ** -0.5, cfg)
+    ref = dense_lower_right(q, k, v, 128 ** -0.5)
+    assert rel_err(out, ref) < 1e-2
+    assert torch.allclose(density, torch.ones_like(density))
+    c = cfg.replace(threshold=0.1)
+    table, offsets = T.build_index_table(q, k, 128 ** -0.5, c)
+    out, visited = T.attention_with_table(q, k, v, table, offsets, 128 ** -0.5, c)
+    ref_out, ref_visited, _ = R.attention_with_table(q, k, v, table, 128 ** -0.5, c)
+    assert (visited.long() == ref_visited).float().mean().item() > 0.97
+    assert rel_err(out, ref_out) < 2e-2
+    assert rel_err(out, ref) < 0.2
