@@ -28,12 +28,13 @@ from s2o_compile.kernels import triton_s2o as T
 POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "TABLE": "*i32",
             "OFFSETS": "*i32", "VISITED": "*i32"}
 FLOATS = ("qk_scale", "tau")
-VALUES = dict(N=131072, H_Q=32, GROUP=4, T_DIV=1, N_MT=2048, TOTAL=2 ** 22, SINK=64, LOCAL=512,
+VALUES = dict(N=131072, Q0=0, H_Q=32, GROUP=4, T_DIV=1, N_MT=2048, TOTAL=2 ** 22, SINK=64, LOCAL=512,
               stride_qb=2 ** 24, stride_qh=2 ** 19, stride_qn=128, stride_kb=2 ** 22,
               stride_kh=2 ** 19, stride_kn=128, stride_vb=2 ** 22, stride_vh=2 ** 19, stride_vn=128)
 CONSTEXPRS = dict(SEG=2048, BM=64, HPT=1, BN=64, D=128, D_IN=128, IEEE=False, REMAINING=True,
                   MEAN=False, CHUNK=8, NUM_STAGES=3, WHOLE_TILES=True, STOP=True,
-                  LONGEST_FIRST=True, OFF32=True, STOP_EVERY=2, KEY_ORDER=False)
+                  LONGEST_FIRST=True, OFF32=True, STOP_EVERY=2, KEY_ORDER=False,
+                  CHUNKED=False)
 COUNTED = ("HGMMA", "MUFU", "BAR.SYNC", "SHFL", "LDGSTS", "LDS", "STL", "LDL", "FMUL", "FFMA",
            "FADD", "FMNMX", "FSEL")
 
