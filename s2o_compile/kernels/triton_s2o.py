@@ -161,7 +161,8 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
-                          IEEE: tl.constexpr):
+                          IEEE: tl.constexpr, CHUNKED: tl.constexpr):
+    """CHUNKED: chunked prefill, the queries are positions [Q0, N) (see the attention kernel)."""
     scale = tl.cast(scale, tl.float32)
     bhk = tl.program_id(0)  # fastest: the heads of a GQA group load the same K chunk together
     c0 = tl.program_id(1) * BK
@@ -175,7 +176,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     n_rep = N_SEG * TP
     # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL; chunked prefill:
     # the segments before the one holding the first query (Q0) have none.
-    g_first = tl.maximum((c0 + LOCAL + SINK) // SEG, Q0 // SEG)
+    g_first = (c0 + LOCAL + SINK) // SEG
+    if CHUNKED:
+        g_first = tl.maximum(g_first, Q0 // SEG)
     rep_base = REP + bhk.to(tl.int64) * n_rep * D
     for sb in range(g_first // SB * SB, N_SEG, SB):
         segs = sb + tl.arange(0, SB)
@@ -185,7 +188,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
         smax = tl.full([SB, BK], float("-inf"), dtype=tl.float32)
         for j in range(0, TP):
             first_row = segs * SEG + (j // (GROUP // HPR)) * ROWS
-            row_ok = (segs < N_SEG) & (j < REPS) & (first_row < N) & (first_row + ROWS > Q0)
+            row_ok = (segs < N_SEG) & (j < REPS) & (first_row < N)
+            if CHUNKED:  # a group of ROWS positions before the first query has no rep
+                row_ok = row_ok & (first_row + ROWS > Q0)
             rep = tl.load(rep_base + (segs * TP + j)[:, None] * D + offs_d[None, :],
                           mask=row_ok[:, None], other=0.0)
             if IEEE:
@@ -193,10 +198,14 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
             else:
                 s = tl.dot(rep, tl.trans(kc)) * scale
             smax = _max_keep_nan(smax, tl.where(row_ok[:, None], s, float("-inf")))
-        sink_end = tl.minimum(segs * SEG, SINK)
+        s0 = segs * SEG
+        sink_end = tl.minimum(s0, SINK)
+        lo = tl.maximum(s0 - LOCAL, sink_end)
+        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < lo[:, None]) \
+            & (segs < N_SEG)[:, None]
+        if CHUNKED:  # the segments before the first query's have no prefix
+            valid = valid & (segs >= Q0 // SEG)[:, None]
         off = tl.load(OFFSETS + segs, mask=segs < N_SEG, other=0)
-        P = tl.load(OFFSETS + segs + 1, mask=segs < N_SEG, other=0) - off  # 0 before Q0's
-        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < sink_end[:, None] + P[:, None])
         dst = SCORES + bhk.to(tl.int64) * TOTAL + off[:, None] + (cols[None, :] - sink_end[:, None])
         tl.store(dst, smax, mask=valid)
         rowmax = tl.max(tl.where(valid & (smax == smax), smax, float("-inf")), axis=1)
@@ -307,17 +316,22 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           IEEE: tl.constexpr, REMAINING: tl.constexpr, MEAN: tl.constexpr,
                           CHUNK: tl.constexpr, NUM_STAGES: tl.constexpr, WHOLE_TILES: tl.constexpr,
                           STOP: tl.constexpr, LONGEST_FIRST: tl.constexpr, OFF32: tl.constexpr,
-                          STOP_EVERY: tl.constexpr, KEY_ORDER: tl.constexpr):
+                          STOP_EVERY: tl.constexpr, KEY_ORDER: tl.constexpr,
+                          CHUNKED: tl.constexpr):
     """One query tile: BM rows = BM // HPT positions x HPT query heads of one GQA group.
-    Chunked prefill: the queries are positions [Q0, N) (row p of Q and O is position Q0 + p);
-    the N_MT tiles start at the one holding Q0, whose rows before it are masked."""
+    CHUNKED (chunked prefill): the queries are positions [Q0, N) (row p of Q and O is position
+    Q0 + p); the N_MT tiles start at the one holding Q0, whose rows before it are masked. Off,
+    Q0 is 0 and unused: a whole prefill compiles as it did before chunks (the same code was
+    17% slower at 128K with Q0 = 0 in its address and mask arithmetic, H100 A/B, session 10)."""
     qk_scale = tl.cast(qk_scale, tl.float32)  # Inductor passes Python floats as fp64
     tau = tl.cast(tau, tl.float32)
     BMP: tl.constexpr = BM // HPT  # positions per tile
     mt_out = tl.program_id(0)  # the tile's slot in VISITED
     if LONGEST_FIRST:  # the last query tiles walk the longest prefixes: start them first
         mt_out = N_MT - 1 - mt_out
-    mt = mt_out + Q0 // BMP
+    mt = mt_out
+    if CHUNKED:
+        mt += Q0 // BMP
     pid = tl.program_id(1)  # (batch, kv head, slot of HPT heads in the group)
     b = pid // (H_Q // HPT)
     h0 = (pid % (H_Q // HPT)) * HPT  # first query head of the tile
@@ -334,9 +348,15 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
     head = h0 + rows // BMP  # the row's query head
     offs_n = tl.arange(0, BN)
     offs_d = tl.arange(0, D)
-    row_ok = (offs_m >= Q0) & (offs_m < N)
+    row_ok = offs_m < N
+    q_row = offs_m  # the row of Q and O
+    n_rows = N
+    if CHUNKED:
+        row_ok = row_ok & (offs_m >= Q0)
+        q_row = offs_m - Q0
+        n_rows = N - Q0
     q = tl.load(Q + b.to(tl.int64) * stride_qb + head[:, None].to(tl.int64) * stride_qh
-                + (offs_m - Q0)[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
+                + q_row[:, None].to(tl.int64) * stride_qn + offs_d[None, :],
                 mask=_row_col_mask(row_ok, offs_d, D_IN, D), other=0.0)
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
@@ -434,7 +454,7 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
             go = (t < P) & ~_rule_held(bound, row_ok, tau, MEAN)
 
     out = acc / l_i[:, None]
-    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * (N - Q0) + offs_m[:, None] - Q0) * D_IN
+    tl.store(O + ((b * H_Q + head[:, None]).to(tl.int64) * n_rows + q_row[:, None]) * D_IN
              + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=_row_col_mask(row_ok, offs_d, D_IN, D))
     n_vis = (n_vis + STOP_EVERY - 1) // STOP_EVERY  # in block_n tiles
@@ -494,7 +514,7 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     _launch(_prefix_scores_kernel, (B * R, triton.cdiv(N, BK)), k, rep, scores, segmax, offsets,
             k.stride(0), k.stride(1), k.stride(2), N, q0, R, group, kv_div, G, total, scale,
             cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
-            IEEE=k.dtype == torch.float32, num_warps=warps, **meta)
+            IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * R), scores, segmax, offsets, table, G, total,
@@ -670,6 +690,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
                                else (table, Hq // table.shape[1], table.shape[-1]))
     switches = dict(WHOLE_TILES=whole_tiles(cfg, BM // hpt, scale), STOP=cfg.threshold > 0,
                     LONGEST_FIRST=True, STOP_EVERY=stop_every, KEY_ORDER=key_order,
+                    CHUNKED=q0 > 0,
                     OFF32=(N - 1) * max(k.stride(2), v.stride(2)) + padded_head_dim(D) < 2 ** 31,
                     num_warps=num_warps or (8 if BM * padded_head_dim(D) >= 128 * 128 else 4),
                     num_stages=num_stages)
