@@ -23,8 +23,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     "upper_left" (SDPA's is_causal=True: query i sees keys 0..i, so keys past L are unused and
     not read) or "lower_right" (chunked prefill with a KV cache: the queries are the last L
     positions, query i sees keys 0..N - L + i; FlashAttention's causal). Returns the output
-    [B, Hq, L, D] (contiguous on the S2O path; below config.min_seq_len keys SDPA's own output,
-    called directly so that short sequences pay nothing for the detour), and with return_stats
+    [B, Hq, L, D] (contiguous on the S2O path; SDPA's own output where it runs dense, below
+    config.min_seq_len keys or for a chunk of fewer than ops.MIN_CHUNK_QUERIES queries, called
+    directly so that short sequences pay nothing for the detour), and with return_stats
     also the density [B, Hq] (float32): QK pairs computed over the causal pairs, 1.0 where it
     ran dense.
     """
@@ -40,7 +41,7 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
         raise TypeError(f"s2o: config must be an S2OConfig, got {type(cfg).__name__}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if k.shape[2] < cfg.min_seq_len:  # SDPA alone; the density tensor only when asked for
+    if ops.runs_dense(q.shape[2], k.shape[2], cfg):  # SDPA alone; density only when asked for
         return ops.dense_attention(q, k, v, float(scale), contiguous=False, stats=return_stats)
     out, density = torch.ops.s2o.sparse_attention(q, k, v, float(scale), *ops.config_args(cfg))
     return (out, density) if return_stats else out

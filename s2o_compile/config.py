@@ -47,7 +47,8 @@ class S2OConfig:
                    segment and table row; the paper's with rank_per_head=False, a GQA group's
                    mean) or "max" (max over the scores of the mean query of every pool_rows
                    positions of every query head of the row).
-    min_seq_len:   below this sequence length the operator runs dense SDPA.
+    min_seq_len:   below this many keys (kv_len) the operator runs dense SDPA; so does a chunked
+                   prefill of fewer than min(512, segment_size) queries (ops.runs_dense).
     stop_rule:     "gain" (the contract): stop when gain / l < tau on every row. "remaining":
                    stop when gain * (tiles left) / l < tau on every row, i.e. when the mass the
                    remaining tiles could add, if none exceeds the current one, is below tau.

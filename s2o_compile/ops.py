@@ -7,7 +7,7 @@ torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
   tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
   scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11).
-  Sequences shorter than min_seq_len (kv_len) run dense SDPA. The output is always contiguous
+  Sequences shorter than min_seq_len (kv_len) and short chunks run dense SDPA (runs_dense). The output is always contiguous
   [B, Hq, L, D]; density is float32 [B, Hq].
 
 q [B, Hq, L, D] with k, v [B, Hkv, N, D], L <= N: L = N is a whole prefill; L < N a chunked
@@ -32,6 +32,26 @@ from .kernels import triton_s2o
 from .kernels.layout import causal_pairs
 from .kernels.reference import s2o_attention_reference
 from .validation import check_attention_inputs
+
+
+# A chunk (q_len < kv_len) of fewer than min(MIN_CHUNK_QUERIES, segment_size) queries runs
+# dense: its ranking costs a whole prefix's scores and sort for few queries (0.4-0.9 ms, mostly
+# launches). At 512 queries S2O still led the lower-right FLASH kernel: 0.84 vs 0.94 ms at 32K
+# keys, 0.87 vs 3.7 ms at 128K (H200, BENCHMARKS.md session 10); a decode step (1 query) is far
+# below, and stays dense whatever the config.
+MIN_CHUNK_QUERIES = 512
+
+
+def min_chunk_queries(cfg: S2OConfig) -> int:
+    return min(MIN_CHUNK_QUERIES, cfg.segment_size)
+
+
+def runs_dense(q_len: int, kv_len: int, cfg: S2OConfig) -> bool:
+    """Whether the op runs dense SDPA for these lengths: fewer than min_seq_len keys, or a
+    chunk of fewer than min_chunk_queries(cfg) queries."""
+    if kv_len < cfg.min_seq_len:
+        return True
+    return q_len < kv_len and q_len < min_chunk_queries(cfg)
 
 
 def config_args(cfg: S2OConfig) -> tuple:
@@ -102,7 +122,7 @@ def sparse_attention_op(
                                           min_seq_len, stop_rule, pack_gqa, pool_rows,
                                           rank_per_head, walk_chunk))
     cfg = S2OConfig(*cfg_args)
-    if k.shape[2] < cfg.min_seq_len:
+    if runs_dense(q.shape[2], k.shape[2], cfg):
         return dense_attention(q, k, v, scale)
     symbolic = any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape))
     if q.device.type == "cuda" and not symbolic:

@@ -170,3 +170,86 @@ def test_gpu_chunk_tau0_equals_dense_and_tau_matches_reference(N, L):
     assert (visited.long() == ref_visited).float().mean().item() > 0.97
     assert rel_err(out, ref_out) < 2e-2
     assert rel_err(out, ref) < 0.2
+
+
+# --- the graph pass --------------------------------------------------------------------------
+
+def _pass_run(fn, *args):
+    from conftest import PASS_CFG
+    from s2o_compile import make_backend
+    backend = make_backend(PASS_CFG.replace(threshold=0.0), inner="eager")
+    out = torch.compile(fn, backend=backend)(*args)
+    nodes = [n for r in backend.reports for n in r.nodes]
+    assert len(nodes) == 1, backend.reports
+    return out, nodes[0]
+
+
+def _attend_lower_right(q, k, v):
+    L, N = q.shape[2], k.shape[2]
+    kpos = torch.arange(N, device=q.device)
+    qpos = torch.arange(N - L, N, device=q.device)
+    mask = (kpos[None, :] <= qpos[:, None])[None, None].expand(q.shape[0], 1, L, N)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+def test_pass_rewrites_a_lower_right_causal_mask():
+    q, k, v = qkv(2, 4, 2, 200, 16, seed=8)
+    q = q[:, :, 120:]
+    out, node = _pass_run(_attend_lower_right, q, k, v)
+    assert node.decision == "rewritten", node
+    assert rel_err(out, dense_lower_right(q, k, v)) < 1e-5
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("is_causal", "aligns to the upper left"),
+    ("upper_left_mask", "not the causal lower triangle at size 80 x 200 (lower right)"),
+    ("short", "a decode step or a chunk of fewer than 64 queries")])
+def test_pass_keeps_what_is_no_chunked_prefill(kind, reason):
+    q, k, v = qkv(2, 4, 2, 200, 16, seed=9)
+    q = q[:, :, -(30 if kind == "short" else 80):]
+
+    def attend(q, k, v):
+        if kind == "is_causal":
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        if kind == "short":
+            return _attend_lower_right(q, k, v)
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+    out, node = _pass_run(attend, q, k, v)
+    assert node.decision == "skipped" and node.check in ("seq_len", "causal"), node
+    assert reason in node.reason, node.reason
+    assert torch.equal(out, attend(q, k, v))
+
+
+def test_hf_model_continuing_from_its_kv_cache_rewrites_the_chunk():
+    """A second prompt chunk over an HF DynamicCache (model(x, past_key_values=cache), as a
+    chat continuation does): the positions come from the cache length, so the lower-right mask
+    is built from shapes and proven; logits equal eager at tau 0. The first prefill is a whole
+    one; both are rewritten."""
+    transformers = pytest.importorskip("transformers")
+    from transformers import masking_utils
+    from conftest import PASS_CFG
+    from s2o_compile import make_backend
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2,
+                                      vocab_size=128, max_position_embeddings=512,
+                                      attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    g = torch.Generator().manual_seed(1)
+    first, second = (torch.randint(0, 128, (1, n), generator=g) for n in (90, 70))
+    backend = make_backend(PASS_CFG, inner="aot_eager")
+    compiled = torch.compile(model, backend=backend)
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        if hasattr(masking_utils, "_ignore_causal_mask_sdpa"):  # a mask for the first one too
+            mp.setattr(masking_utils, "_ignore_causal_mask_sdpa", lambda *a, **k: False)
+        out = compiled(first, use_cache=True)
+        got = compiled(second, past_key_values=out.past_key_values, use_cache=True).logits
+        ref = model(first, use_cache=True)
+        expected = model(second, past_key_values=ref.past_key_values, use_cache=True).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    chunk = backend.reports[-1]
+    assert chunk.num_rewritten == 2, chunk
+    q_shape, k_shape = chunk.nodes[0].shapes.split(" k")[:2]  # 70 queries over 90 + 70 keys
+    assert ("70" in q_shape and "160" in k_shape) or "+ 90" in k_shape, chunk

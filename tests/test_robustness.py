@@ -343,9 +343,9 @@ def test_mask_proof_runs_once_per_graph():
     evaluated = []
     real = causal_mask._lower_triangle
 
-    def spy(m, n):
+    def spy(m, n, s):
         evaluated.append(tuple(m.shape))
-        return real(m, n)
+        return real(m, n, s)
 
     model = Model(["shared_mask"] * 3).eval()
     backend = make_backend(CFG, inner="eager")

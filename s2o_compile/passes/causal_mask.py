@@ -1,5 +1,8 @@
 """Prove that an explicit SDPA mask is the causal lower triangle, so S2O can replace the call.
 
+With q_len < kv_len (a chunked prefill over a KV cache) the triangle is aligned to the lower
+right: query i (position kv_len - q_len + i) sees keys 0 .. kv_len - q_len + i.
+
 Compiled HF models pass SDPA a boolean [B, 1, N, N] mask built from shapes (arange, le, expand)
 instead of is_causal=True. Such a mask is accepted only when
 
@@ -40,10 +43,11 @@ class NotProven(Exception):
     """The mask could not be proven causal; the message says why."""
 
 
-def prove_causal(mask: Node, q_len) -> str | None:
-    """None when mask is the causal lower triangle for query length q_len, else the reason."""
+def prove_causal(mask: Node, q_len, kv_len=None) -> str | None:
+    """None when mask is the causal lower triangle for q_len queries over kv_len keys (aligned
+    to the lower right; kv_len None: q_len), else the reason."""
     try:
-        _prove(mask, q_len)
+        _prove(mask, q_len, q_len if kv_len is None else kv_len)
     except NotProven as e:
         return str(e)
     return None
@@ -172,23 +176,24 @@ def _extract(mask: Node, nodes: set[Node], leaves: set[Node]) -> tuple[GraphModu
     return GraphModule(torch.nn.Module(), g), leaf_list
 
 
-def _lower_triangle(m, n: int) -> bool:
-    """m broadcasts as [..., n, n] and equals the causal lower triangle (checked in row blocks)."""
+def _lower_triangle(m, n: int, s: int) -> bool:
+    """m broadcasts as [..., n, s] and equals the causal lower triangle aligned to the lower
+    right (query i sees keys 0 .. s - n + i; checked in row blocks)."""
     if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() < 2:
         return False
-    if m.shape[-2] != n or m.shape[-1] != n:
+    if m.shape[-2] != n or m.shape[-1] != s:
         return False
-    cols = torch.arange(n, device=m.device)
-    step = max(1, (1 << 24) // max(n, 1))
+    cols = torch.arange(s, device=m.device)
+    step = max(1, (1 << 24) // max(s, 1))
     for r0 in range(0, n, step):
-        rows = torch.arange(r0, min(n, r0 + step), device=m.device)
+        rows = torch.arange(r0, min(n, r0 + step), device=m.device) + (s - n)
         block = m[..., r0:r0 + len(rows), :]
         if not torch.equal(block, (cols[None, :] <= rows[:, None]).expand(block.shape)):
             return False
     return True
 
 
-def _prove(mask: Node, q_len) -> None:
+def _prove(mask: Node, q_len, kv_len) -> None:
     value = tensor_value(mask)
     if value is None:
         raise NotProven("the mask has no traced tensor value")
@@ -203,7 +208,7 @@ def _prove(mask: Node, q_len) -> None:
         size = math.prod(shape)
         if size > limit:
             raise NotProven(f"the mask is too large to verify ({list(shape)})")
-        n = _evaluate(q_len, point)
+        n, s = _evaluate(q_len, point), _evaluate(kv_len, point)
         args = [_evaluate(meta_value(leaf), point) for leaf in leaf_list]
         try:
             with unset_fake_temporarily(), torch.no_grad():
@@ -211,6 +216,7 @@ def _prove(mask: Node, q_len) -> None:
         except Exception as e:  # noqa: BLE001 - any failure means "not proven"
             raise NotProven(f"the mask could not be evaluated at size {n}: "
                             f"{type(e).__name__}: {e}") from e
-        if not _lower_triangle(result, n):
-            raise NotProven(f"the mask is not the causal lower triangle at size {n} "
+        if not _lower_triangle(result, n, s):
+            size = f"{n}" if n == s else f"{n} x {s} (lower right)"
+            raise NotProven(f"the mask is not the causal lower triangle at size {size} "
                             "(sliding window, chunked, padded or non-causal)")

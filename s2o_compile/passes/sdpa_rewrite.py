@@ -16,7 +16,7 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 
 from ..config import S2OConfig
-from ..ops import config_args  # importing ops registers torch.ops.s2o.*
+from ..ops import config_args, min_chunk_queries  # importing ops registers torch.ops.s2o.*
 from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES
 from ._fx import (layout_order, may_mutate, meta_value, same_shape, same_size, shape_str,
                   size_expr, static_int, tensor_value, user_location, value_key)
@@ -45,7 +45,7 @@ class SdpaCall:
     k: Node | None = None  # the K/V the op will read (repeat_kv undone)
     v: Node | None = None
     order: list[int] | None = None  # memory order of SDPA's output, which the rewrite keeps
-    min_seq_len: int = 0  # the config's: a static N below it keeps SDPA (the op would run it)
+    config: S2OConfig = S2OConfig()  # static lengths for which the op runs dense keep SDPA
 
     def value(self, name):
         return tensor_value(self.args[name])
@@ -106,17 +106,39 @@ def check_head_dim(c: SdpaCall):
 
 
 def check_seq_len(c: SdpaCall):
+    """Self-attention prefill (q_len == kv_len), or a chunked prefill: q_len < kv_len with an
+    explicit mask, which check_causal must then prove lower-right causal (is_causal=True
+    aligns to the upper left in SDPA, which is no chunk of a prefill)."""
     q, k, v = (c.value(n) for n in ("query", "key", "value"))
-    if not same_size(q.shape[2], k.shape[2]):
-        return (f"q_len {q.shape[2]} != kv_len {k.shape[2]}: S2O serves self-attention prefill "
-                "(decode steps and cross-attention keep SDPA)")
-    if not same_size(k.shape[2], v.shape[2]):
-        return f"key length {k.shape[2]} and value length {v.shape[2]} are not provably equal"
-    n = static_int(q.shape[2])
-    if n is not None and n < c.min_seq_len:  # a symbolic N is rewritten; the op checks at run time
-        return (f"N={n} < min_seq_len={c.min_seq_len}: the op would run dense SDPA here, so the "
+    q_len, kv_len = q.shape[2], k.shape[2]
+    if not same_size(q_len, kv_len):
+        if c.args["attn_mask"] is None:
+            how = ("is_causal=True aligns to the upper left in SDPA (query i sees keys 0..i), "
+                   "which is no chunked prefill" if c.args["is_causal"] is True else
+                   "no mask: every query sees every key (a decode step or cross-attention)")
+            return (f"q_len {q_len} != kv_len {kv_len}, {how}; S2O serves self-attention "
+                    "prefill and chunked prefill with a lower-right causal mask")
+        if not _known_true(kv_len >= q_len):
+            return f"q_len {q_len} is not provably at most kv_len {kv_len}"
+        n, limit = static_int(q_len), min_chunk_queries(c.config)
+        if n is not None and n < limit:
+            return (f"q_len {n} != kv_len {kv_len}: a decode step or a chunk of fewer than "
+                    f"{limit} queries runs faster dense, so the op would run SDPA here")
+    if not same_size(kv_len, v.shape[2]):
+        return f"key length {kv_len} and value length {v.shape[2]} are not provably equal"
+    n = static_int(kv_len)
+    if n is not None and n < c.config.min_seq_len:  # symbolic: rewritten, the op checks
+        return (f"N={n} < min_seq_len={c.config.min_seq_len}: the op would run dense SDPA here, so the "
                 "call is left as it is (lower S2OConfig.min_seq_len to force S2O)")
     return None
+
+
+def _known_true(cond) -> bool:
+    """A size relation that holds for every value of its symbols (a plain bool as it is)."""
+    if isinstance(cond, bool):
+        return cond
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+    return bool(statically_known_true(cond))
 
 
 def check_inference(c: SdpaCall):
@@ -139,10 +161,10 @@ def check_causal(c: SdpaCall):
         return None if is_causal else "non-causal attention (is_causal=False, no mask)"
     if not isinstance(mask, Node):
         return "the mask is not a graph value"
-    q_len = c.value("query").shape[2]
-    key = (mask, size_expr(q_len))
+    q_len, kv_len = c.value("query").shape[2], c.value("key").shape[2]
+    key = (mask, size_expr(q_len), size_expr(kv_len))
     if key not in c.proofs:
-        c.proofs[key] = prove_causal(mask, q_len)
+        c.proofs[key] = prove_causal(mask, q_len, kv_len)
     reason = c.proofs[key]
     return None if reason is None else f"explicit mask not proven causal: {reason}"
 
@@ -305,7 +327,7 @@ def rewrite_graph(graph: Graph, config: S2OConfig | None = None, name: str = "")
     report, proofs = RewriteReport(graph=name), {}
     for node in [n for n in graph.nodes if is_sdpa(n)]:
         call = sdpa_call(node, proofs)
-        call.min_seq_len = cfg.min_seq_len
+        call.config = cfg
         report.nodes.append(_decide(call, cfg))
     if report.num_rewritten:
         graph.lint()
