@@ -3,7 +3,8 @@
 sparse_attention(q, k, v, enable_gqa=True, config=..., return_stats=True) returns the output and
 the density per (batch, query head): the fraction of the N(N+1)/2 causal query-key pairs it
 computed. The threshold trades density for error against dense attention; 0 is exact. Inputs
-below config.min_seq_len run dense SDPA (density 1.0) on purpose.
+below config.min_seq_len run dense SDPA (density 1.0) on purpose. The last part runs a chunked
+prefill (the last queries over all keys, causal_variant="lower_right").
 
 On CPU this runs the PyTorch reference (density and error, not speed); on CUDA the Triton
 kernels. Input: the structured workload (s2o_compile.workload), concentrated like real
@@ -38,3 +39,14 @@ short = [t[:, :, :1024] for t in (q, k, v)]
 _, density = sparse_attention(*short, enable_gqa=True, return_stats=True)
 print(f"N=1024 < min_seq_len={S2OConfig().min_seq_len}: density {density.mean().item():.1f} "
       "(dense SDPA)")
+
+# Chunked prefill: the last L queries over all N keys (a KV cache), causal to the lower right.
+# causal_variant="upper_left" (the default) is SDPA's is_causal=True instead.
+L = N // 4
+chunk = q[:, :, N - L:]
+cfg = S2OConfig(threshold=0.1, min_seq_len=0)
+out, density = sparse_attention(chunk, k, v, enable_gqa=True, config=cfg, return_stats=True,
+                                causal_variant="lower_right")
+err = ((out.float() - dense[:, :, N - L:]).norm() / dense[:, :, N - L:].norm()).item()
+print(f"chunk of the last {L} queries: density={density.mean().item():.3f} rel.err={err:.2e} "
+      "(against the same rows of the whole prefill)")

@@ -67,6 +67,11 @@ def _static(x):
     return x
 
 
+def _tracing() -> bool:
+    """Dynamo traces, or a dispatch mode (make_fx, FakeTensor) is active."""
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+
+
 def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True):
     """Causal SDPA and a density of ones: what S2O runs below min_seq_len. contiguous=False
     keeps SDPA's own output layout (the Python front end; the op promises a contiguous one);
@@ -74,7 +79,13 @@ def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True)
     gqa = bool(q.shape[1] != k.shape[1])
     if q.shape[2] == k.shape[2]:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    else:  # the lower-right causal mask, without materializing it where a kernel supports it
+    elif _tracing():  # CausalBias cannot be built over FakeTensors: the mask, materialized
+        L, N = q.shape[2], k.shape[2]
+        mask = (torch.arange(N, device=q.device)[None, :]
+                <= torch.arange(N - L, N, device=q.device)[:, None])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                             enable_gqa=gqa)
+    else:  # the lower-right causal mask unmaterialized, for the FLASH / EFFICIENT kernels
         if gqa:  # CausalBias takes no enable_gqa
             k, v = (x.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for x in (k, v))
         out = F.scaled_dot_product_attention(q, k, v, scale=scale,

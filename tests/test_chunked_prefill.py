@@ -139,6 +139,18 @@ def test_compiled_front_end_on_a_chunk_matches_eager():
     assert torch.allclose(fn(q, k, v), eager, atol=1e-6)
 
 
+@pytest.mark.parametrize("q_len", [40, 10])  # below min_seq_len keys; a chunk below 64 queries
+def test_compiled_dense_fallback_on_a_chunk(q_len):
+    """The op's dense branch under torch.compile: CausalBias cannot be built over FakeTensors,
+    so the traced branch materializes the lower-right mask."""
+    q, k, v = qkv(1, 4, 2, 100, 32, seed=8)
+    q = q[:, :, -q_len:]
+    cfg = SMALL.replace(min_seq_len=1000 if q_len == 40 else 0)
+    args = _args(cfg)
+    fn = torch.compile(lambda q, k, v: torch.ops.s2o.sparse_attention(q, k, v, 0.2, *args)[0])
+    assert rel_err(fn(q, k, v), dense_lower_right(q, k, v, 0.2)) < 1e-5
+
+
 def test_dense_fallback_lower_right_with_gqa_matches_causal_lower_right():
     q, k, v = qkv(1, 4, 2, 64, 32, seed=7)
     q = q[:, :, 40:]

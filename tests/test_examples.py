@@ -59,3 +59,5 @@ def test_sparse_attention_op():
     assert density == sorted(density, reverse=True) and density[-1] < 0.95
     assert err == sorted(err)
     assert "density 1.0 (dense SDPA)" in out
+    (d, e), = re.findall(r"chunk of the last \d+ queries: density=([\d.]+) rel\.err=([\d.e+-]+)", out)
+    assert float(d) < 0.95 and float(e) < 0.05  # sparse, and the whole prefill's rows
