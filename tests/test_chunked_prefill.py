@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import CausalVariant, causal_lower_right
 
-from conftest import SMALL, qkv, rel_err
-from s2o_compile import sparse_attention
+from conftest import PASS_CFG, SMALL, qkv, rel_err
+from s2o_compile import S2OConfig, make_backend, sparse_attention
 from s2o_compile.kernels import layout
 from s2o_compile.kernels import reference as R
 from s2o_compile.kernels import triton_s2o as T
+from s2o_compile.ops import config_args, dense_attention
+from s2o_compile.workload import structured_qkv
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -101,13 +103,8 @@ def test_front_end_lower_right(variant, min_seq_len):
     assert out.shape == q.shape
     assert rel_err(out, dense_lower_right(q, k, v)) < 1e-5
     assert torch.allclose(density, torch.ones_like(density))
-    raw, _ = torch.ops.s2o.sparse_attention(q, k, v, 32 ** -0.5, *_args(cfg))
+    raw, _ = torch.ops.s2o.sparse_attention(q, k, v, 32 ** -0.5, *config_args(cfg))
     assert rel_err(raw, out) < 1e-6  # the op itself aligns a shorter q to the lower right
-
-
-def _args(cfg):
-    from s2o_compile.ops import config_args
-    return config_args(cfg)
 
 
 def test_front_end_upper_left_is_sdpas_is_causal():
@@ -146,7 +143,7 @@ def test_compiled_dense_fallback_on_a_chunk(q_len):
     q, k, v = qkv(1, 4, 2, 100, 32, seed=8)
     q = q[:, :, -q_len:]
     cfg = SMALL.replace(min_seq_len=1000 if q_len == 40 else 0)
-    args = _args(cfg)
+    args = config_args(cfg)
     fn = torch.compile(lambda q, k, v: torch.ops.s2o.sparse_attention(q, k, v, 0.2, *args)[0])
     assert rel_err(fn(q, k, v), dense_lower_right(q, k, v, 0.2)) < 1e-5
 
@@ -154,7 +151,6 @@ def test_compiled_dense_fallback_on_a_chunk(q_len):
 def test_dense_fallback_lower_right_with_gqa_matches_causal_lower_right():
     q, k, v = qkv(1, 4, 2, 64, 32, seed=7)
     q = q[:, :, 40:]
-    from s2o_compile.ops import dense_attention
     out, _ = dense_attention(q, k, v, 0.2)
     kk, vv = (x.repeat_interleave(2, dim=1) for x in (k, v))
     expect = F.scaled_dot_product_attention(q, kk, vv, scale=0.2,
@@ -166,8 +162,6 @@ def test_dense_fallback_lower_right_with_gqa_matches_causal_lower_right():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("N,L", [(16384, 4096), (16384 + 77, 3000), (32768, 513)])
 def test_gpu_chunk_tau0_equals_dense_and_tau_matches_reference(N, L):
-    from s2o_compile import S2OConfig
-    from s2o_compile.workload import structured_qkv
     q, k, v = structured_qkv(1, 8, 2, N, 128, device="cuda", seed=N + L)
     q = q[:, :, N - L:]
     cfg = S2OConfig(threshold=0.0, min_seq_len=0)
@@ -187,8 +181,6 @@ def test_gpu_chunk_tau0_equals_dense_and_tau_matches_reference(N, L):
 # --- the graph pass --------------------------------------------------------------------------
 
 def _pass_run(fn, *args):
-    from conftest import PASS_CFG
-    from s2o_compile import make_backend
     backend = make_backend(PASS_CFG.replace(threshold=0.0), inner="eager")
     out = torch.compile(fn, backend=backend)(*args)
     nodes = [n for r in backend.reports for n in r.nodes]
@@ -241,8 +233,6 @@ def test_hf_model_continuing_from_its_kv_cache_rewrites_the_chunk():
     one; both are rewritten."""
     transformers = pytest.importorskip("transformers")
     from transformers import masking_utils
-    from conftest import PASS_CFG
-    from s2o_compile import make_backend
     config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2,
                                       vocab_size=128, max_position_embeddings=512,

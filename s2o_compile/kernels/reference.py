@@ -139,7 +139,7 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
         kf, vf, kv_group = _expand_heads(kf, group), _expand_heads(vf, group), 1
 
     for seg in segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, q0):
-        g, L = seg.index, seg.end - seg.start
+        g = seg.index
         qs = q[:, :, seg.start - q0:seg.end - q0].float() * scale
         qpos = torch.arange(seg.start, seg.end, device=q.device)
 
