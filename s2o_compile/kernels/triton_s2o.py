@@ -20,6 +20,8 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      Where the tiles are whole (whole_tiles) no logit is masked off the diagonal and the scale
      is folded into the exponent; K/V offsets are int32 where they fit (fewer address
      instructions per step; SASS counts in BENCHMARKS.md, benchmarks/sass_loops.py).
+Chunked prefill (q shorter than k: the queries are the last positions, layout.py): the kernels
+take the first query's position Q0; a CHUNKED constexpr keeps it out of a whole prefill's build.
 Semantics equal kernels/reference.py tile for tile; layout.py defines the table. A head dim
 that is not a power of two is padded (padded_head_dim) and masked on every user-tensor access.
 """
