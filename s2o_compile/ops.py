@@ -7,8 +7,8 @@ torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
   tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
   scheduler failed (KeyError) on the traced kernels over a symbolic length (H100, torch 2.11).
-  Sequences shorter than min_seq_len (kv_len) and short chunks run dense SDPA (runs_dense). The output is always contiguous
-  [B, Hq, L, D]; density is float32 [B, Hq].
+  Sequences shorter than min_seq_len (kv_len) and short chunks run dense SDPA (runs_dense).
+  The output is always contiguous [B, Hq, L, D]; density is float32 [B, Hq].
 
 q [B, Hq, L, D] with k, v [B, Hkv, N, D], L <= N: L = N is a whole prefill; L < N a chunked
 prefill, whose queries are the last L positions (causal aligned to the lower right, as
@@ -43,6 +43,7 @@ MIN_CHUNK_QUERIES = 512
 
 
 def min_chunk_queries(cfg: S2OConfig) -> int:
+    """The fewest queries of a chunk that S2O runs (fewer run dense SDPA)."""
     return min(MIN_CHUNK_QUERIES, cfg.segment_size)
 
 

@@ -126,9 +126,9 @@ def check_seq_len(c: SdpaCall):
                     f"{limit} queries runs faster dense, so the op would run SDPA here")
     if not same_size(kv_len, v.shape[2]):
         return f"key length {kv_len} and value length {v.shape[2]} are not provably equal"
-    n = static_int(kv_len)
-    if n is not None and n < c.config.min_seq_len:  # symbolic: rewritten, the op checks
-        return (f"N={n} < min_seq_len={c.config.min_seq_len}: the op would run dense SDPA here, so the "
+    n, min_len = static_int(kv_len), c.config.min_seq_len
+    if n is not None and n < min_len:  # symbolic: rewritten, the op checks at run time
+        return (f"N={n} < min_seq_len={min_len}: the op would run dense SDPA here, so the "
                 "call is left as it is (lower S2OConfig.min_seq_len to force S2O)")
     return None
 
