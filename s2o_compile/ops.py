@@ -68,11 +68,6 @@ def _static(x):
     return x
 
 
-def _tracing() -> bool:
-    """Dynamo traces, or a dispatch mode (make_fx, FakeTensor) is active."""
-    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
-
-
 def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True):
     """Causal SDPA and a density of ones: what S2O runs below min_seq_len. contiguous=False
     keeps SDPA's own output layout (the Python front end; the op promises a contiguous one);
@@ -80,7 +75,7 @@ def dense_attention(q, k, v, scale, contiguous: bool = True, stats: bool = True)
     gqa = bool(q.shape[1] != k.shape[1])
     if q.shape[2] == k.shape[2]:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    elif _tracing():  # CausalBias cannot be built over FakeTensors: the mask, materialized
+    elif triton_s2o.tracing():  # no CausalBias over FakeTensors: the mask, materialized
         L, N = q.shape[2], k.shape[2]
         mask = (torch.arange(N, device=q.device)[None, :]
                 <= torch.arange(N - L, N, device=q.device)[:, None])

@@ -464,13 +464,18 @@ def _s2o_attention_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
         tl.store(VISITED + (b * H_Q + h0 + i) * N_MT + mt_out, n_vis)
 
 
+def tracing() -> bool:
+    """A compiler traces the op: Dynamo, or a dispatch mode such as make_fx's (FakeTensors)."""
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+
+
 def _launch(kernel, grid, *args, **kwargs):
     """Launches a Triton kernel: through wrap_triton while a compiler traces the op (Dynamo, or
     a dispatch mode such as make_fx's: the graph then holds the kernel for Inductor to
     schedule), directly otherwise. wrap_triton's eager dispatch costs ~0.2 ms of host time per
     launch (32K: 1.5 vs 0.5 ms per index table, H100, BENCHMARKS.md session 8), which the GPU
     would wait for whenever its work is shorter."""
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+    if tracing():
         wrap_triton(kernel)[grid](*args, **kwargs)
     else:
         kernel[grid](*args, **kwargs)
