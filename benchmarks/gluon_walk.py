@@ -142,6 +142,20 @@ if HAVE_GLUON:
         fence_async_shared()
 
     @gluon.jit
+    def _softmax_state(m0, N, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+        """A query tile's rows and its initial online-softmax and stop-rule state:
+        (offs_m, row_ok, m, l, o, gain sum, flags)."""
+        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        row_ok = offs_m < N
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
+        gsum = gl.zeros([BM], gl.float32, layout=row_s)
+        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        return offs_m, row_ok, m_i, l_i, o, gsum, flags
+
+    @gluon.jit
     def _attend(q_smem, k_buf, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale,
                 BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
         """One online-softmax step over the landed tile (step 0: the causal diagonal, keys past
@@ -241,14 +255,7 @@ if HAVE_GLUON:
         _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g,
                 cols_g.to(gl.int32), H_Q)
 
-        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
-        offs_m = m0 + gl.arange(0, BM, layout=row_s)
-        row_ok = offs_m < N
-        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
-        l_i = gl.zeros([BM], gl.float32, layout=row_s)
-        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
-        gsum = gl.zeros([BM], gl.float32, layout=row_s)
-        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
         s = 0
         n_end = n_total
         while s < n_end:
@@ -312,15 +319,8 @@ if HAVE_GLUON:
                      STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
         """Consumer warpgroup: online softmax over the steps as they land, the stop rule;
         releases each buffer after its P @ V. Returns (o, l, steps done)."""
-        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        offs_m = m0 + gl.arange(0, BM, layout=row_s)
-        row_ok = offs_m < N
-        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
-        l_i = gl.zeros([BM], gl.float32, layout=row_s)
-        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
-        gsum = gl.zeros([BM], gl.float32, layout=row_s)
-        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
         s = 0
         n_end = n_total
         while s < n_end:
