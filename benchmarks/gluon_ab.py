@@ -14,8 +14,7 @@ import triton
 from s2o_compile import S2OConfig
 import gluon_walk as GL  # benchmarks/gluon_walk.py (an experiment, not used by the op)
 from s2o_compile.kernels import triton_s2o as T
-from s2o_compile.workload import structured_qkv
-from kernel_ab import bench, rel_err  # benchmarks/kernel_ab.py
+from kernel_ab import bench, llama_inputs, rel_err  # benchmarks/kernel_ab.py
 
 
 def parse_variant(spec):
@@ -91,11 +90,7 @@ def main():
                   dict(sink_tokens=128, local_window=0)):
             _check(1, 8, 2, 8192, 128, torch.bfloat16, 0.05, **f)
     for N in args.seq_lens:
-        q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
-        sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
-        ref = sdpa()
-        dense = bench(sdpa)
-        print(f"N={N} dense default {dense:.2f} ms", flush=True)
+        q, k, v, _, ref, dense = llama_inputs(N)
         scale = 128 ** -0.5
         base = S2OConfig(min_seq_len=0)
         table, offsets = T.build_index_table(q, k, scale, base)

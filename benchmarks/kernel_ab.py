@@ -45,6 +45,17 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def llama_inputs(N):
+    """Llama-3.1-8B attention inputs of the structured workload at N tokens, with dense SDPA:
+    (q, k, v, sdpa (the call), its output, its median ms); prints the time."""
+    q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
+    sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
+    ref = sdpa()
+    dense = bench(sdpa)
+    print(f"N={N} dense default {dense:.2f} ms", flush=True)
+    return q, k, v, sdpa, ref, dense
+
+
 def key_order_table(N, cfg, rows, device):
     """The index table with every segment's prefix in position order: [1, rows, total]."""
     lens = prefix_lengths(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window, device)
@@ -66,11 +77,7 @@ def main():
                          "rows): the cost of scattered rows versus the kernel's own")
     args = ap.parse_args()
     for N in args.seq_lens:
-        q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
-        sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
-        ref = sdpa()
-        dense = bench(sdpa)
-        print(f"N={N} dense default {dense:.2f} ms", flush=True)
+        q, k, v, sdpa, ref, dense = llama_inputs(N)
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
             flash = sdpa()
         print(f"  FLASH backend's output against the default's: err={rel_err(flash, ref):.4f} "
