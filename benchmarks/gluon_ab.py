@@ -14,7 +14,7 @@ import triton
 from s2o_compile import S2OConfig
 import gluon_walk as GL  # benchmarks/gluon_walk.py (an experiment, not used by the op)
 from s2o_compile.kernels import triton_s2o as T
-from kernel_ab import bench, llama_inputs, rel_err  # benchmarks/kernel_ab.py
+from kernel_ab import bench, density, llama_inputs, rel_err  # benchmarks/kernel_ab.py
 
 
 def parse_variant(spec):
@@ -107,7 +107,7 @@ def main():
             for _ in range(2):  # alternating, twice
                 for name, run in runs.items():
                     out, vis = run()
-                    d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()
+                    d = density(vis, N, cfg)
                     t = bench(run)
                     print(f"  tau={tau:<4g} {name:20s}: {t:8.2f} ms (+pre {t + pre:8.2f} = {dense / (t + pre):5.2f}x) "
                           f"density={d:.4f} err={rel_err(out, ref):.4f} eff(att)={t / (d * dense):.2f} "

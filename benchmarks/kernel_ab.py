@@ -16,7 +16,7 @@ import triton
 
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import triton_s2o as T
-from s2o_compile.kernels.layout import prefix_lengths, table_offsets
+from s2o_compile.kernels.layout import causal_pairs, prefix_lengths, table_offsets
 from s2o_compile.workload import structured_qkv
 
 # [module:]block_m, block_n, warps, walk chunk, stages, pack_gqa[, NAME=int ...]; module names a
@@ -43,6 +43,11 @@ def bench(fn):
 
 def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def density(visited, N, cfg):
+    """Mean density of a whole prefill's attention run (Llama's GQA group of 4)."""
+    return (T.pairs_from_visited(visited, N, cfg, 4).double() / causal_pairs(N, N)).mean().item()
 
 
 def llama_inputs(N):
@@ -105,7 +110,7 @@ def main():
                                                      num_warps=nw, num_stages=st, **opts)
                 try:
                     out, vis = run()
-                    d = (T.pairs_from_visited(vis, N, cfg, 4).double() / (N * (N + 1) / 2)).mean().item()
+                    d = density(vis, N, cfg)
                     t = bench(run)
                     print(f"  {name} tau={tau:<5g} BM={bm:3d} BN={bn:3d} warps={nw} chunk={chunk} stages={st} "
                           f"pack={pack} {','.join(fields[6:])}: {t:8.2f} ms density={d:.3f} err={rel_err(out, ref):.4f} "
