@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -13,6 +13,15 @@ for stage in "$@"; do
   case $stage in
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
               tests/test_nan_inf.py tests/test_op.py tests/test_opcheck.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
+    # session 11: hardware counters of the walk and of cuDNN (Nsight Compute; summarize a source
+    # page with benchmarks/ncu_stalls.py), 128-row tiles against 64 at equal error, and where the
+    # op's time goes beyond its two parts
+    ncu)    bash benchmarks/profile_walk.sh ;;
+    bm128)  python benchmarks/kernel_ab.py --seq-lens 131072 32768 --taus 0.8 0.9 0.95 0.98 --preprocess \
+              --variants 64,128,4,8,3,0 128,128,8,8,3,0 128,128,8,16,3,0 128,128,8,8,4,0 2>&1 | tee "$OUT/ab_bm128.log" ;;
+    overhead) python benchmarks/op_overhead.py --seq-lens 32768 65536 131072 2>&1 | tee "$OUT/op_overhead.log"
+            python benchmarks/blocking_calls.py 65536 2>&1 | tee "$OUT/blocking.log"
+            python benchmarks/gpu_timeline.py 65536 2>&1 | tee "$OUT/gaps.log" ;;
     ab)     python benchmarks/kernel_ab.py --seq-lens 131072 --taus 0.1 0.3 --preprocess \
               --variants 64,64,4,8,3,0 64,128,4,4,3,0 64,128,8,4,3,0 64,64,8,8,3,0 64,64,4,8,4,0 \
               2>&1 | tee "$OUT/ab.log" ;;

@@ -6,6 +6,7 @@ the attention kernel") came from Triton 3.6, the device's version:
     pip install --no-deps --target /tmp/t36 triton==3.6.0
     PYTHONPATH=/tmp/t36 python benchmarks/sass_loops.py [NAME=int ...]   # e.g. STOP=0 STOP_EVERY=2
     PYTHONPATH=/tmp/t36 python benchmarks/sass_loops.py --module _ab_prev   # an earlier copy
+    SASS_OUT=/tmp/k.sass PYTHONPATH=/tmp/t36 python benchmarks/sass_loops.py   # also the whole SASS
 
 Shapes and specializations are those of the 128K Llama benchmark (bf16, D 128, strides and
 lengths divisible by 16, one table row per query head).
@@ -98,6 +99,8 @@ def main():
                               text=True, check=True).stdout
         res = subprocess.run([tool("cuobjdump"), "-res-usage", f.name], capture_output=True,
                              text=True, check=True).stdout
+    if os.environ.get("SASS_OUT"):  # the whole SASS, to read a loop's order
+        open(os.environ["SASS_OUT"], "w").write(sass)
     registers = re.findall(r"REG:(\d+)", res)
     print(f"triton {triton.__version__}, {overrides or 'defaults'}: registers {registers}, "
           f"shared memory {kernel.metadata.shared} bytes")
