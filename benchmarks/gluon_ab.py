@@ -18,7 +18,7 @@ from kernel_ab import bench, density, llama_inputs, rel_err  # benchmarks/kernel
 
 
 def parse_variant(spec):
-    """'gluon' / 'ws' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or None)."""
+    """'gluon' / 'ov' / 'ws' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or None)."""
     kind, _, rest = spec.partition(":")
     kw = {k: int(v) for k, v in (f.split("=") for f in rest.split(",") if f)}
     if kind == "triton":
@@ -28,6 +28,7 @@ def parse_variant(spec):
     if kind == "ws":
         kw["ws"] = True
     else:
+        kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")
     return spec, kw
 

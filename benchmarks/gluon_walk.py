@@ -384,6 +384,120 @@ if HAVE_GLUON:
         ], [PW], [PRODUCER_REGS])
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
+    @gluon.jit
+    def _copy_rows(bufs, slot, rows, base, stride_n, cols_g):
+        """cp.async of the rows `rows` of K or V into buffer `slot` (no mask: rows in bounds)."""
+        cp.async_copy_global_to_shared(
+            bufs.index(slot), (base + rows.to(gl.int64) * stride_n)[:, None] + cols_g[None, :])
+
+    @gluon.jit
+    def _scores_async(q_smem, k_buf, BM: gl.constexpr, BN: gl.constexpr):
+        """Q K^T of a landed key tile, issued and not waited for."""
+        return warpgroup_mma(q_smem, k_buf.permute((1, 0)),
+                             gl.zeros([BM, BN], gl.float32, layout=_mma(BN)), use_acc=False,
+                             is_async=True)
+
+    @gluon.jit
+    def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
+                    BN: gl.constexpr, D: gl.constexpr):
+        """_attend from the step's waited scores sc on: softmax, then P @ V issued, not waited."""
+        mma_s: gl.constexpr = _mma(BN)
+        mma_o: gl.constexpr = _mma(D)
+        if s == 0:
+            cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
+            ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+            sc = gl.where(ok, sc, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        gain = gl.sum(p, axis=1)
+        l_i = l_i * alpha + gain
+        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, mma_o))[:, None]
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+        o = warpgroup_mma(gl.convert_layout(p.to(v_buf.dtype), p_op), v_buf, o, is_async=True)
+        return m_new, l_i, o, alpha, gain
+
+    @gluon.jit
+    def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                             stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                             stride_vb, stride_vh, stride_vn,
+                             N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                             NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, SMEM: gl.constexpr,
+                             num_warps: gl.constexpr):
+        """One warpgroup, FA3's overlap inside it (session 11): step s issues Q K^T of step
+        s + 1 before its own softmax, so the tensor core computes the next scores while the
+        warps exponentiate; P @ V is waited for at the end of the step (kept in flight across
+        the back edge, ptxas serialized every wgmma in session 9). K runs a step ahead of V:
+        step s copies K rows of step s + 3 and V rows of step s + 2 (three buffers each, each
+        slot reused after its wgmma was waited for); it waits for K(s + 1) and V(s)."""
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
+            _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                             H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+
+        # group -2: K(0), V(0) (the diagonal) and K(1); group -1: K(2) and V(1)
+        _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
+                        cols_g)
+        rows1 = _step_rows(1, n_sink, n_dense, sink_gap,
+                           _table_rows(t_base, 1 - n_dense, P, rows_g, BN), rows_g, BN)
+        if 1 < n_total:
+            _copy_rows(k_bufs, 1, rows1, k_base, stride_kn, cols_g)
+        cp.commit_group()
+        rows_v = _step_rows(2, n_sink, n_dense, sink_gap,
+                            _table_rows(t_base, 2 - n_dense, P, rows_g, BN), rows_g, BN)
+        if 2 < n_total:
+            _copy_rows(k_bufs, 2, rows_v, k_base, stride_kn, cols_g)
+        if 1 < n_total:
+            _copy_rows(v_bufs, 1, rows1, v_base, stride_vn, cols_g)
+        cp.commit_group()
+        idx = _table_rows(t_base, 3 - n_dense, P, rows_g, BN)  # K rows of step 3
+        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g,
+                cols_g.to(gl.int32), H_Q)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
+        cp.wait_group(1)
+        sc = _scores_async(q_smem, k_bufs.index(0), BM, BN)
+        sc = warpgroup_mma_wait(0, deps=(sc, ))
+        s = 0
+        n_end = n_total
+        while s < n_end:
+            cp.wait_group(1)  # the group of step s - 2: K(s + 1), V(s)
+            fence_async_shared()
+            gl.thread_barrier()  # every thread's copies landed before the wgmmas read them
+            if s + 3 < n_end:
+                rows_k = _step_rows(s + 3, n_sink, n_dense, sink_gap, idx, rows_g, BN)
+                _copy_rows(k_bufs, (s + 3) % NBUF, rows_k, k_base, stride_kn, cols_g)
+            else:
+                rows_k = rows_v
+            if s + 2 < n_end:
+                _copy_rows(v_bufs, (s + 2) % NBUF, rows_v, v_base, stride_vn, cols_g)
+            cp.commit_group()
+            rows_v = rows_k
+            idx = _table_rows(t_base, s + 4 - n_dense, P, rows_g, BN)
+            # the next step's scores (past the end: a stale buffer, no copy in flight into it)
+            sc_next = _scores_async(q_smem, k_bufs.index((s + 1) % NBUF), BM, BN)
+            m_i, l_i, o, alpha, gain = _softmax_pv(sc, v_bufs.index(s % NBUF), s, m0, N, offs_m,
+                                                   m_i, l_i, o, qk_scale, BM, BN, D)
+            if s >= n_dense:
+                gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
+                                                gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                STOP_EVERY)
+            sc, o = warpgroup_mma_wait(0, deps=(sc_next, o))
+            s += 1
+        cp.wait_group(0)  # copies issued ahead of a stop
+        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
+
+
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | None:
     """Why the Gluon kernel cannot take this call (None: it can). The Triton kernel takes the
     rest: other dtypes, head dims, tile shapes, stop rules, packed GQA heads, tau 0."""
@@ -409,7 +523,8 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
 
 
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
-                    ws: bool = False, producer_warps: int = 4, producer_regs: int = 56):
+                    ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
+                    ov: bool = False):
     """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table."""
     B, Hq, N, D = q.shape
@@ -418,7 +533,7 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     smem = gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16)
     stop_every = cfg.block_n // BLOCK
-    kernel, extra = _s2o_gluon_kernel, dict(num_warps=4)
+    kernel, extra = (_s2o_gluon_ov_kernel if ov else _s2o_gluon_kernel), dict(num_warps=4)
     if ws:
         kernel = _s2o_gluon_ws_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, num_warps=4,

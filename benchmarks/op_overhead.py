@@ -101,6 +101,8 @@ def main():
             t["walk_table+att"] = bench(lambda: T.attention_with_table(
                 q, k, v, *T.walk_table(q, k, scale, cfg), scale, cfg))
             t["parts+pairs"] = bench(lambda: T.pairs_from_visited(parts()[1], N, cfg, 4))
+            t["parts+sum"] = bench(lambda: parts()[1].sum())
+            t["parts+sleep"] = bench(lambda: (parts(), torch.cuda._sleep(1)))
             t["op_loop"] = loop_ms(op)
             t["parts_loop"] = loop_ms(parts)
             print(f"  round {rnd}: " + " ".join(f"{k_}={v_:.2f}" for k_, v_ in t.items())

@@ -227,3 +227,37 @@ def test_head_dims_that_are_not_powers_of_two_are_padded(D):
     out, visited = T.attention_with_table(q, k, v, expected.to(DEV), offsets, scale, cfg)
     assert torch.equal(visited.cpu().long(), ref_visited)
     assert rel_err(out.cpu(), ref_out) < 1e-5
+
+
+def test_shape_tensors_are_built_once_per_shape_and_afresh_while_tracing(monkeypatch):
+    """The offsets and tile bounds depend on shapes only: an eager call reuses them, a call
+    that a compiler traces builds its own (FakeTensors must not be cached)."""
+    built = []
+    build = lambda: built.append(1) or torch.arange(3)  # noqa: E731
+    key = ("test", 12345)
+    a = T._shape_tensors(key, torch.device("cpu"), build)
+    b = T._shape_tensors(key, torch.device("cpu"), build)
+    assert a is b and len(built) == 1
+    T._shape_tensors(("test", 12346), torch.device("cpu"), build)  # another shape
+    assert len(built) == 2
+    monkeypatch.setattr(T, "tracing", lambda: True)
+    c = T._shape_tensors(key, torch.device("cpu"), build)
+    assert c is not a and len(built) == 3
+
+
+def test_cached_offsets_and_pairs_equal_fresh_ones():
+    """Two calls with the same shapes (the second from the cache) give what the layout
+    functions and a fresh count give, for a whole prefill and a chunk."""
+    from s2o_compile.kernels.layout import table_offsets
+    cfg = SMALL.replace(ordering="sort")
+    for q0 in (0, 70):
+        for _ in range(2):
+            off = T._offsets(333, q0, cfg, DEV)
+            assert torch.equal(off.cpu(), table_offsets(333, cfg.segment_size, cfg.sink_tokens,
+                                                        cfg.local_window, "cpu", q0))
+    visited = torch.randint(0, 5, (2, 4, 11), dtype=torch.int32, device=DEV)
+    first = T.pairs_from_visited(visited, 333, cfg, 2)
+    T._SHAPE_CACHE.clear()
+    assert torch.equal(T.pairs_from_visited(visited, 333, cfg, 2), first)
+    more = T.pairs_from_visited(visited + 1, 333, cfg, 2)  # the cached bounds, other visits
+    assert (more >= first).all() and (more > first).any()
