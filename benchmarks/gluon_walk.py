@@ -8,6 +8,11 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     window; the ranked walk), so the walk has no refill per chunk (the next tiles are issued
     before a stop decision: a stop wastes at most NBUF - 1 loads). A row's address is formed
     once in 64 bits and its 16-byte pieces are immediate offsets (Triton forms one per piece).
+  _s2o_gluon_ov_kernel (session 11): one warpgroup with FA3's overlap inside it: Q K^T of the
+    next step is issued before this step's softmax; K rows are copied a step ahead of V rows.
+    Same visits as Triton on every check; slower at 128K (27.2-30.8 vs Triton 25.3-29.5 and
+    the plain Gluon walk 26.5 ms, H100): two CTAs per SM already overlap each other, and its
+    step has ~50% more instructions (BENCHMARKS.md session 11).
   _s2o_gluon_ws_kernel: warp-specialized. PW producer warps gather step j's K/V rows into ring
     buffer j % NBUF when the consumer has released it (mbarriers: `ready` completes with the
     producer threads' cp.async arrivals, `empty` with the consumer's release); the consumer
