@@ -512,7 +512,8 @@ def _launch(kernel, grid, *args, **kwargs):
 
 
 def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OConfig):
-    """Flat int32 index table [B, R, total] and offsets [G + 1] (layout.py), on the device.
+    """Flat int32 index table [B, R, total] and offsets [G + 1] (layout.py), on the device;
+    offsets is shared by every call of these shapes (_shape_tensors): read it, never write it.
     R = Hkv, or Hq with rank_per_head: the kernels then rank per query head (a group of 1)
     and read K of kv head h // group. q may be shorter than k (chunked prefill: the last
     positions); the segments before the first query's get empty prefixes."""
