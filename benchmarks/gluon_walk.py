@@ -12,7 +12,7 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     next step is issued before this step's softmax; K rows are copied a step ahead of V rows.
     Same visits as Triton on every check; slower at 128K (27.2-30.8 vs Triton 25.3-29.5 and
     the plain Gluon walk 26.5 ms, H100): two CTAs per SM already overlap each other, and its
-    step has ~50% more instructions (BENCHMARKS.md session 11).
+    loop has 12% more instructions (BENCHMARKS.md session 11).
   _s2o_gluon_ws_kernel: warp-specialized. PW producer warps gather step j's K/V rows into ring
     buffer j % NBUF when the consumer has released it (mbarriers: `ready` completes with the
     producer threads' cp.async arrivals, `empty` with the consumer's release); the consumer
@@ -161,17 +161,18 @@ if HAVE_GLUON:
         return offs_m, row_ok, m_i, l_i, o, gsum, flags
 
     @gluon.jit
-    def _attend(q_smem, k_buf, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale,
-                BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
-        """One online-softmax step over the landed tile (step 0: the causal diagonal, keys past
-        N masked; the scale is folded into the exponent, qk_scale > 0). Issues P @ V without
-        waiting: returns (m, l, o in flight, alpha, gain)."""
+    def _scores_async(q_smem, k_buf, BM: gl.constexpr, BN: gl.constexpr):
+        """Q K^T of a landed key tile, issued and not waited for."""
+        return warpgroup_mma(q_smem, k_buf.permute((1, 0)),
+                             gl.zeros([BM, BN], gl.float32, layout=_mma(BN)), use_acc=False,
+                             is_async=True)
+
+    @gluon.jit
+    def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
+                    BN: gl.constexpr, D: gl.constexpr):
+        """_attend from the step's waited scores sc on: softmax, then P @ V issued, not waited."""
         mma_s: gl.constexpr = _mma(BN)
         mma_o: gl.constexpr = _mma(D)
-        sc = warpgroup_mma(q_smem, k_buf.permute((1, 0)),
-                           gl.zeros([BM, BN], gl.float32, layout=mma_s), use_acc=False,
-                           is_async=True)
-        sc = warpgroup_mma_wait(0, deps=(sc, ))
         if s == 0:
             cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
             ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
@@ -183,8 +184,17 @@ if HAVE_GLUON:
         l_i = l_i * alpha + gain
         o = o * gl.convert_layout(alpha, gl.SliceLayout(1, mma_o))[:, None]
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-        o = warpgroup_mma(gl.convert_layout(p.to(q_smem.dtype), p_op), v_buf, o, is_async=True)
+        o = warpgroup_mma(gl.convert_layout(p.to(v_buf.dtype), p_op), v_buf, o, is_async=True)
         return m_new, l_i, o, alpha, gain
+
+    @gluon.jit
+    def _attend(q_smem, k_buf, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale,
+                BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+        """One online-softmax step over the landed tile (step 0: the causal diagonal, keys past
+        N masked; the scale is folded into the exponent, qk_scale > 0). Issues P @ V without
+        waiting: returns (m, l, o in flight, alpha, gain)."""
+        sc = warpgroup_mma_wait(0, deps=(_scores_async(q_smem, k_buf, BM, BN), ))
+        return _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM, BN, D)
 
     @gluon.jit
     def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
@@ -223,6 +233,24 @@ if HAVE_GLUON:
         gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
 
     @gluon.jit
+    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr):
+        """Row and column indices of a [BN, D] tile in the gathered copies' layout: a thread
+        copies 8 columns of a row per piece, TPW_ROWS rows per warp-instruction, one warpgroup
+        (columns int64: a row's pieces are constant offsets from its address)."""
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
+                gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64))
+
+    @gluon.jit
+    def _tile_buffers(Q, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                      NBUF: gl.constexpr, SMEM: gl.constexpr):
+        """Shared memory of a query tile and NBUF K and V tiles."""
+        dtype: gl.constexpr = Q.dtype.element_ty
+        return (gl.allocate_shared_memory(dtype, [BM, D], SMEM),
+                gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM),
+                gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM))
+
+    @gluon.jit
     def _s2o_gluon_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                           stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn,
@@ -235,17 +263,11 @@ if HAVE_GLUON:
         """One warpgroup: issues the copies NBUF - 1 steps ahead, computes each step."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        # a thread copies 8 columns of a row per piece; TPW_ROWS rows per warp-instruction
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS)
         mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
             _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
                              H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
-        dtype: gl.constexpr = Q.dtype.element_ty
-        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        q_smem, k_bufs, v_bufs = _tile_buffers(Q, BM, BN, D, NBUF, SMEM)
 
         _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
                         cols_g)
@@ -396,33 +418,6 @@ if HAVE_GLUON:
             bufs.index(slot), (base + rows.to(gl.int64) * stride_n)[:, None] + cols_g[None, :])
 
     @gluon.jit
-    def _scores_async(q_smem, k_buf, BM: gl.constexpr, BN: gl.constexpr):
-        """Q K^T of a landed key tile, issued and not waited for."""
-        return warpgroup_mma(q_smem, k_buf.permute((1, 0)),
-                             gl.zeros([BM, BN], gl.float32, layout=_mma(BN)), use_acc=False,
-                             is_async=True)
-
-    @gluon.jit
-    def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
-                    BN: gl.constexpr, D: gl.constexpr):
-        """_attend from the step's waited scores sc on: softmax, then P @ V issued, not waited."""
-        mma_s: gl.constexpr = _mma(BN)
-        mma_o: gl.constexpr = _mma(D)
-        if s == 0:
-            cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
-            ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
-            sc = gl.where(ok, sc, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-        p = gl.exp2(sc * qk_scale - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        gain = gl.sum(p, axis=1)
-        l_i = l_i * alpha + gain
-        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, mma_o))[:, None]
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-        o = warpgroup_mma(gl.convert_layout(p.to(v_buf.dtype), p_op), v_buf, o, is_async=True)
-        return m_new, l_i, o, alpha, gain
-
-    @gluon.jit
     def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                              stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                              stride_vb, stride_vh, stride_vn,
@@ -440,16 +435,11 @@ if HAVE_GLUON:
         slot reused after its wgmma was waited for); it waits for K(s + 1) and V(s)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS)
         mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
             _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
                              H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
-        dtype: gl.constexpr = Q.dtype.element_ty
-        q_smem = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        q_smem, k_bufs, v_bufs = _tile_buffers(Q, BM, BN, D, NBUF, SMEM)
 
         # group -2: K(0), V(0) (the diagonal) and K(1); group -1: K(2) and V(1)
         _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
