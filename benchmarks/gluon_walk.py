@@ -67,14 +67,18 @@ if HAVE_GLUON:
         return gl.where(s < n_dense, start + rows_g, idx)
 
     @gluon.jit
+    def _copy_rows(bufs, slot, rows, base, stride_n, cols_g):
+        """cp.async of the rows `rows` of K or V into buffer `slot` (no mask: rows in bounds).
+        A row's address is formed once in 64 bits and its pieces are constant offsets from it
+        (cols_g is int64), so each 16-byte copy needs no address arithmetic of its own."""
+        cp.async_copy_global_to_shared(
+            bufs.index(slot), (base + rows.to(gl.int64) * stride_n)[:, None] + cols_g[None, :])
+
+    @gluon.jit
     def _issue(k_bufs, v_bufs, slot, rows, k_base, v_base, stride_kn, stride_vn, cols_g):
-        """cp.async of the K and V rows `rows` into buffer `slot`. A row's address is formed
-        once in 64 bits and its pieces are constant offsets from it (cols_g is int64), so each
-        16-byte copy needs no address arithmetic of its own."""
-        k_rows = k_base + rows.to(gl.int64) * stride_kn
-        v_rows = v_base + rows.to(gl.int64) * stride_vn
-        cp.async_copy_global_to_shared(k_bufs.index(slot), k_rows[:, None] + cols_g[None, :])
-        cp.async_copy_global_to_shared(v_bufs.index(slot), v_rows[:, None] + cols_g[None, :])
+        """cp.async of the K and V rows `rows` into buffer `slot`."""
+        _copy_rows(k_bufs, slot, rows, k_base, stride_kn, cols_g)
+        _copy_rows(v_bufs, slot, rows, v_base, stride_vn, cols_g)
 
     @gluon.jit
     def _issue_ahead(s, n_end, n_sink, n_dense, sink_gap, idx, t_base, P, k_bufs, v_bufs, k_base,
@@ -410,12 +414,6 @@ if HAVE_GLUON:
                             n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [PW], [PRODUCER_REGS])
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
-    def _copy_rows(bufs, slot, rows, base, stride_n, cols_g):
-        """cp.async of the rows `rows` of K or V into buffer `slot` (no mask: rows in bounds)."""
-        cp.async_copy_global_to_shared(
-            bufs.index(slot), (base + rows.to(gl.int64) * stride_n)[:, None] + cols_g[None, :])
 
     @gluon.jit
     def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,

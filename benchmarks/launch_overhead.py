@@ -70,7 +70,7 @@ def main():
 
 def cache_ab(args):
     """Shape tensors cached (the default) against built each call, alternating twice."""
-    import triton
+    from kernel_ab import bench  # benchmarks/kernel_ab.py
     cfg = S2OConfig(threshold=0.8, min_seq_len=0)
     cached = T._shape_tensors
     fresh = lambda key, device, build: build()  # noqa: E731
@@ -84,7 +84,7 @@ def cache_ab(args):
             for name, impl in (("cached", cached), ("fresh", fresh)):
                 T._shape_tensors = impl
                 host, done = host_and_total_ms(fn)
-                t = triton.testing.do_bench(fn, warmup=25, rep=300, return_mode="median")
+                t = bench(fn)
                 print(f"N={n} L={L} shape tensors {name:6s}: host {host:.3f} ms, done {done:.3f} ms, "
                       f"do_bench {t:.3f} ms", flush=True)
         T._shape_tensors = cached

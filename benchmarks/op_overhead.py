@@ -10,15 +10,11 @@ import argparse
 import warnings
 
 import torch
-import triton
 
+from kernel_ab import bench  # benchmarks/kernel_ab.py: do_bench median, the A/B scripts' settings
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import triton_s2o as T
 from s2o_compile.workload import structured_qkv
-
-
-def bench(fn):
-    return triton.testing.do_bench(fn, warmup=25, rep=400, return_mode="median")
 
 
 def loop_ms(fn, n=20):
