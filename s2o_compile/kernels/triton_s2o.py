@@ -470,8 +470,8 @@ def tracing() -> bool:
 
 
 # Shape-only tensors (table offsets, sort-block bounds, per-tile row counts) per shapes, config,
-# device and stream: in eager mode an op call launched 47 kernels, 28 of them small torch ops
-# that build these (host time, BENCHMARKS.md session 11). Read-only once built.
+# device and stream: in eager mode an op call launched 47 small torch kernels, 37 of them to build
+# these (host time, BENCHMARKS.md session 11). Read-only once built.
 _SHAPE_CACHE: dict = {}
 _SHAPE_CACHE_SIZE = 256
 
@@ -587,16 +587,17 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     B, R, total = table.shape
     S, BLK = cfg.segment_size, SORT_BLOCK
     G = offsets.numel() - 1  # every segment's, empty before the first query's
-    n_blocks = sum(triton.cdiv(sg.prefix_len, BLK)  # from shapes: no sync
-                   for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q0))
 
     def blocks():
         per_segment = (offsets[1:] - offsets[:-1] + BLK - 1) // BLK  # blocks per segment
+        n_blocks = sum(triton.cdiv(sg.prefix_len, BLK)  # from shapes: no sync
+                       for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q0))
         return (torch.nn.functional.pad(torch.cumsum(per_segment, 0), (1, 0)),
                 torch.repeat_interleave(torch.arange(G, device=table.device), per_segment,
                                         output_size=n_blocks))
     block_offsets, block_segment = _shape_tensors(
         ("blocks", N, q0, S, cfg.sink_tokens, cfg.local_window, BLK), table.device, blocks)
+    n_blocks = block_segment.numel()
     keys = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
     counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
     grid = (n_blocks, B * R)
@@ -756,18 +757,19 @@ def pairs_from_visited(visited: torch.Tensor, N: int, cfg: S2OConfig,
     S = cfg.segment_size
     BM = cfg.block_m // heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
     dev = visited.device
-    # pass 1 (sink, local, own keys) depends on shapes only: counted on the host, no kernels
-    dense = sum((sg.end - sg.start) * (sg.sink_end - sg.lo + 1)
-                + (sg.start + sg.end - 1) * (sg.end - sg.start) // 2
-                for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q_start))
 
-    def tiles():  # per query tile: its query rows, and its ranked prefix's length
+    def tiles():
+        # pass 1 (sink, local, own keys) depends on shapes only: counted on the host
+        dense = sum((sg.end - sg.start) * (sg.sink_end - sg.lo + 1)
+                    + (sg.start + sg.end - 1) * (sg.end - sg.start) // 2
+                    for sg in segments(N, S, cfg.sink_tokens, cfg.local_window, q_start))
+        # per query tile: its query rows, and its ranked prefix's length
         m0 = (torch.arange(visited.shape[-1], device=dev) + q_start // BM) * BM
         rows = torch.clamp(N - m0, max=BM) - torch.clamp(q_start - m0, min=0)
         g0 = (m0 // S) * S
-        return rows, torch.clamp(g0 - cfg.local_window - cfg.sink_tokens, min=0)
-    rows, prefix = _shape_tensors(("tiles", N, q_start, S, BM, cfg.sink_tokens,
-                                   cfg.local_window, visited.shape[-1]), dev, tiles)
+        return dense, rows, torch.clamp(g0 - cfg.local_window - cfg.sink_tokens, min=0)
+    dense, rows, prefix = _shape_tensors(("tiles", N, q_start, S, BM, cfg.sink_tokens,
+                                          cfg.local_window, visited.shape[-1]), dev, tiles)
     sparse = rows * torch.minimum(visited.to(torch.int64) * cfg.block_n, prefix)
     return dense + sparse.sum(-1)
 
