@@ -18,15 +18,18 @@ from kernel_ab import bench, density, llama_inputs, rel_err  # benchmarks/kernel
 
 
 def parse_variant(spec):
-    """'gluon' / 'ov' / 'ws' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or None)."""
+    """'gluon' / 'ov' / 'ws' / 'pp' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or None)."""
     kind, _, rest = spec.partition(":")
     kw = {k: int(v) for k, v in (f.split("=") for f in rest.split(",") if f)}
     if kind == "triton":
         return spec, None
     kw = {"tpw_rows": kw.pop("tpw", 8), "producer_warps": kw.pop("pw", 4),
           "producer_regs": kw.pop("regs", 56), **kw}
-    if kind == "ws":
-        kw["ws"] = True
+    if kind in ("ws", "pp"):
+        kw[kind] = True
+        if kind == "pp":  # the tile pair (session 12): buffers, consumer registers
+            kw["nbuf"] = kw.pop("nbuf", 4)
+            kw["consumer_regs"] = kw.pop("cr", 224)
     else:
         kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")

@@ -416,6 +416,205 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
+    def _pp_rows(s, m0, n_sink, n_dense, sink_gap, idx, rows_g, BN: gl.constexpr):
+        """Key rows of the pair's stream step s: step 0 the second tile's diagonal
+        [m0 + BN, m0 + 2 BN), step 1 the first's [m0, m0 + BN), then the sink, the window and
+        the walk as a single tile's steps 1, 2, ... (_step_rows)."""
+        return gl.where(s < 2, m0 + (1 - s) * BN + rows_g,
+                        _step_rows(s - 1, n_sink, n_dense - 1, sink_gap, idx, rows_g, BN))
+
+    @gluon.jit
+    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base, stride_kn,
+                     stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
+                     BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                     TPW_ROWS: gl.constexpr, PW: gl.constexpr):
+        """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
+        both consumers released it, up to the step where the pair stopped (stop_smem)."""
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        j = 0
+        n_end = n_total
+        while j < n_end:
+            slot = j % NBUF
+            if j >= NBUF:
+                mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
+                n_end = gl.minimum(n_end, gl.max(stop_smem.load(one), axis=0))
+            if j < n_end:
+                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                rows = _pp_rows(j, m0, n_sink, n_dense, sink_gap, idx, rows_g, BN)
+                ok = (rows < N)[:, None]  # the diagonals past N: zero-filled
+                cp.async_copy_global_to_shared(
+                    k_bufs.index(slot),
+                    (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :], mask=ok)
+                cp.async_copy_global_to_shared(
+                    v_bufs.index(slot),
+                    (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            j += 1
+        cp.commit_group()
+        cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
+
+    @gluon.jit
+    def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
+                     stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale,
+                     tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                     REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                     NBUF: gl.constexpr):
+        """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream
+        of steps, computing those it needs and releasing every buffer; its own stop rule. At
+        each walk chunk's end the two exchange decisions (decide, sync): a consumer that
+        stopped keeps releasing buffers unread until the other stops too."""
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        mx = m0 + X * BM
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
+        active = mx < N  # a last tile past N only releases buffers
+        s = 0
+        n_end = n_total  # the pair's end
+        n_me = n_total  # this tile's end
+        while s < n_end:
+            slot = s % NBUF
+            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            if X == 0:
+                need = active & (s > 0)  # step 0: keys past the first tile's rows
+            else:
+                need = active
+            if need:
+                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+                sc = warpgroup_mma_wait(0, deps=(_scores_async(q_smem, k_bufs.index(slot), BM, BN), ))
+                if s < 2:  # a diagonal: causal mask
+                    cols = m0 + (1 - s) * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
+                    ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+                    sc = gl.where(ok, sc, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+                p = gl.exp2(sc * qk_scale - m_new[:, None])
+                alpha = gl.exp2(m_i - m_new)
+                gain = gl.sum(p, axis=1)
+                l_i = l_i * alpha + gain
+                m_i = m_new
+                o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+                p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+                o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op), v_bufs.index(slot),
+                                  o, is_async=True)
+                if s >= n_dense:
+                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
+                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                   STOP_EVERY)
+                o = warpgroup_mma_wait(0, deps=(o, ))
+            w = s - n_dense
+            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
+                # both decide at the same chunk ends (one walk); double-buffered by chunk parity
+                c = w // CHUNK
+                stopped = (n_me <= s + 1) | (~active)
+                decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
+                                                    * stopped.to(gl.int32))
+                mbarrier.arrive(sync)
+                mbarrier.wait(sync, c & 1)
+                other = gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+                active = ~stopped
+                if stopped & (other != 0):  # tell the producer, before the release below
+                    n_end = s + 1
+                    stop_smem.store(gl.full([1], n_end, gl.int32, layout=one))
+            mbarrier.arrive(empty.index(slot))
+            s += 1
+        if mx < N:
+            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
+                       N_MT, BM, D, STOP_EVERY)
+
+    @gluon.jit
+    def _pp_consumer_b(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                       VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                       NBUF: gl.constexpr):
+        """The second tile's consumer (a worker partition)."""
+        _pp_consumer(1, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                     VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM, BN,
+                     D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+
+    @gluon.jit
+    def _pp_consumer_a(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                       VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                       NBUF: gl.constexpr):
+        """The first tile's consumer (the default partition)."""
+        _pp_consumer(0, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                     VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM, BN,
+                     D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+
+    @gluon.jit
+    def _s2o_gluon_pp_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                             stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                             stride_vb, stride_vh, stride_vn,
+                             N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                             NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                             CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                             SMEM: gl.constexpr, num_warps: gl.constexpr):
+        """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
+        ranked walk, so PW producer warps gather each K/V step once for two consumer
+        warpgroups, each with its own online softmax and stop rule (session 12)."""
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
+        n_pt = (N_MT + 1) // 2
+        mt = (n_pt - 1 - gl.program_id(0)) * 2  # the pair's first tile, longest prefixes first
+        bh = gl.program_id(1)
+        b = bh // H_Q
+        hk = (bh % H_Q) // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_sink = sink_end // BN
+        n_dense = 2 + n_sink + (m0 - lo) // BN
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        stop_smem = gl.allocate_shared_memory(gl.int32, [1], small)
+        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
+        for i in gl.static_range(NBUF):
+            mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
+            mbarrier.init(empty.index(i), count=2)  # both consumers
+        mbarrier.init(sync, count=2)
+        stop_smem.store(gl.full([1], n_total, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0])))
+        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
+        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
+        gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
+
+        gl.warp_specialize([
+            (_pp_consumer_a, (q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                              VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+            (_pp_consumer_b, (q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                              VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+            (_pp_producer, (k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base,
+                            stride_kn, stride_vn, m0, N, P, n_sink, n_dense, lo - sink_end,
+                            n_total, BN, D, NBUF, TPW_ROWS, PW)),
+        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
+
+    @gluon.jit
     def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                              stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                              stride_vb, stride_vh, stride_vn,
@@ -506,6 +705,8 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
         return "tau 0 walks in key order"
     if cfg.block_m != BLOCK or cfg.block_n % BLOCK or cfg.stop_rule == "mean" or cfg.pack_gqa:
         return "block_m 64, block_n a multiple of 64, stop rule not 'mean', no pack_gqa"
+    if cfg.segment_size % (2 * BLOCK):
+        return "segment_size not a multiple of 128 (the pair kernel's two tiles share a segment)"
     if cfg.walk_chunk // cfg.block_n > 31:
         return "more than 31 stop tests per walk chunk"
     if not whole:
@@ -517,7 +718,7 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
 
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
-                    ov: bool = False):
+                    ov: bool = False, pp: bool = False, nbuf: int = 4, consumer_regs: int = 224):
     """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table."""
     B, Hq, N, D = q.shape
@@ -527,12 +728,19 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
     smem = gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16)
     stop_every = cfg.block_n // BLOCK
     kernel, extra = (_s2o_gluon_ov_kernel if ov else _s2o_gluon_kernel), dict(num_warps=4)
-    if ws:
+    grid = (n_mt, B * Hq)
+    if pp:
+        kernel = _s2o_gluon_pp_kernel
+        extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, NBUF=nbuf,
+                     CONSUMER_REGS=consumer_regs, num_warps=4,
+                     # one CTA per SM: 64K registers over both consumers and the producer
+                     maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
+        grid = (triton.cdiv(n_mt, 2), B * Hq)
+    elif ws:
         kernel = _s2o_gluon_ws_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, num_warps=4,
                      # two CTAs per SM: 32K registers each, spread over all the CTA's warps
                      maxnreg=32768 // (32 * (4 + producer_warps)) // 8 * 8)
-    grid = (n_mt, B * Hq)
     args = (q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
@@ -540,13 +748,13 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
             float(cfg.threshold), cfg.sink_tokens, cfg.local_window)
     meta = dict(SEG=cfg.segment_size, BM=BLOCK, BN=BLOCK, D=D, GROUP=Hq // k.shape[1],
                 REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // BLOCK,
-                STOP_EVERY=stop_every, NBUF=NBUF, TPW_ROWS=tpw_rows, SMEM=smem, **extra)
-    if ws:  # the two configurations that hung (session 9) are the two whose producer spills
+                STOP_EVERY=stop_every, TPW_ROWS=tpw_rows, SMEM=smem, **{"NBUF": NBUF, **extra})
+    if ws or pp:  # the two configurations that hung (session 9) are the two whose producer spills
         compiled = kernel.warmup(*args, grid=grid, **meta)
         compiled._init_handles()
         if compiled.n_spills:
             raise RuntimeError(
-                f"gluon WS walk: the compiled kernel spills {compiled.n_spills} registers "
+                f"gluon WS/pair walk: the compiled kernel spills {compiled.n_spills} registers "
                 f"(TPW_ROWS {tpw_rows}, {producer_regs} producer registers); every such "
                 "configuration hung on the H100 (BENCHMARKS.md session 10), so it does not run")
     kernel[grid](*args, **meta)
