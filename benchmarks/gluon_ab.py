@@ -30,6 +30,8 @@ def parse_variant(spec):
         if kind == "pp":  # the tile pair (session 12): buffers, consumer registers
             kw["nbuf"] = kw.pop("nbuf", 4)
             kw["consumer_regs"] = kw.pop("cr", 224)
+            kw["deferred"] = bool(kw.pop("defer", 0))  # P @ V issued with the next Q K^T
+            kw["pingpong"] = bool(kw.pop("ping", 0))  # and the consumers take turns
     else:
         kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")

@@ -17,7 +17,20 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     buffer j % NBUF when the consumer has released it (mbarriers: `ready` completes with the
     producer threads' cp.async arrivals, `empty` with the consumer's release); the consumer
     warpgroup runs wgmma + online softmax + the stop rule and tells the producer where the walk
-    stopped through shared memory (read after each `empty` wait).
+    stopped through shared memory (read after each `empty` wait, the same for all producer
+    warps: _stop_step).
+  _s2o_gluon_pp_kernel (session 12): a tile pair. Two query tiles of one segment per CTA (one
+    CTA per SM) share the segment's ranked walk: PW producer warps gather each K/V step once
+    for two consumer warpgroups, each with its own online softmax and stop rule; at each walk
+    chunk's end they exchange decisions (an mbarrier), and one that stopped releases the
+    buffers unread until the other stops too. DEFERRED issues a step's P @ V with the next
+    step's Q K^T (FA3's order); PINGPONG also makes the two consumers take turns issuing.
+    Same visits as Triton on 36 checks (H100, H200); 4-8% faster than Triton at 128K and 32K in
+    the runs that finished (H100), but it hung on both cards (often on the H200), as the WS
+    kernel did in sessions 9-10. Cause, found afterwards and fixed in _stop_step, not yet run on
+    a GPU: each producer warp read the stop step alone, a consumer's write landed between two
+    warps' reads, and the warps' different loop counts broke the producer's partition barriers
+    (benchmarks/pp_protocol_sim.py models the protocol and reproduces the hang).
 
 Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
 same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
@@ -28,7 +41,7 @@ gathered copies into the swizzled buffers matters more than their address arithm
 spread (25.5-29.4 ms in one call). 32K: one-warpgroup 3.9-4.4 ms vs Triton 3.6. Open: the WS
 kernel with TPW_ROWS 2 did not finish (a hang, not yet understood), so it is not safe to
 ship; P @ V kept in flight across the loop's back edge makes ptxas serialize every wgmma
-(C7515), so both kernels wait for it inside the step.
+(C7515), so both kernels wait for it inside the step. (The WS hang: see the pair kernel.)
 """
 from __future__ import annotations
 
@@ -312,14 +325,40 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
-    def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base, stride_kn,
+    def _post_stop(stop_smem, n_end):
+        """Every producer warp's copy of the step where the walk ends (see _stop_step); stored
+        by a 4-warp partition (a consumer warpgroup, or the prologue)."""
+        four: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        stop_smem.store(gl.full(stop_smem.shape, n_end, gl.int32, layout=four))
+
+    @gluon.jit
+    def _stop_step(stop_smem, seen, j, PW: gl.constexpr):
+        """The walk's end as all PW producer warps see it at step j: each warp reads its copy
+        and writes what it read to its slot of seen[j % 2]; after the partition's barrier every
+        warp takes the minimum of the same slots. Read by each warp alone (sessions 9-12), a
+        consumer's write could land between two warps' reads, so one warp left the copy loop a
+        step early; the loop's partition barriers (bar.sync 3, 128, which Triton's membar pass
+        puts there) then paired that warp's exit barrier with the others' loop barrier, and the
+        rest hung at the next one: the rare hang of the WS and pair kernels on H100 and H200
+        (benchmarks/pp_protocol_sim.py reproduces it in a model of the protocol). seen is
+        double-buffered: a warp writes seen[j % 2] again at step j + 2, after the barrier of
+        step j + 1, which every warp reaches after its read at step j. A minimum over warps
+        by gl.min alone is not enough: the compiler lets each warp load every copy itself."""
+        per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
+        every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
+        slots = seen.index(j % 2)
+        slots.store(stop_smem.load(per_warp))
+        gl.thread_barrier()
+        return gl.min(slots.load(every), axis=0)
+
+    @gluon.jit
+    def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base, stride_kn,
                      stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
                      BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps: gather step j's K/V rows into buffer j % NBUF once the consumer has
         released it, up to the step where the consumer stopped (stop_smem)."""
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
         cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
         j = 0
@@ -328,7 +367,7 @@ if HAVE_GLUON:
             slot = j % NBUF
             if j >= NBUF:
                 mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                n_end = gl.minimum(n_end, gl.max(stop_smem.load(one), axis=0))
+                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
             if j < n_end:
                 if j == 0:
                     _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N,
@@ -350,7 +389,6 @@ if HAVE_GLUON:
                      STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
         """Consumer warpgroup: online softmax over the steps as they land, the stop rule;
         releases each buffer after its P @ V. Returns (o, l, steps done)."""
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
         s = 0
         n_end = n_total
@@ -365,7 +403,7 @@ if HAVE_GLUON:
                                                 gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
                                                 STOP_EVERY)
                 if n_end == s + 1:  # tell the producer, before the release below
-                    stop_smem.store(gl.full([1], n_end, gl.int32, layout=one))
+                    _post_stop(stop_smem, n_end)
             o = warpgroup_mma_wait(0, deps=(o, ))
             mbarrier.arrive(empty.index(slot))
             s += 1
@@ -397,11 +435,12 @@ if HAVE_GLUON:
         v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
         ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        stop_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        seen = gl.allocate_shared_memory(gl.int32, [2, PW], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         for i in gl.static_range(NBUF):
             mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
             mbarrier.init(empty.index(i), count=1)
-        stop_smem.store(gl.full([1], n_total, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0])))
+        _post_stop(stop_smem, n_total)
         _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before either partition starts
 
@@ -409,7 +448,7 @@ if HAVE_GLUON:
             (_ws_consumer, (q_smem, k_bufs, v_bufs, ready, empty, stop_smem, m0, N, P, n_dense,
                             n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY,
                             NBUF)),
-            (_ws_producer, (k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base,
+            (_ws_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                             stride_kn, stride_vn, m0, N, P, n_sink, n_dense, sink_gap,
                             n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [PW], [PRODUCER_REGS])
@@ -424,14 +463,13 @@ if HAVE_GLUON:
                         _step_rows(s - 1, n_sink, n_dense - 1, sink_gap, idx, rows_g, BN))
 
     @gluon.jit
-    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base, stride_kn,
+    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base, stride_kn,
                      stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
                      BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem)."""
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
         cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
         j = 0
@@ -440,7 +478,7 @@ if HAVE_GLUON:
             slot = j % NBUF
             if j >= NBUF:
                 mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                n_end = gl.minimum(n_end, gl.max(stop_smem.load(one), axis=0))
+                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
             if j < n_end:
                 idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 rows = _pp_rows(j, m0, n_sink, n_dense, sink_gap, idx, rows_g, BN)
@@ -515,7 +553,7 @@ if HAVE_GLUON:
                 active = ~stopped
                 if stopped & (other != 0):  # tell the producer, before the release below
                     n_end = s + 1
-                    stop_smem.store(gl.full([1], n_end, gl.int32, layout=one))
+                    _post_stop(stop_smem, n_end)
             mbarrier.arrive(empty.index(slot))
             s += 1
         if mx < N:
@@ -523,26 +561,138 @@ if HAVE_GLUON:
                        N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
-    def _pp_consumer_b(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                       VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
-                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr):
-        """The second tile's consumer (a worker partition)."""
-        _pp_consumer(1, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                     VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM, BN,
-                     D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+    def _pp_flush(o, p_prev, v_prev, empty_prev):
+        """The pending P @ V of the last computed step, then its buffer's release."""
+        o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
+        o = warpgroup_mma_wait(0, deps=(o, ))
+        mbarrier.arrive(empty_prev)
+        return o
 
     @gluon.jit
-    def _pp_consumer_a(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                       VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+    def _pp_consumer_deferred(X: gl.constexpr, PINGPONG: gl.constexpr, q_smem, k_bufs, v_bufs,
+                              ready, empty, sync, decide, stop_smem, turn, O, VISITED, bh, mt,
+                              m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                              REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                              STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
+        """_pp_consumer with FA3's order: a step issues the previous step's P @ V together with
+        its own Q K^T and waits for both, so each wait covers two wgmmas and the softmax runs
+        with nothing of its own in flight; a buffer is released after the P @ V that read it
+        (a step later). PINGPONG: while both tiles walk, the consumers take turns issuing their
+        wgmmas (turn[X]: an mbarrier the other arrives on once it issued), so one's softmax
+        runs under the other's wgmmas (the first tile goes first)."""
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        mx = m0 + X * BM
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
+        active = mx < N  # a last tile past N only releases buffers
+        both = m0 + BM < N  # both tiles walk (both consumers know it, updated at chunk ends)
+        p_prev = gl.zeros([BM, BN], k_bufs.dtype, layout=p_op)  # P @ V pending: none yet
+        prev = 0  # the buffer the pending P @ V reads
+        has_prev = False
+        turns = 0
+        s = 0
+        n_end = n_total  # the pair's end
+        n_me = n_total  # this tile's end
+        while s < n_end:
+            slot = s % NBUF
+            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            if X == 0:
+                need = active & (s > 0)  # step 0: keys past the first tile's rows
+            else:
+                need = active
+            if need:
+                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+                if PINGPONG:
+                    if both & (s > 0):
+                        mbarrier.wait(turn.index(X), turns & 1)
+                        turns += 1
+                # a first step: P = 0 against this step's landed V (nothing to release)
+                o = warpgroup_mma(p_prev, v_bufs.index(gl.where(has_prev, prev, slot)), o,
+                                  is_async=True)
+                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                if PINGPONG:
+                    if both & (s > 0):
+                        mbarrier.arrive(turn.index(1 - X))
+                sc, o = warpgroup_mma_wait(0, deps=(sc, o))
+                mbarrier.arrive(empty.index(prev), pred=has_prev)
+                if s < 2:  # a diagonal: causal mask
+                    cols = m0 + (1 - s) * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
+                    ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
+                    sc = gl.where(ok, sc, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+                p = gl.exp2(sc * qk_scale - m_new[:, None])
+                alpha = gl.exp2(m_i - m_new)
+                gain = gl.sum(p, axis=1)
+                l_i = l_i * alpha + gain
+                m_i = m_new
+                o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+                p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
+                prev = slot
+                has_prev = True
+                if s >= n_dense:
+                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
+                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                   STOP_EVERY)
+            else:
+                mbarrier.arrive(empty.index(slot))  # not read: released at once
+            w = s - n_dense
+            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
+                c = w // CHUNK
+                stopped = (n_me <= s + 1) | (~active)
+                decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
+                                                    * stopped.to(gl.int32))
+                mbarrier.arrive(sync)
+                mbarrier.wait(sync, c & 1)
+                other = gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+                both = both & (~stopped) & (other == 0)
+                if stopped & has_prev:  # this tile's last P @ V, then it only releases
+                    o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
+                    has_prev = False
+                active = ~stopped
+                if stopped & (other != 0):  # tell the producer, before the release below
+                    n_end = s + 1
+                    _post_stop(stop_smem, n_end)
+            s += 1
+        if has_prev:
+            o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
+        if mx < N:
+            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
+                       N_MT, BM, D, STOP_EVERY)
+
+    @gluon.jit
+    def _pp_consumer_b(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
                        BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr):
+                       NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
+        """The second tile's consumer (a worker partition)."""
+        if DEFERRED:
+            _pp_consumer_deferred(1, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
+                                  decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
+                                  n_dense, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                                  STOP_EVERY, NBUF)
+        else:
+            _pp_consumer(1, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM,
+                         BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+
+    @gluon.jit
+    def _pp_consumer_a(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                       NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
         """The first tile's consumer (the default partition)."""
-        _pp_consumer(0, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                     VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM, BN,
-                     D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+        if DEFERRED:
+            _pp_consumer_deferred(0, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
+                                  decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
+                                  n_dense, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                                  STOP_EVERY, NBUF)
+        else:
+            _pp_consumer(0, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM,
+                         BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
 
     @gluon.jit
     def _s2o_gluon_pp_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -554,7 +704,8 @@ if HAVE_GLUON:
                              CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                              NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                              CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SMEM: gl.constexpr, num_warps: gl.constexpr):
+                             SMEM: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr,
+                             num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
         warpgroups, each with its own online softmax and stop rule (session 12)."""
@@ -591,25 +742,31 @@ if HAVE_GLUON:
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-        stop_smem = gl.allocate_shared_memory(gl.int32, [1], small)
+        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)  # a copy per producer warp
+        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)  # the warps' reads (_stop_step)
         decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
         for i in gl.static_range(NBUF):
             mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
             mbarrier.init(empty.index(i), count=2)  # both consumers
         mbarrier.init(sync, count=2)
-        stop_smem.store(gl.full([1], n_total, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0])))
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        if PINGPONG:  # else unused: its memory may hold the partitions' captures (live range)
+            mbarrier.init(turn.index(0), count=1)
+            mbarrier.init(turn.index(1), count=1)
+            mbarrier.arrive(turn.index(0))  # the first tile issues first
+        _post_stop(stop_smem, n_total)
         _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
         _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
-            (_pp_consumer_a, (q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                              VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
-                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
-            (_pp_consumer_b, (q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                              VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
-                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
-            (_pp_producer, (k_bufs, v_bufs, ready, empty, stop_smem, k_base, v_base, t_base,
+            (_pp_consumer_a, (q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
+            (_pp_consumer_b, (q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
+            (_pp_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                             stride_kn, stride_vn, m0, N, P, n_sink, n_dense, lo - sink_end,
                             n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
@@ -718,7 +875,8 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
 
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
-                    ov: bool = False, pp: bool = False, nbuf: int = 4, consumer_regs: int = 224):
+                    ov: bool = False, pp: bool = False, nbuf: int = 4, consumer_regs: int = 224,
+                    deferred: bool = False, pingpong: bool = False):
     """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table."""
     B, Hq, N, D = q.shape
@@ -732,7 +890,8 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
     if pp:
         kernel = _s2o_gluon_pp_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, NBUF=nbuf,
-                     CONSUMER_REGS=consumer_regs, num_warps=4,
+                     CONSUMER_REGS=consumer_regs, DEFERRED=deferred, PINGPONG=pingpong,
+                     num_warps=4,
                      # one CTA per SM: 64K registers over both consumers and the producer
                      maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
         grid = (triton.cdiv(n_mt, 2), B * Hq)
@@ -749,7 +908,7 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
     meta = dict(SEG=cfg.segment_size, BM=BLOCK, BN=BLOCK, D=D, GROUP=Hq // k.shape[1],
                 REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // BLOCK,
                 STOP_EVERY=stop_every, TPW_ROWS=tpw_rows, SMEM=smem, **{"NBUF": NBUF, **extra})
-    if ws or pp:  # the two configurations that hung (session 9) are the two whose producer spills
+    if ws or pp:  # kept until the _stop_step fix has run: the hangs of sessions 9-10 had spills
         compiled = kernel.warmup(*args, grid=grid, **meta)
         compiled._init_handles()
         if compiled.n_spills:

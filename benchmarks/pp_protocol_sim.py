@@ -1,0 +1,154 @@
+"""A model of the Gluon pair walk's synchronization (benchmarks/gluon_walk.py, _pp_producer and
+_pp_consumer), run under random interleavings on the CPU: does every agent finish?
+
+Agents: PW producer warps, each deciding on its own when to stop copying; consumers A and B
+(a warpgroup each, synchronized inside by their own barriers, so one agent each).
+Shared state: the mbarriers `ready` (PW arrivals per phase: the copies' cp.async arrivals, which
+land later, asynchronously), `empty` (2: both consumers), `sync` (2: the decisions at each walk
+chunk's end), the consumers' decisions, stop_smem (the pair's end), and the producer
+partition's named barrier (bar.sync 3, 128 in the SASS: Triton's membar pass puts one in the
+producer's loop and one after it; any PW warps arriving release it, whichever site they are at).
+
+    python benchmarks/pp_protocol_sim.py               # the kernel's protocol: no hang
+    python benchmarks/pp_protocol_sim.py --per-warp    # each warp reads stop_smem alone: hangs
+
+With --per-warp (the protocol of sessions 9-12 before _stop_step), a consumer's write of the
+pair's end can land between two producer warps' reads; one warp then leaves the loop a step
+before the others, its exit barrier completes the others' loop barrier, and they hang at the
+next one (about one trial in ten here; rarely on the GPU, where the warps read within a few
+cycles of each other: the hangs seen on H100 and H200). _stop_step makes the decision the same
+for all warps (each writes what it read, a barrier, then all take the minimum of the same slots).
+"""
+import argparse
+import random
+
+
+class MBarrier:
+    """An mbarrier: a phase completes when `count` arrivals have come."""
+
+    def __init__(self, count):
+        self.count, self.pending, self.phase = count, count, 0
+
+    def arrive(self):
+        self.pending -= 1
+        if self.pending == 0:
+            self.phase, self.pending = self.phase + 1, self.count
+
+    def done(self, parity):
+        """try_wait.parity: the phase of this parity has completed."""
+        return (self.phase & 1) != parity
+
+
+class Kernel:
+    """One CTA: a tile pair's stream of n_total steps (n_dense dense ones, then the walk)."""
+
+    def __init__(self, rng, per_warp):
+        self.NBUF = rng.choice([2, 3, 4, 6])
+        self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
+        self.PW = rng.choice([1, 2, 4])
+        self.n_dense = rng.randint(2, 6)
+        self.n_total = self.n_dense + rng.randint(0, 40)
+        self.b_valid = rng.random() < 0.8  # the second tile has rows (not past N)
+        self.holds_at = [rng.randint(0, 6), rng.randint(0, 6)]  # chunk where each tile's rule holds
+        self.per_warp = per_warp
+        self.ready = [MBarrier(self.PW) for _ in range(self.NBUF)]
+        self.empty = [MBarrier(2) for _ in range(self.NBUF)]
+        self.sync = MBarrier(2)
+        self.decide = [0] * 4
+        self.stop = self.n_total
+        self.seen = {}  # step -> what the producer warps read there (_stop_step's slots)
+        self.landing = []  # cp.async arrivals in flight: their `ready` slots
+        self.bar = dict(arrived=0, generation=0)
+        self.ends = {}
+
+    def named_barrier(self):
+        gen = self.bar["generation"]
+        self.bar["arrived"] += 1
+        if self.bar["arrived"] == self.PW:
+            self.bar["arrived"], self.bar["generation"] = 0, gen + 1
+        while self.bar["generation"] == gen:
+            yield
+
+    def producer(self):
+        j, n_end = 0, self.n_total
+        while j < n_end:
+            yield from self.named_barrier()  # the membar pass's barrier in the loop
+            slot = j % self.NBUF
+            if j >= self.NBUF:
+                while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
+                    yield
+                if self.per_warp:
+                    n_end = min(n_end, self.stop)
+                    yield
+                else:  # _stop_step
+                    self.seen.setdefault(j, []).append(self.stop)
+                    yield
+                    yield from self.named_barrier()
+                    n_end = min(n_end, min(self.seen[j]))
+            if j < n_end:
+                self.landing.append(slot)
+            j += 1
+            yield
+        yield from self.named_barrier()  # the one after the loop
+
+    def consumer(self, X):
+        active = X == 0 or self.b_valid
+        s, n_end, n_me = 0, self.n_total, self.n_total
+        while s < n_end:
+            slot = s % self.NBUF
+            while not self.ready[slot].done((s // self.NBUF) & 1):
+                yield
+            w = s - self.n_dense
+            computes = active and (X == 1 or s > 0)
+            if computes and w >= 0 and (w + 1) % self.CHUNK == 0 and w // self.CHUNK >= self.holds_at[X]:
+                n_me = min(n_me, s + 1)  # the stop rule held in this chunk
+            yield
+            if w >= 0 and (w + 1) % self.CHUNK == 0 and s + 1 < n_end:
+                c = w // self.CHUNK
+                stopped = n_me <= s + 1 or not active
+                self.decide[(c % 2) * 2 + X] = int(stopped)
+                yield
+                self.sync.arrive()
+                while not self.sync.done(c & 1):
+                    yield
+                other = self.decide[(c % 2) * 2 + 1 - X]
+                active = not stopped
+                if stopped and other:
+                    n_end = s + 1
+                    self.stop = n_end
+            self.empty[slot].arrive()
+            s += 1
+            yield
+        self.ends[X] = n_end
+
+    def run(self, rng, max_moves=100_000):
+        """True if every agent finished."""
+        agents = [self.producer() for _ in range(self.PW)] + [self.consumer(0), self.consumer(1)]
+        for _ in range(max_moves):
+            if not agents:
+                return self.ends[0] == self.ends[1]
+            if self.landing and rng.random() < 0.3:
+                self.ready[self.landing.pop(rng.randrange(len(self.landing)))].arrive()
+                continue
+            agent = rng.choice(agents)
+            try:
+                next(agent)
+            except StopIteration:
+                agents.remove(agent)
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-warp", action="store_true",
+                    help="each producer warp reads stop_smem alone (the protocol before _stop_step)")
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    hung = sum(not Kernel(rng, args.per_warp).run(rng) for _ in range(args.trials))
+    print(f"{'per-warp reads' if args.per_warp else '_stop_step'}: {hung} of {args.trials} trials did not finish")
+
+
+if __name__ == "__main__":
+    main()
