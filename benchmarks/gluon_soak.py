@@ -42,7 +42,8 @@ def child(args):
         cfg = S2OConfig(min_seq_len=0, threshold=tau)
     scale = q.shape[-1] ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
-    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale))
+    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale),
+                               gkw.get("step", 64))
     if why:
         print(f"not taken: {why}", flush=True)
         return

@@ -25,6 +25,11 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     chunk's end they exchange decisions (an mbarrier), and one that stopped releases the
     buffers unread until the other stops too. DEFERRED issues a step's P @ V with the next
     step's Q K^T (FA3's order); PINGPONG also makes the two consumers take turns issuing.
+    BN, the keys per step: 64, or 128 (one step per block_n tile: half the steps' fixed costs,
+    a [64, 128] score tile per consumer, whose registers one CTA per SM allows; the stream's
+    dense keys are gathered as a list, so a step may hold the sink and window keys together,
+    and a partial last dense or walk step is masked). BN 128 compiled for sm_90 (no spills);
+    not yet run on a GPU.
     Same visits as Triton on 36 checks (H100, H200); 4-8% faster than Triton at 128K and 32K in
     the runs that finished (H100), but it hung on both cards (often on the H200), as the WS
     kernel did in sessions 9-10. Cause, found afterwards and fixed in _stop_step, not yet run on
@@ -352,8 +357,8 @@ if HAVE_GLUON:
         return gl.min(slots.load(every), axis=0)
 
     @gluon.jit
-    def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base, stride_kn,
-                     stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
+    def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
+                     stride_kn, stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
                      BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps: gather step j's K/V rows into buffer j % NBUF once the consumer has
@@ -455,16 +460,40 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
-    def _pp_rows(s, m0, n_sink, n_dense, sink_gap, idx, rows_g, BN: gl.constexpr):
-        """Key rows of the pair's stream step s: step 0 the second tile's diagonal
-        [m0 + BN, m0 + 2 BN), step 1 the first's [m0, m0 + BN), then the sink, the window and
-        the walk as a single tile's steps 1, 2, ... (_step_rows)."""
-        return gl.where(s < 2, m0 + (1 - s) * BN + rows_g,
-                        _step_rows(s - 1, n_sink, n_dense - 1, sink_gap, idx, rows_g, BN))
+    def _pp_rows(s, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN: gl.constexpr):
+        """Key rows of the pair's stream step s (BN keys a step): the n_diag steps over the pair's
+        own 2 x 64 rows (the later first), then the n_d dense keys (the sink [0, sink_end), then
+        [lo, m0); row 0 past them, masked), then the walk's table entries idx."""
+        i = (s - n_diag) * BN + rows_g
+        dense = gl.where(i < n_d, gl.where(i < sink_end, i, lo - sink_end + i), 0)
+        return gl.where(s < n_diag, m0 + (n_diag - 1 - s) * BN + rows_g,
+                        gl.where(s < n_dense, dense, idx))
 
     @gluon.jit
-    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base, stride_kn,
-                     stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
+    def _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM: gl.constexpr, BN: gl.constexpr):
+        """A step's scores, masked: a diagonal step causally (and past N), the last dense or
+        walk step where it runs past the n_d dense keys or the P ranked ones (a partial step of
+        128 keys); other steps unchanged."""
+        n_diag: gl.constexpr = 2 * BM // BN
+        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
+        if s < n_diag:
+            keys = m0 + (n_diag - 1 - s) * BN + cols
+            sc = gl.where((keys[None, :] <= offs_m[:, None]) & (keys < N)[None, :], sc,
+                          float("-inf"))
+        else:
+            if s < n_dense:
+                first = (s - n_diag) * BN
+                if first + BN > n_d:
+                    sc = gl.where((first + cols < n_d)[None, :], sc, float("-inf"))
+            else:
+                first = (s - n_dense) * BN
+                if first + BN > P:
+                    sc = gl.where((first + cols < P)[None, :], sc, float("-inf"))
+        return sc
+
+    @gluon.jit
+    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
+                     stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d, n_total,
                      BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
@@ -481,7 +510,7 @@ if HAVE_GLUON:
                 n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
             if j < n_end:
                 idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
-                rows = _pp_rows(j, m0, n_sink, n_dense, sink_gap, idx, rows_g, BN)
+                rows = _pp_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
                 ok = (rows < N)[:, None]  # the diagonals past N: zero-filled
                 cp.async_copy_global_to_shared(
                     k_bufs.index(slot),
@@ -496,7 +525,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                     stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale,
+                     stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale,
                      tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                      REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                      NBUF: gl.constexpr):
@@ -505,6 +534,7 @@ if HAVE_GLUON:
         each walk chunk's end the two exchange decisions (decide, sync): a consumer that
         stopped keeps releasing buffers unread until the other stops too."""
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
@@ -514,17 +544,14 @@ if HAVE_GLUON:
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            if X == 0:
-                need = active & (s > 0)  # step 0: keys past the first tile's rows
-            else:
-                need = active
+            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
+            # the first tile's step 0)
+            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if need:
                 fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-                sc = warpgroup_mma_wait(0, deps=(_scores_async(q_smem, k_bufs.index(slot), BM, BN), ))
-                if s < 2:  # a diagonal: causal mask
-                    cols = m0 + (1 - s) * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
-                    ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
-                    sc = gl.where(ok, sc, float("-inf"))
+                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                sc = warpgroup_mma_wait(0, deps=(sc, ))
+                sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
                 m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
                 p = gl.exp2(sc * qk_scale - m_new[:, None])
                 alpha = gl.exp2(m_i - m_new)
@@ -571,7 +598,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _pp_consumer_deferred(X: gl.constexpr, PINGPONG: gl.constexpr, q_smem, k_bufs, v_bufs,
                               ready, empty, sync, decide, stop_smem, turn, O, VISITED, bh, mt,
-                              m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
                               BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                               REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                               STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
@@ -583,6 +610,7 @@ if HAVE_GLUON:
         runs under the other's wgmmas (the first tile goes first)."""
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
@@ -597,14 +625,13 @@ if HAVE_GLUON:
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            if X == 0:
-                need = active & (s > 0)  # step 0: keys past the first tile's rows
-            else:
-                need = active
+            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
+            # the first tile's step 0)
+            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if need:
                 fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
                 if PINGPONG:
-                    if both & (s > 0):
+                    if both & (s >= n_diag - 1):  # the steps both compute
                         mbarrier.wait(turn.index(X), turns & 1)
                         turns += 1
                 # a first step: P = 0 against this step's landed V (nothing to release)
@@ -612,14 +639,11 @@ if HAVE_GLUON:
                                   is_async=True)
                 sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
                 if PINGPONG:
-                    if both & (s > 0):
+                    if both & (s >= n_diag - 1):  # the steps both compute
                         mbarrier.arrive(turn.index(1 - X))
                 sc, o = warpgroup_mma_wait(0, deps=(sc, o))
                 mbarrier.arrive(empty.index(prev), pred=has_prev)
-                if s < 2:  # a diagonal: causal mask
-                    cols = m0 + (1 - s) * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
-                    ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
-                    sc = gl.where(ok, sc, float("-inf"))
+                sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
                 m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
                 p = gl.exp2(sc * qk_scale - m_new[:, None])
                 alpha = gl.exp2(m_i - m_new)
@@ -662,7 +686,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pp_consumer_b(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
                        BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
@@ -670,16 +694,16 @@ if HAVE_GLUON:
         if DEFERRED:
             _pp_consumer_deferred(1, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
                                   decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
-                                  n_dense, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
                                   STOP_EVERY, NBUF)
         else:
             _pp_consumer(1, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM,
+                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau, BM,
                          BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
 
     @gluon.jit
     def _pp_consumer_a(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
                        BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
@@ -687,11 +711,11 @@ if HAVE_GLUON:
         if DEFERRED:
             _pp_consumer_deferred(0, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
                                   decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
-                                  n_dense, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
                                   STOP_EVERY, NBUF)
         else:
             _pp_consumer(0, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau, BM,
+                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau, BM,
                          BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
 
     @gluon.jit
@@ -704,15 +728,15 @@ if HAVE_GLUON:
                              CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                              NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                              CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SMEM: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr,
-                             num_warps: gl.constexpr):
+                             SMEM: gl.constexpr, SMEM_KV: gl.constexpr, DEFERRED: gl.constexpr,
+                             PINGPONG: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
         warpgroups, each with its own online softmax and stop rule (session 12)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
+        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
         cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
         n_pt = (N_MT + 1) // 2
         mt = (n_pt - 1 - gl.program_id(0)) * 2  # the pair's first tile, longest prefixes first
@@ -724,8 +748,9 @@ if HAVE_GLUON:
         s0 = g * SEG
         sink_end = gl.minimum(s0, SINK)
         lo = gl.maximum(s0 - LOCAL, sink_end)
-        n_sink = sink_end // BN
-        n_dense = 2 + n_sink + (m0 - lo) // BN
+        n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
+        n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
+        n_dense = n_diag + (n_d + BN - 1) // BN
         off = gl.load(OFFSETS + g)
         P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
         n_total = n_dense + (P + BN - 1) // BN
@@ -736,8 +761,8 @@ if HAVE_GLUON:
         dtype: gl.constexpr = Q.dtype.element_ty
         q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
         q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
         ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -755,20 +780,22 @@ if HAVE_GLUON:
             mbarrier.init(turn.index(1), count=1)
             mbarrier.arrive(turn.index(0))  # the first tile issues first
         _post_stop(stop_smem, n_total)
-        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
-        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
+        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
             (_pp_consumer_a, (q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                              qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
             (_pp_consumer_b, (q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_total, qk_scale, tau,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                              qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
             (_pp_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
-                            stride_kn, stride_vn, m0, N, P, n_sink, n_dense, lo - sink_end,
-                            n_total, BN, D, NBUF, TPW_ROWS, PW)),
+                            stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo,
+                            n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
     @gluon.jit
@@ -847,9 +874,11 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
 
-def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | None:
+def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
+                      step: int = BLOCK) -> str | None:
     """Why the Gluon kernel cannot take this call (None: it can). The Triton kernel takes the
-    rest: other dtypes, head dims, tile shapes, stop rules, packed GQA heads, tau 0."""
+    rest: other dtypes, head dims, tile shapes, stop rules, packed GQA heads, tau 0. step: the
+    pair kernel's keys per step."""
     if not HAVE_GLUON:
         return "this Triton has no Gluon"
     if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
@@ -862,6 +891,8 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
         return "tau 0 walks in key order"
     if cfg.block_m != BLOCK or cfg.block_n % BLOCK or cfg.stop_rule == "mean" or cfg.pack_gqa:
         return "block_m 64, block_n a multiple of 64, stop rule not 'mean', no pack_gqa"
+    if cfg.block_n % step:
+        return f"block_n not a multiple of the pair kernel's {step}-key steps"
     if cfg.segment_size % (2 * BLOCK):
         return "segment_size not a multiple of 128 (the pair kernel's two tiles share a segment)"
     if cfg.walk_chunk // cfg.block_n > 31:
@@ -876,7 +907,7 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool) -> str | N
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int = 4, consumer_regs: int = 224,
-                    deferred: bool = False, pingpong: bool = False):
+                    deferred: bool = False, pingpong: bool = False, step: int = BLOCK):
     """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table."""
     B, Hq, N, D = q.shape
@@ -891,6 +922,8 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
         kernel = _s2o_gluon_pp_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, NBUF=nbuf,
                      CONSUMER_REGS=consumer_regs, DEFERRED=deferred, PINGPONG=pingpong,
+                     BN=step, CHUNK=cfg.walk_chunk // step, STOP_EVERY=cfg.block_n // step,
+                     SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
                      num_warps=4,
                      # one CTA per SM: 64K registers over both consumers and the producer
                      maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
@@ -907,7 +940,8 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
             float(cfg.threshold), cfg.sink_tokens, cfg.local_window)
     meta = dict(SEG=cfg.segment_size, BM=BLOCK, BN=BLOCK, D=D, GROUP=Hq // k.shape[1],
                 REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // BLOCK,
-                STOP_EVERY=stop_every, TPW_ROWS=tpw_rows, SMEM=smem, **{"NBUF": NBUF, **extra})
+                STOP_EVERY=stop_every, TPW_ROWS=tpw_rows, SMEM=smem)
+    meta.update({"NBUF": NBUF, **extra})
     if ws or pp:  # kept until the _stop_step fix has run: the hangs of sessions 9-10 had spills
         compiled = kernel.warmup(*args, grid=grid, **meta)
         compiled._init_handles()

@@ -14,14 +14,16 @@ for stage in "$@"; do
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
               tests/test_nan_inf.py tests/test_op.py tests/test_opcheck.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
     # session 12: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
-    # its hang's fix: Triton's visits on the checks, a soak (each case in its own process under a
-    # timeout, hangs counted), then 128K/64K/32K against the Triton kernel, alternating twice
-    pair)   python benchmarks/gluon_ab.py --check-variants pp:tpw=4 ws:tpw=4 --seq-lens --taus 0.8 \
-              --variants triton 2>&1 | tee "$OUT/pair_checks.log"
-            python benchmarks/gluon_soak.py --variants pp:tpw=4 ws:tpw=4 --seq-lens 32768 131072 \
-              --reps 300 --timeout 150 2>&1 | tee "$OUT/pair_soak.log"
-            timeout 400 python benchmarks/gluon_ab.py --skip-checks --seq-lens 131072 65536 32768 \
-              --taus 0.8 0.9 --variants triton pp:tpw=4 2>&1 | tee "$OUT/pair_time.log" ;;
+    # its hang's fix, with 64- and 128-key steps: Triton's visits on the checks, a soak (each case
+    # in its own process under a timeout, hangs counted), then 128K/64K/32K against the Triton
+    # kernel, alternating twice
+    pair)   python benchmarks/gluon_ab.py --check-variants pp:tpw=4 pp:tpw=4,step=128,nbuf=2 ws:tpw=4 \
+              --seq-lens --taus 0.8 --variants triton 2>&1 | tee "$OUT/pair_checks.log"
+            python benchmarks/gluon_soak.py --variants pp:tpw=4 pp:tpw=4,step=128,nbuf=2 \
+              --seq-lens 32768 131072 --reps 200 --timeout 120 2>&1 | tee "$OUT/pair_soak.log"
+            timeout 300 python benchmarks/gluon_ab.py --skip-checks --seq-lens 131072 65536 32768 \
+              --taus 0.8 --variants triton pp:tpw=4 pp:tpw=4,step=128,nbuf=2 \
+              pp:tpw=4,step=128,nbuf=3 2>&1 | tee "$OUT/pair_time.log" ;;
     # session 11: hardware counters of the walk and of cuDNN (Nsight Compute; summarize a source
     # page with benchmarks/ncu_stalls.py), 128-row tiles against 64 at equal error, and where the
     # op's time goes beyond its two parts
