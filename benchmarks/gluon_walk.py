@@ -685,38 +685,22 @@ if HAVE_GLUON:
                        N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
-    def _pp_consumer_b(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
-                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
-        """The second tile's consumer (a worker partition)."""
+    def _pp_partition(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
+                      stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                      qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                      REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                      NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
+        """Consumer X's partition (0: the default one, 1: a worker): the step order DEFERRED
+        picks."""
         if DEFERRED:
-            _pp_consumer_deferred(1, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
+            _pp_consumer_deferred(X, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
                                   decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
-                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                                  STOP_EVERY, NBUF)
+                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING,
+                                  CHUNK, STOP_EVERY, NBUF)
         else:
-            _pp_consumer(1, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau, BM,
-                         BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
-
-    @gluon.jit
-    def _pp_consumer_a(q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                       O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
-                       BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
-        """The first tile's consumer (the default partition)."""
-        if DEFERRED:
-            _pp_consumer_deferred(0, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
-                                  decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
-                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                                  STOP_EVERY, NBUF)
-        else:
-            _pp_consumer(0, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau, BM,
-                         BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
+            _pp_consumer(X, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
+                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
+                         BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
 
     @gluon.jit
     def _s2o_gluon_pp_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -785,11 +769,11 @@ if HAVE_GLUON:
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
-            (_pp_consumer_a, (q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+            (_pp_partition, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
                               O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
                               qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
-            (_pp_consumer_b, (q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+            (_pp_partition, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
                               O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
                               qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
