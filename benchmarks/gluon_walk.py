@@ -255,11 +255,13 @@ if HAVE_GLUON:
         gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
 
     @gluon.jit
-    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr):
+    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
+                      WARPS: gl.constexpr):
         """Row and column indices of a [BN, D] tile in the gathered copies' layout: a thread
-        copies 8 columns of a row per piece, TPW_ROWS rows per warp-instruction, one warpgroup
+        copies 8 columns of a row per piece, TPW_ROWS rows per warp-instruction, WARPS warps
         (columns int64: a row's pieces are constant offsets from its address)."""
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [WARPS, 1],
+                                                [1, 0])
         return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
                 gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64))
 
@@ -285,7 +287,7 @@ if HAVE_GLUON:
         """One warpgroup: issues the copies NBUF - 1 steps ahead, computes each step."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, 4)
         mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
             _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
                              H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
@@ -357,22 +359,28 @@ if HAVE_GLUON:
         return gl.min(slots.load(every), axis=0)
 
     @gluon.jit
+    def _claim_slot(j, n_end, empty, stop_smem, seen, NBUF: gl.constexpr, PW: gl.constexpr):
+        """Before the producer's copies of step j: from step NBUF on, wait until the consumers
+        released its buffer (step j - NBUF), then take the walk's end as it stands
+        (_stop_step). Returns the end."""
+        if j >= NBUF:
+            mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
+            n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
+        return n_end
+
+    @gluon.jit
     def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                      stride_kn, stride_vn, m0, N, P, n_sink, n_dense, sink_gap, n_total,
                      BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps: gather step j's K/V rows into buffer j % NBUF once the consumer has
         released it, up to the step where the consumer stopped (stop_smem)."""
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
         j = 0
         n_end = n_total
         while j < n_end:
             slot = j % NBUF
-            if j >= NBUF:
-                mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
+            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
                 if j == 0:
                     _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N,
@@ -498,16 +506,12 @@ if HAVE_GLUON:
                      TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem)."""
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])
-        rows_g = gl.arange(0, BN, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
         j = 0
         n_end = n_total
         while j < n_end:
             slot = j % NBUF
-            if j >= NBUF:
-                mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
+            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
                 idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 rows = _pp_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
@@ -800,7 +804,7 @@ if HAVE_GLUON:
         slot reused after its wgmma was waited for); it waits for K(s + 1) and V(s)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS)
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, 4)
         mt, bh, m0, n_sink, n_dense, sink_gap, P, n_total, t_base, k_base, v_base = \
             _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
                              H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
