@@ -190,6 +190,18 @@ if HAVE_GLUON:
                              is_async=True)
 
     @gluon.jit
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
+        """One online-softmax update from a step's scores (the scale folded into the exponent):
+        (m, l, o rescaled, p, alpha, gain)."""
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        gain = gl.sum(p, axis=1)
+        l_i = l_i * alpha + gain
+        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+        return m_new, l_i, o, p, alpha, gain
+
+    @gluon.jit
     def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
                     BN: gl.constexpr, D: gl.constexpr):
         """_attend from the step's waited scores sc on: softmax, then P @ V issued, not waited."""
@@ -199,12 +211,7 @@ if HAVE_GLUON:
             cols = m0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma_s))
             ok = (cols[None, :] <= offs_m[:, None]) & (cols < N)[None, :]
             sc = gl.where(ok, sc, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-        p = gl.exp2(sc * qk_scale - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        gain = gl.sum(p, axis=1)
-        l_i = l_i * alpha + gain
-        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, mma_o))[:, None]
+        m_new, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
         o = warpgroup_mma(gl.convert_layout(p.to(v_buf.dtype), p_op), v_buf, o, is_async=True)
         return m_new, l_i, o, alpha, gain
@@ -528,6 +535,19 @@ if HAVE_GLUON:
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
 
     @gluon.jit
+    def _exchange(X: gl.constexpr, c, stopped, decide, sync):
+        """At walk chunk c's end: post whether tile X stopped, wait for the other tile's post,
+        return it (nonzero: stopped). decide is double-buffered by chunk parity: a tile posts
+        chunk c + 2 only after the other's post of chunk c + 1, which it makes after reading
+        chunk c's."""
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
+                                            * stopped.to(gl.int32))
+        mbarrier.arrive(sync)
+        mbarrier.wait(sync, c & 1)
+        return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+
+    @gluon.jit
     def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                      stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale,
                      tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
@@ -537,7 +557,6 @@ if HAVE_GLUON:
         of steps, computing those it needs and releasing every buffer; its own stop rule. At
         each walk chunk's end the two exchange decisions (decide, sync): a consumer that
         stopped keeps releasing buffers unread until the other stops too."""
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
@@ -556,13 +575,7 @@ if HAVE_GLUON:
                 sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
                 sc = warpgroup_mma_wait(0, deps=(sc, ))
                 sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-                p = gl.exp2(sc * qk_scale - m_new[:, None])
-                alpha = gl.exp2(m_i - m_new)
-                gain = gl.sum(p, axis=1)
-                l_i = l_i * alpha + gain
-                m_i = m_new
-                o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
                 p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
                 o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op), v_bufs.index(slot),
                                   o, is_async=True)
@@ -573,14 +586,9 @@ if HAVE_GLUON:
                 o = warpgroup_mma_wait(0, deps=(o, ))
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
-                # both decide at the same chunk ends (one walk); double-buffered by chunk parity
-                c = w // CHUNK
+                c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
                 stopped = (n_me <= s + 1) | (~active)
-                decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
-                                                    * stopped.to(gl.int32))
-                mbarrier.arrive(sync)
-                mbarrier.wait(sync, c & 1)
-                other = gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+                other = _exchange(X, c, stopped, decide, sync)
                 active = ~stopped
                 if stopped & (other != 0):  # tell the producer, before the release below
                     n_end = s + 1
@@ -612,7 +620,6 @@ if HAVE_GLUON:
         (a step later). PINGPONG: while both tiles walk, the consumers take turns issuing their
         wgmmas (turn[X]: an mbarrier the other arrives on once it issued), so one's softmax
         runs under the other's wgmmas (the first tile goes first)."""
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
@@ -648,13 +655,7 @@ if HAVE_GLUON:
                 sc, o = warpgroup_mma_wait(0, deps=(sc, o))
                 mbarrier.arrive(empty.index(prev), pred=has_prev)
                 sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-                p = gl.exp2(sc * qk_scale - m_new[:, None])
-                alpha = gl.exp2(m_i - m_new)
-                gain = gl.sum(p, axis=1)
-                l_i = l_i * alpha + gain
-                m_i = m_new
-                o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
                 p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
                 prev = slot
                 has_prev = True
@@ -668,11 +669,7 @@ if HAVE_GLUON:
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK
                 stopped = (n_me <= s + 1) | (~active)
-                decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
-                                                    * stopped.to(gl.int32))
-                mbarrier.arrive(sync)
-                mbarrier.wait(sync, c & 1)
-                other = gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+                other = _exchange(X, c, stopped, decide, sync)
                 both = both & (~stopped) & (other == 0)
                 if stopped & has_prev:  # this tile's last P @ V, then it only releases
                     o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
