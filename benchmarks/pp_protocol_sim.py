@@ -11,6 +11,7 @@ producer's loop and one after it; any PW warps arriving release it, whichever si
 
     python benchmarks/pp_protocol_sim.py               # the kernel's protocol: no hang
     python benchmarks/pp_protocol_sim.py --per-warp    # each warp reads stop_smem alone: hangs
+    python benchmarks/pp_protocol_sim.py --deferred    # the FA3-order consumers (--pingpong: turns)
 
 With --per-warp (the protocol of sessions 9-12 before _stop_step), a consumer's write of the
 pair's end can land between two producer warps' reads; one warp then leaves the loop a step
@@ -42,7 +43,7 @@ class MBarrier:
 class Kernel:
     """One CTA: a tile pair's stream of n_total steps (n_dense dense ones, then the walk)."""
 
-    def __init__(self, rng, per_warp):
+    def __init__(self, rng, per_warp, deferred=False, pingpong=False):
         self.NBUF = rng.choice([2, 3, 4, 6])
         self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
         self.PW = rng.choice([1, 2, 4])
@@ -50,7 +51,9 @@ class Kernel:
         self.n_total = self.n_dense + rng.randint(0, 40)
         self.b_valid = rng.random() < 0.8  # the second tile has rows (not past N)
         self.holds_at = [rng.randint(0, 6), rng.randint(0, 6)]  # chunk where each tile's rule holds
-        self.per_warp = per_warp
+        self.per_warp, self.deferred, self.pingpong = per_warp, deferred, pingpong
+        self.turn = [MBarrier(1), MBarrier(1)]
+        self.turn[0].arrive()  # the first tile issues first
         self.ready = [MBarrier(self.PW) for _ in range(self.NBUF)]
         self.empty = [MBarrier(2) for _ in range(self.NBUF)]
         self.sync = MBarrier(2)
@@ -92,17 +95,31 @@ class Kernel:
         yield from self.named_barrier()  # the one after the loop
 
     def consumer(self, X):
+        """_pp_consumer; deferred: _pp_consumer_deferred (a computed step's buffer is released
+        at the next computed step, or by the flush when the tile stops or the stream ends),
+        with pingpong its turns (the consumers alternate on the steps both compute)."""
         active = X == 0 or self.b_valid
+        both = self.b_valid
         s, n_end, n_me = 0, self.n_total, self.n_total
+        prev, turns = None, 0  # deferred: the buffer of the pending P @ V
         while s < n_end:
             slot = s % self.NBUF
             while not self.ready[slot].done((s // self.NBUF) & 1):
                 yield
             w = s - self.n_dense
             computes = active and (X == 1 or s > 0)
+            if computes and self.pingpong and both and s >= 1:
+                while not self.turn[X].done(turns & 1):
+                    yield
+                turns += 1
+                self.turn[1 - X].arrive()
             if computes and w >= 0 and (w + 1) % self.CHUNK == 0 and w // self.CHUNK >= self.holds_at[X]:
                 n_me = min(n_me, s + 1)  # the stop rule held in this chunk
             yield
+            if self.deferred and computes:
+                if prev is not None:
+                    self.empty[prev].arrive()
+                prev = slot
             if w >= 0 and (w + 1) % self.CHUNK == 0 and s + 1 < n_end:
                 c = w // self.CHUNK
                 stopped = n_me <= s + 1 or not active
@@ -112,13 +129,20 @@ class Kernel:
                 while not self.sync.done(c & 1):
                     yield
                 other = self.decide[(c % 2) * 2 + 1 - X]
+                both = both and not stopped and not other
+                if stopped and prev is not None:  # the flush
+                    self.empty[prev].arrive()
+                    prev = None
                 active = not stopped
                 if stopped and other:
                     n_end = s + 1
                     self.stop = n_end
-            self.empty[slot].arrive()
+            if not (self.deferred and computes):
+                self.empty[slot].arrive()
             s += 1
             yield
+        if prev is not None:
+            self.empty[prev].arrive()
         self.ends[X] = n_end
 
     def run(self, rng, max_moves=100_000):
@@ -142,12 +166,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-warp", action="store_true",
                     help="each producer warp reads stop_smem alone (the protocol before _stop_step)")
+    ap.add_argument("--deferred", action="store_true", help="the FA3-order consumers")
+    ap.add_argument("--pingpong", action="store_true", help="deferred, taking turns")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    hung = sum(not Kernel(rng, args.per_warp).run(rng) for _ in range(args.trials))
-    print(f"{'per-warp reads' if args.per_warp else '_stop_step'}: {hung} of {args.trials} trials did not finish")
+    deferred = args.deferred or args.pingpong
+    hung = sum(not Kernel(rng, args.per_warp, deferred, args.pingpong).run(rng)
+               for _ in range(args.trials))
+    consumers = "ping-pong" if args.pingpong else "FA3-order" if deferred else "plain"
+    print(f"{'per-warp reads' if args.per_warp else '_stop_step'}, {consumers} consumers: "
+          f"{hung} of {args.trials} trials did not finish")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,26 @@
 """benchmarks/pp_protocol_sim.py: the Gluon pair walk's synchronization, modelled under random
-interleavings, finishes with _stop_step's uniform stop decision and hangs with per-warp reads
-(the bug it models), so the model can tell the two apart."""
+interleavings, finishes with _stop_step's uniform stop decision (plain, FA3-order and ping-pong
+consumers) and hangs with per-warp reads, the bug it models, so the model can tell them apart."""
 import random
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import pp_protocol_sim as S  # noqa: E402
 
 
-def _hung(per_warp: bool, trials: int) -> int:
+def _hung(trials: int, per_warp=False, deferred=False, pingpong=False) -> int:
     rng = random.Random(7)
-    return sum(not S.Kernel(rng, per_warp).run(rng, max_moves=20_000) for _ in range(trials))
+    return sum(not S.Kernel(rng, per_warp, deferred, pingpong).run(rng, max_moves=20_000)
+               for _ in range(trials))
 
 
-def test_uniform_stop_decision_never_hangs():
-    assert _hung(per_warp=False, trials=600) == 0
+@pytest.mark.parametrize("deferred,pingpong", [(False, False), (True, False), (True, True)])
+def test_uniform_stop_decision_never_hangs(deferred, pingpong):
+    assert _hung(400, deferred=deferred, pingpong=pingpong) == 0
 
 
 def test_per_warp_stop_reads_hang():
-    assert _hung(per_warp=True, trials=300) > 0
+    assert _hung(300, per_warp=True) > 0
