@@ -548,86 +548,38 @@ if HAVE_GLUON:
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
 
     @gluon.jit
-    def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                     stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale,
-                     tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                     REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                     NBUF: gl.constexpr):
-        """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream
-        of steps, computing those it needs and releasing every buffer; its own stop rule. At
-        each walk chunk's end the two exchange decisions (decide, sync): a consumer that
-        stopped keeps releasing buffers unread until the other stops too."""
-        n_diag: gl.constexpr = 2 * BM // BN
-        mx = m0 + X * BM
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
-        active = mx < N  # a last tile past N only releases buffers
-        s = 0
-        n_end = n_total  # the pair's end
-        n_me = n_total  # this tile's end
-        while s < n_end:
-            slot = s % NBUF
-            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
-            # the first tile's step 0)
-            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            if need:
-                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                sc = warpgroup_mma_wait(0, deps=(sc, ))
-                sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-                o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op), v_bufs.index(slot),
-                                  o, is_async=True)
-                if s >= n_dense:
-                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
-                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                   STOP_EVERY)
-                o = warpgroup_mma_wait(0, deps=(o, ))
-            w = s - n_dense
-            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
-                c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
-                stopped = (n_me <= s + 1) | (~active)
-                other = _exchange(X, c, stopped, decide, sync)
-                active = ~stopped
-                if stopped & (other != 0):  # tell the producer, before the release below
-                    n_end = s + 1
-                    _post_stop(stop_smem, n_end)
-            mbarrier.arrive(empty.index(slot))
-            s += 1
-        if mx < N:
-            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
-                       N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
     def _pp_flush(o, p_prev, v_prev, empty_prev):
-        """The pending P @ V of the last computed step, then its buffer's release."""
+        """DEFERRED: the pending P @ V of the last computed step, then its buffer's release."""
         o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
         o = warpgroup_mma_wait(0, deps=(o, ))
         mbarrier.arrive(empty_prev)
         return o
 
     @gluon.jit
-    def _pp_consumer_deferred(X: gl.constexpr, PINGPONG: gl.constexpr, q_smem, k_bufs, v_bufs,
-                              ready, empty, sync, decide, stop_smem, turn, O, VISITED, bh, mt,
-                              m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
-                              BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                              REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                              STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
-        """_pp_consumer with FA3's order: a step issues the previous step's P @ V together with
-        its own Q K^T and waits for both, so each wait covers two wgmmas and the softmax runs
-        with nothing of its own in flight; a buffer is released after the P @ V that read it
-        (a step later). PINGPONG: while both tiles walk, the consumers take turns issuing their
-        wgmmas (turn[X]: an mbarrier the other arrives on once it issued), so one's softmax
-        runs under the other's wgmmas (the first tile goes first)."""
+    def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
+                     stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                     qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                     REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                     NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
+        """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...), the partition of
+        warpgroup X: the pair's stream of steps, computing those it needs and releasing every
+        buffer; its own stop rule. At each walk chunk's end the two exchange decisions
+        (decide, sync): a consumer that stopped keeps releasing buffers unread until the other
+        stops too; the pair's end goes to the producer before the release of its last step.
+        DEFERRED (FA3's order): a step issues the previous step's P @ V together with its own
+        Q K^T and waits for both, so the softmax runs with nothing of its own in flight; a
+        computed step's buffer is released after the P @ V that read it (a computed step
+        later, or the flush when the tile stops). PINGPONG: while both tiles walk, the
+        consumers take turns issuing their wgmmas (turn[X]: an mbarrier the other arrives on
+        once it issued; the first tile goes first), so one's softmax runs under the other's."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
-        both = m0 + BM < N  # both tiles walk (both consumers know it, updated at chunk ends)
-        p_prev = gl.zeros([BM, BN], k_bufs.dtype, layout=p_op)  # P @ V pending: none yet
-        prev = 0  # the buffer the pending P @ V reads
+        both = m0 + BM < N  # PINGPONG: both tiles walk (updated at chunk ends)
+        p_prev = gl.zeros([BM, BN], k_bufs.dtype, layout=p_op)  # DEFERRED: P @ V pending
+        prev = 0  # DEFERRED: the buffer the pending P @ V reads
         has_prev = False
         turns = 0
         s = 0
@@ -641,67 +593,64 @@ if HAVE_GLUON:
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if need:
                 fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-                if PINGPONG:
-                    if both & (s >= n_diag - 1):  # the steps both compute
-                        mbarrier.wait(turn.index(X), turns & 1)
-                        turns += 1
-                # a first step: P = 0 against this step's landed V (nothing to release)
-                o = warpgroup_mma(p_prev, v_bufs.index(gl.where(has_prev, prev, slot)), o,
-                                  is_async=True)
-                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                if PINGPONG:
-                    if both & (s >= n_diag - 1):  # the steps both compute
-                        mbarrier.arrive(turn.index(1 - X))
-                sc, o = warpgroup_mma_wait(0, deps=(sc, o))
-                mbarrier.arrive(empty.index(prev), pred=has_prev)
+                if DEFERRED:
+                    if PINGPONG:
+                        if both & (s >= n_diag - 1):  # the steps both compute
+                            mbarrier.wait(turn.index(X), turns & 1)
+                            turns += 1
+                    # a first step: P = 0 against this step's landed V (nothing to release)
+                    o = warpgroup_mma(p_prev, v_bufs.index(gl.where(has_prev, prev, slot)), o,
+                                      is_async=True)
+                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                    if PINGPONG:
+                        if both & (s >= n_diag - 1):
+                            mbarrier.arrive(turn.index(1 - X))
+                    sc, o = warpgroup_mma_wait(0, deps=(sc, o))
+                    mbarrier.arrive(empty.index(prev), pred=has_prev)
+                else:
+                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                    sc = warpgroup_mma_wait(0, deps=(sc, ))
                 sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
                 m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
-                prev = slot
-                has_prev = True
+                if DEFERRED:
+                    p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
+                    prev = slot
+                    has_prev = True
+                else:
+                    o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
+                                      v_bufs.index(slot), o, is_async=True)
                 if s >= n_dense:
                     gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
                                                    gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
                                                    STOP_EVERY)
-            else:
-                mbarrier.arrive(empty.index(slot))  # not read: released at once
+                if not DEFERRED:
+                    o = warpgroup_mma_wait(0, deps=(o, ))
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
-                c = w // CHUNK
+                c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
                 stopped = (n_me <= s + 1) | (~active)
                 other = _exchange(X, c, stopped, decide, sync)
-                both = both & (~stopped) & (other == 0)
-                if stopped & has_prev:  # this tile's last P @ V, then it only releases
-                    o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
-                    has_prev = False
                 active = ~stopped
-                if stopped & (other != 0):  # tell the producer, before the release below
+                if stopped & (other != 0):  # tell the producer, before the releases below
                     n_end = s + 1
                     _post_stop(stop_smem, n_end)
+                if DEFERRED:
+                    if PINGPONG:
+                        both = both & (~stopped) & (other == 0)
+                    if stopped & has_prev:  # this tile's last P @ V, then it only releases
+                        o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
+                        has_prev = False
+            if DEFERRED:
+                mbarrier.arrive(empty.index(slot), pred=~need)  # computed: released later
+            else:
+                mbarrier.arrive(empty.index(slot))
             s += 1
-        if has_prev:
-            o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
+        if DEFERRED:
+            if has_prev:
+                o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
         if mx < N:
             _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
                        N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
-    def _pp_partition(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                      stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                      qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                      REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                      NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
-        """Consumer X's partition (0: the default one, 1: a worker): the step order DEFERRED
-        picks."""
-        if DEFERRED:
-            _pp_consumer_deferred(X, PINGPONG, q_smem, k_bufs, v_bufs, ready, empty, sync,
-                                  decide, stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P,
-                                  n_dense, n_d, n_total, qk_scale, tau, BM, BN, D, REMAINING,
-                                  CHUNK, STOP_EVERY, NBUF)
-        else:
-            _pp_consumer(X, q_smem, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, O,
-                         VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total, qk_scale, tau,
-                         BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)
 
     @gluon.jit
     def _s2o_gluon_pp_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -770,11 +719,11 @@ if HAVE_GLUON:
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
-            (_pp_partition, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+            (_pp_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
                               O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
                               qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
-            (_pp_partition, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
+            (_pp_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
                               O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
                               qk_scale, tau,
                               BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),

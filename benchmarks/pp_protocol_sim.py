@@ -19,6 +19,8 @@ before the others, its exit barrier completes the others' loop barrier, and they
 next one (about one trial in ten here; rarely on the GPU, where the warps read within a few
 cycles of each other: the hangs seen on H100 and H200). _stop_step makes the decision the same
 for all warps (each writes what it read, a barrier, then all take the minimum of the same slots).
+The model also found that the FA3-order consumers must post the pair's end before flushing
+their last P @ V (whose release lets the producer go on): flushing first hung 7 of 3000 trials.
 """
 import argparse
 import random
@@ -130,13 +132,15 @@ class Kernel:
                     yield
                 other = self.decide[(c % 2) * 2 + 1 - X]
                 both = both and not stopped and not other
+                active = not stopped
+                if stopped and other:  # the pair's end, before the releases of its last step
+                    n_end = s + 1
+                    self.stop = n_end
+                    yield
                 if stopped and prev is not None:  # the flush
                     self.empty[prev].arrive()
                     prev = None
-                active = not stopped
-                if stopped and other:
-                    n_end = s + 1
-                    self.stop = n_end
+                    yield
             if not (self.deferred and computes):
                 self.empty[slot].arrive()
             s += 1
