@@ -18,7 +18,8 @@ from kernel_ab import bench, density, llama_inputs, rel_err  # benchmarks/kernel
 
 
 def parse_variant(spec):
-    """'gluon' / 'ov' / 'ws' / 'pp' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or None)."""
+    """'gluon' / 'ov' / 'ws' / 'pp' / 'triton' [':' k=v,...] -> (name, attention_gluon kwargs or
+    None)."""
     kind, _, rest = spec.partition(":")
     kw = {k: int(v) for k, v in (f.split("=") for f in rest.split(",") if f)}
     if kind == "triton":
@@ -32,7 +33,7 @@ def parse_variant(spec):
             kw["consumer_regs"] = kw.pop("cr", 224)
             kw["deferred"] = bool(kw.pop("defer", 0))  # P @ V issued with the next Q K^T
             kw["pingpong"] = bool(kw.pop("ping", 0))  # and the consumers take turns
-            kw["step"] = kw.pop("step", 64)  # keys per step (128: one step per block_n tile)
+            kw["step"] = kw.pop("step", GL.BLOCK)  # keys per step (128: one per block_n tile)
     else:
         kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")
@@ -52,7 +53,8 @@ def _check(B, Hq, Hkv, N, D, dtype, tau, transposed=False, gluon_kw=None, **cfg_
     scale = D ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
     whole = T.whole_tiles(cfg, cfg.block_m, scale)
-    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, whole, (gluon_kw or {}).get("step", 64))
+    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, whole,
+                               (gluon_kw or {}).get("step", GL.BLOCK))
     if why:
         print(f"  check B={B} Hq={Hq} Hkv={Hkv} N={N} D={D} {dtype}: not taken: {why}")
         return

@@ -115,14 +115,15 @@ class Kernel:
                     yield
                 turns += 1
                 self.turn[1 - X].arrive()
-            if computes and w >= 0 and (w + 1) % self.CHUNK == 0 and w // self.CHUNK >= self.holds_at[X]:
+            chunk_end = w >= 0 and (w + 1) % self.CHUNK == 0
+            if computes and chunk_end and w // self.CHUNK >= self.holds_at[X]:
                 n_me = min(n_me, s + 1)  # the stop rule held in this chunk
             yield
             if self.deferred and computes:
                 if prev is not None:
                     self.empty[prev].arrive()
                 prev = slot
-            if w >= 0 and (w + 1) % self.CHUNK == 0 and s + 1 < n_end:
+            if chunk_end and s + 1 < n_end:
                 c = w // self.CHUNK
                 stopped = n_me <= s + 1 or not active
                 self.decide[(c % 2) * 2 + X] = int(stopped)
@@ -169,7 +170,7 @@ class Kernel:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-warp", action="store_true",
-                    help="each producer warp reads stop_smem alone (the protocol before _stop_step)")
+                    help="each producer warp reads stop_smem alone (before _stop_step)")
     ap.add_argument("--deferred", action="store_true", help="the FA3-order consumers")
     ap.add_argument("--pingpong", action="store_true", help="deferred, taking turns")
     ap.add_argument("--trials", type=int, default=2000)
