@@ -28,16 +28,21 @@ def parse_variant(spec):
           "producer_regs": kw.pop("regs", 56), **kw}
     if kind in ("ws", "pp"):
         kw[kind] = True
-        if kind == "pp":  # the tile pair (session 12): buffers, consumer registers
-            kw["nbuf"] = kw.pop("nbuf", 4)
+        if kind == "pp":  # the op's pair kernel (gluon_pair.py): A/B of its launch options
+            kw["nbuf"] = kw.pop("nbuf", None)  # default: 3 at 128-key steps, 4 at 64
             kw["consumer_regs"] = kw.pop("cr", 224)
-            kw["deferred"] = bool(kw.pop("defer", 0))  # P @ V issued with the next Q K^T
-            kw["pingpong"] = bool(kw.pop("ping", 0))  # and the consumers take turns
-            kw["step"] = kw.pop("step", GL.BLOCK)  # keys per step (128: one per block_n tile)
+            kw["step"] = kw.pop("step", None)  # keys per step (default: gluon_pair.pair_step)
     else:
         kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")
     return spec, kw
+
+
+def pair_step(cfg, gluon_kw):
+    """The pair kernel's keys per step for gluon_unsupported (None: not the pair kernel)."""
+    if not (gluon_kw or {}).get("pp"):
+        return None
+    return gluon_kw.get("step") or GL.GP.pair_step(cfg)
 
 
 def _check(B, Hq, Hkv, N, D, dtype, tau, transposed=False, gluon_kw=None, **cfg_fields):
@@ -53,8 +58,7 @@ def _check(B, Hq, Hkv, N, D, dtype, tau, transposed=False, gluon_kw=None, **cfg_
     scale = D ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
     whole = T.whole_tiles(cfg, cfg.block_m, scale)
-    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, whole,
-                               (gluon_kw or {}).get("step", GL.BLOCK))
+    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, whole, pair_step(cfg, gluon_kw))
     if why:
         print(f"  check B={B} Hq={Hq} Hkv={Hkv} N={N} D={D} {dtype}: not taken: {why}")
         return

@@ -43,7 +43,7 @@ def child(args):
     scale = q.shape[-1] ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
     why = GL.gluon_unsupported(q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale),
-                               gkw.get("step", GL.BLOCK))
+                               gluon_ab.pair_step(cfg, gkw))
     if why:
         print(f"not taken: {why}", flush=True)
         return

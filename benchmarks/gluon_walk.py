@@ -1,4 +1,4 @@
-"""EXPERIMENT (session 9, not used by the op): the S2O attention kernel in Gluon, Triton's
+"""EXPERIMENT (session 9; not used by the op, except the pair kernel that moved there): the S2O attention kernel in Gluon, Triton's
 lower-level dialect, for Hopper (sm_90). Two kernels with triton_s2o._s2o_attention_kernel's
 semantics on its common path (whole tiles, head dim 64/128, fp16/bf16, one query head per tile,
 stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
@@ -19,23 +19,12 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     warpgroup runs wgmma + online softmax + the stop rule and tells the producer where the walk
     stopped through shared memory (read after each `empty` wait, the same for all producer
     warps: _stop_step).
-  _s2o_gluon_pp_kernel (session 12): a tile pair. Two query tiles of one segment per CTA (one
-    CTA per SM) share the segment's ranked walk: PW producer warps gather each K/V step once
-    for two consumer warpgroups, each with its own online softmax and stop rule; at each walk
-    chunk's end they exchange decisions (an mbarrier), and one that stopped releases the
-    buffers unread until the other stops too. DEFERRED issues a step's P @ V with the next
-    step's Q K^T (FA3's order); PINGPONG also makes the two consumers take turns issuing.
-    BN, the keys per step: 64, or 128 (one step per block_n tile: half the steps' fixed costs,
-    a [64, 128] score tile per consumer, whose registers one CTA per SM allows; the stream's
-    dense keys are gathered as a list, so a step may hold the sink and window keys together,
-    and a partial last dense or walk step is masked). BN 128 compiled for sm_90 (no spills);
-    not yet run on a GPU.
-    Same visits as Triton on 36 checks (H100, H200); 4-8% faster than Triton at 128K and 32K in
-    the runs that finished (H100), but it hung on both cards (often on the H200), as the WS
-    kernel did in sessions 9-10. Cause, found afterwards and fixed in _stop_step, not yet run on
-    a GPU: each producer warp read the stop step alone, a consumer's write landed between two
-    warps' reads, and the warps' different loop counts broke the producer's partition barriers
-    (benchmarks/pp_protocol_sim.py models the protocol and reproduces the hang).
+  The tile pair (sessions 12-13; variant "pp" in gluon_ab.py): two query tiles of one segment
+    per CTA sharing one gathering producer. It moved into the op as
+    s2o_compile/kernels/gluon_pair.py (session 13), which these kernels share their helpers
+    with. Session 12 also tried, in it, FA3's order (P @ V issued with the next step's Q K^T)
+    and ping-pong between the consumers: no gain at 32K (H200), so the op's kernel has neither
+    (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol: benchmarks/pp_protocol_sim.py).
 
 Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
 same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
@@ -57,7 +46,6 @@ try:  # Gluon ships with Triton >= 3.5
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import mbarrier
-    from triton.runtime.jit import constexpr_function
     from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
                                                                   fence_async_shared,
                                                                   warpgroup_mma,
@@ -66,17 +54,18 @@ try:  # Gluon ships with Triton >= 3.5
 except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
+from s2o_compile.kernels import gluon_pair as GP
+if HAVE_GLUON:  # the helpers these kernels share with the op's pair kernel
+    from s2o_compile.kernels.gluon_pair import (_claim_slot, _gather_index, _load_q, _mma,  # noqa: F401
+                                                _online_softmax, _post_stop, _scores_async,
+                                                _softmax_state, _store_out, _table_rows,
+                                                _walk_test)
+
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
 
 
 if HAVE_GLUON:
-    @gluon.jit
-    def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
-        """Walk step w's table entries (key indices); 0 where w < 0 or past the prefix P."""
-        pos = w * BN + rows_g
-        return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
-
     @gluon.jit
     def _step_rows(s, n_sink, n_dense, sink_gap, idx, rows_g, BN: gl.constexpr):
         """Key rows of stream step s >= 1: the sink's tiles (steps 1..n_sink), then the dense
@@ -112,12 +101,6 @@ if HAVE_GLUON:
         cp.commit_group()
         return _table_rows(t_base, nxt + 1 - n_dense, P, rows_g, BN)
 
-
-    @constexpr_function
-    def _mma(n):
-        """wgmma accumulator layout of a [64, n] tile on one warpgroup."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                         instr_shape=[16, n, 16])
 
     @gluon.jit
     def _tile_of_program(OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
@@ -159,49 +142,6 @@ if HAVE_GLUON:
             mask=ok)
 
     @gluon.jit
-    def _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
-                H_Q: gl.constexpr):
-        """The query tile into shared memory, fenced for wgmma (async proxy) reads."""
-        q = gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
-        q_smem.store(q)
-        fence_async_shared()
-
-    @gluon.jit
-    def _softmax_state(m0, N, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
-        """A query tile's rows and its initial online-softmax and stop-rule state:
-        (offs_m, row_ok, m, l, o, gain sum, flags)."""
-        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
-        offs_m = m0 + gl.arange(0, BM, layout=row_s)
-        row_ok = offs_m < N
-        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
-        l_i = gl.zeros([BM], gl.float32, layout=row_s)
-        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
-        gsum = gl.zeros([BM], gl.float32, layout=row_s)
-        flags = gl.zeros([BM], gl.int32, layout=row_s)
-        return offs_m, row_ok, m_i, l_i, o, gsum, flags
-
-    @gluon.jit
-    def _scores_async(q_smem, k_buf, BM: gl.constexpr, BN: gl.constexpr):
-        """Q K^T of a landed key tile, issued and not waited for."""
-        return warpgroup_mma(q_smem, k_buf.permute((1, 0)),
-                             gl.zeros([BM, BN], gl.float32, layout=_mma(BN)), use_acc=False,
-                             is_async=True)
-
-    @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
-        """One online-softmax update from a step's scores (the scale folded into the exponent):
-        (m, l, o rescaled, p, alpha, gain)."""
-        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-        p = gl.exp2(sc * qk_scale - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        gain = gl.sum(p, axis=1)
-        l_i = l_i * alpha + gain
-        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
-        return m_new, l_i, o, p, alpha, gain
-
-    @gluon.jit
     def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
                     BN: gl.constexpr, D: gl.constexpr):
         """_attend from the step's waited scores sc on: softmax, then P @ V issued, not waited."""
@@ -224,53 +164,6 @@ if HAVE_GLUON:
         waiting: returns (m, l, o in flight, alpha, gain)."""
         sc = warpgroup_mma_wait(0, deps=(_scores_async(q_smem, k_buf, BM, BN), ))
         return _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM, BN, D)
-
-    @gluon.jit
-    def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
-                   BN: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr):
-        """The stop rule after walk step w (triton_s2o._stop_bound / _rule_held, with a bit per
-        test and row instead of a [BM, TESTS] matrix): returns (gsum, flags, n_end), n_end = s + 1
-        where the rule held after some tile of the chunk that step w ends."""
-        gsum = gsum * alpha + gain
-        if (w + 1) % STOP_EVERY == 0:
-            if REMAINING:
-                left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
-            else:
-                left = 1
-            on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
-            flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
-            gsum = gl.zeros_like(gsum)
-        if (w + 1) % CHUNK == 0:
-            # held after some tile of the chunk iff no row walked on after it
-            if (~gl.reduce_or(flags, axis=0)) & ((1 << (CHUNK // STOP_EVERY)) - 1):
-                n_end = s + 1
-            flags = gl.zeros_like(flags)
-        return gsum, flags, n_end
-
-    @gluon.jit
-    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM: gl.constexpr,
-                   D: gl.constexpr, STOP_EVERY: gl.constexpr):
-        """The tile's output rows (contiguous [B, Hq, N, D]) and its walked tiles (block_n)."""
-        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
-        out = o / gl.convert_layout(l_i, row_o)[:, None]
-        rows_o = m0 + gl.arange(0, BM, layout=row_o)
-        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
-        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
-                 out.to(O.dtype.element_ty), mask=(rows_o < N)[:, None])
-        n_vis = gl.maximum(s - n_dense, 0)
-        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
-
-    @gluon.jit
-    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
-                      WARPS: gl.constexpr):
-        """Row and column indices of a [BN, D] tile in the gathered copies' layout: a thread
-        copies 8 columns of a row per piece, TPW_ROWS rows per warp-instruction, WARPS warps
-        (columns int64: a row's pieces are constant offsets from its address)."""
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [WARPS, 1],
-                                                [1, 0])
-        return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
-                gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64))
 
     @gluon.jit
     def _tile_buffers(Q, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
@@ -337,43 +230,6 @@ if HAVE_GLUON:
             s += 1
         cp.wait_group(0)  # copies issued ahead of a stop
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
-    def _post_stop(stop_smem, n_end):
-        """Every producer warp's copy of the step where the walk ends (see _stop_step); stored
-        by a 4-warp partition (a consumer warpgroup, or the prologue)."""
-        four: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        stop_smem.store(gl.full(stop_smem.shape, n_end, gl.int32, layout=four))
-
-    @gluon.jit
-    def _stop_step(stop_smem, seen, j, PW: gl.constexpr):
-        """The walk's end as all PW producer warps see it at step j: each warp reads its copy
-        and writes what it read to its slot of seen[j % 2]; after the partition's barrier every
-        warp takes the minimum of the same slots. Read by each warp alone (sessions 9-12), a
-        consumer's write could land between two warps' reads, so one warp left the copy loop a
-        step early; the loop's partition barriers (bar.sync 3, 128, which Triton's membar pass
-        puts there) then paired that warp's exit barrier with the others' loop barrier, and the
-        rest hung at the next one: the rare hang of the WS and pair kernels on H100 and H200
-        (benchmarks/pp_protocol_sim.py reproduces it in a model of the protocol). seen is
-        double-buffered: a warp writes seen[j % 2] again at step j + 2, after the barrier of
-        step j + 1, which every warp reaches after its read at step j. A minimum over warps
-        by gl.min alone is not enough: the compiler lets each warp load every copy itself."""
-        per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
-        every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
-        slots = seen.index(j % 2)
-        slots.store(stop_smem.load(per_warp))
-        gl.thread_barrier()
-        return gl.min(slots.load(every), axis=0)
-
-    @gluon.jit
-    def _claim_slot(j, n_end, empty, stop_smem, seen, NBUF: gl.constexpr, PW: gl.constexpr):
-        """Before the producer's copies of step j: from step NBUF on, wait until the consumers
-        released its buffer (step j - NBUF), then take the walk's end as it stands
-        (_stop_step). Returns the end."""
-        if j >= NBUF:
-            mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
-            n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
-        return n_end
 
     @gluon.jit
     def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
@@ -475,264 +331,6 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
-    def _pp_rows(s, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN: gl.constexpr):
-        """Key rows of the pair's stream step s (BN keys a step): the n_diag steps over the pair's
-        own 2 x 64 rows (the later first), then the n_d dense keys (the sink [0, sink_end), then
-        [lo, m0); row 0 past them, masked), then the walk's table entries idx."""
-        i = (s - n_diag) * BN + rows_g
-        dense = gl.where(i < n_d, gl.where(i < sink_end, i, lo - sink_end + i), 0)
-        return gl.where(s < n_diag, m0 + (n_diag - 1 - s) * BN + rows_g,
-                        gl.where(s < n_dense, dense, idx))
-
-    @gluon.jit
-    def _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM: gl.constexpr, BN: gl.constexpr):
-        """A step's scores, masked: a diagonal step causally (and past N), the last dense or
-        walk step where it runs past the n_d dense keys or the P ranked ones (a partial step of
-        128 keys); other steps unchanged."""
-        n_diag: gl.constexpr = 2 * BM // BN
-        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
-        if s < n_diag:
-            keys = m0 + (n_diag - 1 - s) * BN + cols
-            sc = gl.where((keys[None, :] <= offs_m[:, None]) & (keys < N)[None, :], sc,
-                          float("-inf"))
-        else:
-            if s < n_dense:
-                first = (s - n_diag) * BN
-                if first + BN > n_d:
-                    sc = gl.where((first + cols < n_d)[None, :], sc, float("-inf"))
-            else:
-                first = (s - n_dense) * BN
-                if first + BN > P:
-                    sc = gl.where((first + cols < P)[None, :], sc, float("-inf"))
-        return sc
-
-    @gluon.jit
-    def _pp_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
-                     stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d, n_total,
-                     BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                     TPW_ROWS: gl.constexpr, PW: gl.constexpr):
-        """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem)."""
-        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
-        j = 0
-        n_end = n_total
-        while j < n_end:
-            slot = j % NBUF
-            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            if j < n_end:
-                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
-                rows = _pp_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
-                ok = (rows < N)[:, None]  # the diagonals past N: zero-filled
-                cp.async_copy_global_to_shared(
-                    k_bufs.index(slot),
-                    (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :], mask=ok)
-                cp.async_copy_global_to_shared(
-                    v_bufs.index(slot),
-                    (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
-                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-            j += 1
-        cp.commit_group()
-        cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
-
-    @gluon.jit
-    def _exchange(X: gl.constexpr, c, stopped, decide, sync):
-        """At walk chunk c's end: post whether tile X stopped, wait for the other tile's post,
-        return it (nonzero: stopped). decide is double-buffered by chunk parity: a tile posts
-        chunk c + 2 only after the other's post of chunk c + 1, which it makes after reading
-        chunk c's."""
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
-                                            * stopped.to(gl.int32))
-        mbarrier.arrive(sync)
-        mbarrier.wait(sync, c & 1)
-        return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
-
-    @gluon.jit
-    def _pp_flush(o, p_prev, v_prev, empty_prev):
-        """DEFERRED: the pending P @ V of the last computed step, then its buffer's release."""
-        o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
-        o = warpgroup_mma_wait(0, deps=(o, ))
-        mbarrier.arrive(empty_prev)
-        return o
-
-    @gluon.jit
-    def _pp_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                     stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                     qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                     REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                     NBUF: gl.constexpr, DEFERRED: gl.constexpr, PINGPONG: gl.constexpr):
-        """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...), the partition of
-        warpgroup X: the pair's stream of steps, computing those it needs and releasing every
-        buffer; its own stop rule. At each walk chunk's end the two exchange decisions
-        (decide, sync): a consumer that stopped keeps releasing buffers unread until the other
-        stops too; the pair's end goes to the producer before the release of its last step.
-        DEFERRED (FA3's order): a step issues the previous step's P @ V together with its own
-        Q K^T and waits for both, so the softmax runs with nothing of its own in flight; a
-        computed step's buffer is released after the P @ V that read it (a computed step
-        later, or the flush when the tile stops). PINGPONG: while both tiles walk, the
-        consumers take turns issuing their wgmmas (turn[X]: an mbarrier the other arrives on
-        once it issued; the first tile goes first), so one's softmax runs under the other's."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        n_diag: gl.constexpr = 2 * BM // BN
-        mx = m0 + X * BM
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
-        active = mx < N  # a last tile past N only releases buffers
-        both = m0 + BM < N  # PINGPONG: both tiles walk (updated at chunk ends)
-        p_prev = gl.zeros([BM, BN], k_bufs.dtype, layout=p_op)  # DEFERRED: P @ V pending
-        prev = 0  # DEFERRED: the buffer the pending P @ V reads
-        has_prev = False
-        turns = 0
-        s = 0
-        n_end = n_total  # the pair's end
-        n_me = n_total  # this tile's end
-        while s < n_end:
-            slot = s % NBUF
-            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
-            # the first tile's step 0)
-            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            if need:
-                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-                if DEFERRED:
-                    if PINGPONG:
-                        if both & (s >= n_diag - 1):  # the steps both compute
-                            mbarrier.wait(turn.index(X), turns & 1)
-                            turns += 1
-                    # a first step: P = 0 against this step's landed V (nothing to release)
-                    o = warpgroup_mma(p_prev, v_bufs.index(gl.where(has_prev, prev, slot)), o,
-                                      is_async=True)
-                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                    if PINGPONG:
-                        if both & (s >= n_diag - 1):
-                            mbarrier.arrive(turn.index(1 - X))
-                    sc, o = warpgroup_mma_wait(0, deps=(sc, o))
-                    mbarrier.arrive(empty.index(prev), pred=has_prev)
-                else:
-                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                    sc = warpgroup_mma_wait(0, deps=(sc, ))
-                sc = _pp_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                if DEFERRED:
-                    p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
-                    prev = slot
-                    has_prev = True
-                else:
-                    o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
-                                      v_bufs.index(slot), o, is_async=True)
-                if s >= n_dense:
-                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
-                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                   STOP_EVERY)
-                if not DEFERRED:
-                    o = warpgroup_mma_wait(0, deps=(o, ))
-            w = s - n_dense
-            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
-                c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
-                stopped = (n_me <= s + 1) | (~active)
-                other = _exchange(X, c, stopped, decide, sync)
-                active = ~stopped
-                if stopped & (other != 0):  # tell the producer, before the releases below
-                    n_end = s + 1
-                    _post_stop(stop_smem, n_end)
-                if DEFERRED:
-                    if PINGPONG:
-                        both = both & (~stopped) & (other == 0)
-                    if stopped & has_prev:  # this tile's last P @ V, then it only releases
-                        o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
-                        has_prev = False
-            if DEFERRED:
-                mbarrier.arrive(empty.index(slot), pred=~need)  # computed: released later
-            else:
-                mbarrier.arrive(empty.index(slot))
-            s += 1
-        if DEFERRED:
-            if has_prev:
-                o = _pp_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
-        if mx < N:
-            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
-                       N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
-    def _s2o_gluon_pp_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
-                             stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-                             stride_vb, stride_vh, stride_vn,
-                             N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
-                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
-                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                             NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
-                             CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SMEM: gl.constexpr, SMEM_KV: gl.constexpr, DEFERRED: gl.constexpr,
-                             PINGPONG: gl.constexpr, num_warps: gl.constexpr):
-        """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
-        ranked walk, so PW producer warps gather each K/V step once for two consumer
-        warpgroups, each with its own online softmax and stop rule (session 12)."""
-        qk_scale = qk_scale.to(gl.float32)
-        tau = tau.to(gl.float32)
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
-        n_pt = (N_MT + 1) // 2
-        mt = (n_pt - 1 - gl.program_id(0)) * 2  # the pair's first tile, longest prefixes first
-        bh = gl.program_id(1)
-        b = bh // H_Q
-        hk = (bh % H_Q) // GROUP
-        m0 = mt * BM
-        g = m0 // SEG
-        s0 = g * SEG
-        sink_end = gl.minimum(s0, SINK)
-        lo = gl.maximum(s0 - LOCAL, sink_end)
-        n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
-        n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
-        n_dense = n_diag + (n_d + BN - 1) // BN
-        off = gl.load(OFFSETS + g)
-        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
-        n_total = n_dense + (P + BN - 1) // BN
-        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
-        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
-
-        dtype: gl.constexpr = Q.dtype.element_ty
-        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)  # a copy per producer warp
-        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)  # the warps' reads (_stop_step)
-        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
-        for i in gl.static_range(NBUF):
-            mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
-            mbarrier.init(empty.index(i), count=2)  # both consumers
-        mbarrier.init(sync, count=2)
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        if PINGPONG:  # else unused: its memory may hold the partitions' captures (live range)
-            mbarrier.init(turn.index(0), count=1)
-            mbarrier.init(turn.index(1), count=1)
-            mbarrier.arrive(turn.index(0))  # the first tile issues first
-        _post_stop(stop_smem, n_total)
-        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-        gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
-
-        gl.warp_specialize([
-            (_pp_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                              qk_scale, tau,
-                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
-            (_pp_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                              qk_scale, tau,
-                              BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF, DEFERRED, PINGPONG)),
-            (_pp_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
-                            stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo,
-                            n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
-        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
-
-    @gluon.jit
     def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                              stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                              stride_vb, stride_vh, stride_vn,
@@ -809,10 +407,11 @@ if HAVE_GLUON:
 
 
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
-                      step: int = BLOCK) -> str | None:
-    """Why the Gluon kernel cannot take this call (None: it can). The Triton kernel takes the
-    rest: other dtypes, head dims, tile shapes, stop rules, packed GQA heads, tau 0. step: the
-    pair kernel's keys per step."""
+                      pair_step: int | None = None) -> str | None:
+    """Why a Gluon kernel cannot take this call (None: it can); pair_step given: the pair
+    kernel's (gluon_pair.pair_unsupported). The Triton kernel takes the rest."""
+    if pair_step is not None:
+        return GP.pair_unsupported(q, k, v, table, cfg, scale, whole, pair_step)
     if not HAVE_GLUON:
         return "this Triton has no Gluon"
     if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
@@ -825,10 +424,6 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
         return "tau 0 walks in key order"
     if cfg.block_m != BLOCK or cfg.block_n % BLOCK or cfg.stop_rule == "mean" or cfg.pack_gqa:
         return "block_m 64, block_n a multiple of 64, stop rule not 'mean', no pack_gqa"
-    if cfg.block_n % step:
-        return f"block_n not a multiple of the pair kernel's {step}-key steps"
-    if cfg.segment_size % (2 * BLOCK):
-        return "segment_size not a multiple of 128 (the pair kernel's two tiles share a segment)"
     if cfg.walk_chunk // cfg.block_n > 31:
         return "more than 31 stop tests per walk chunk"
     if not whole:
@@ -840,33 +435,26 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
-                    ov: bool = False, pp: bool = False, nbuf: int = 4, consumer_regs: int = 224,
-                    deferred: bool = False, pingpong: bool = False, step: int = BLOCK):
-    """The Gluon kernel (gluon_unsupported must be None): (out, visited) as
-    triton_s2o.attention_with_table."""
+                    ov: bool = False, pp: bool = False, nbuf: int | None = None,
+                    consumer_regs: int = 224, step: int | None = None):
+    """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
+    triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair)."""
+    if pp:
+        return GP.attention_pair(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
+                                 tpw_rows=tpw_rows, producer_warps=producer_warps,
+                                 producer_regs=producer_regs, consumer_regs=consumer_regs)
     B, Hq, N, D = q.shape
     n_mt = triton.cdiv(N, BLOCK)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     smem = gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16)
-    stop_every = cfg.block_n // BLOCK
     kernel, extra = (_s2o_gluon_ov_kernel if ov else _s2o_gluon_kernel), dict(num_warps=4)
-    grid = (n_mt, B * Hq)
-    if pp:
-        kernel = _s2o_gluon_pp_kernel
-        extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, NBUF=nbuf,
-                     CONSUMER_REGS=consumer_regs, DEFERRED=deferred, PINGPONG=pingpong,
-                     BN=step, CHUNK=cfg.walk_chunk // step, STOP_EVERY=cfg.block_n // step,
-                     SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-                     num_warps=4,
-                     # one CTA per SM: 64K registers over both consumers and the producer
-                     maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
-        grid = (triton.cdiv(n_mt, 2), B * Hq)
-    elif ws:
+    if ws:
         kernel = _s2o_gluon_ws_kernel
         extra = dict(PW=producer_warps, PRODUCER_REGS=producer_regs, num_warps=4,
                      # two CTAs per SM: 32K registers each, spread over all the CTA's warps
                      maxnreg=32768 // (32 * (4 + producer_warps)) // 8 * 8)
+    grid = (n_mt, B * Hq)
     args = (q, k, v, out, table, offsets, visited,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
@@ -874,14 +462,14 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
             float(cfg.threshold), cfg.sink_tokens, cfg.local_window)
     meta = dict(SEG=cfg.segment_size, BM=BLOCK, BN=BLOCK, D=D, GROUP=Hq // k.shape[1],
                 REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // BLOCK,
-                STOP_EVERY=stop_every, TPW_ROWS=tpw_rows, SMEM=smem)
+                STOP_EVERY=cfg.block_n // BLOCK, TPW_ROWS=tpw_rows, SMEM=smem)
     meta.update({"NBUF": NBUF, **extra})
-    if ws or pp:  # kept until the _stop_step fix has run: the hangs of sessions 9-10 had spills
+    if ws:  # the WS kernel has not run since the _stop_step fix: its hangs of sessions 9-10 had spills
         compiled = kernel.warmup(*args, grid=grid, **meta)
         compiled._init_handles()
         if compiled.n_spills:
             raise RuntimeError(
-                f"gluon WS/pair walk: the compiled kernel spills {compiled.n_spills} registers "
+                f"gluon WS walk: the compiled kernel spills {compiled.n_spills} registers "
                 f"(TPW_ROWS {tpw_rows}, {producer_regs} producer registers); every such "
                 "configuration hung on the H100 (BENCHMARKS.md session 10), so it does not run")
     kernel[grid](*args, **meta)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, pairop, bench13, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -13,17 +13,26 @@ for stage in "$@"; do
   case $stage in
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
               tests/test_nan_inf.py tests/test_op.py tests/test_opcheck.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
-    # session 12: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
-    # its hang's fix, with 64- and 128-key steps: Triton's visits on the checks, a soak (each case
-    # in its own process under a timeout, hangs counted), then 128K/64K/32K against the Triton
-    # kernel, alternating twice
-    pair)   python benchmarks/gluon_ab.py --check-variants pp:tpw=4 pp:tpw=4,step=128,nbuf=2 ws:tpw=4 \
+    # session 13: the pair kernel in the op (kernels/gluon_pair.py, kernels/walk.py): the GPU
+    # tests, a soak of the op's launch (128-key steps, 3 buffers), then the op benchmark
+    pairop) timeout 330 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
+              tests/test_gpu.py tests/test_op.py tests/test_nan_inf.py tests/test_chunked_prefill.py \
+              2>&1 | tail -15 | tee "$OUT/pairop_tests.log"
+            timeout 200 python benchmarks/gluon_soak.py --variants pp:tpw=4 --seq-lens 131072 32768 \
+              --reps 200 --timeout 60 2>&1 | tee "$OUT/pairop_soak.log" ;;
+    bench13) timeout 560 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0 0.8 0.9 \
+              --out "$OUT/bench13.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench13.log" ;;
+    # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
+    # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
+    # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in
+    # its own process under a timeout, hangs counted); each part under a timeout
+    pair)   timeout 300 python benchmarks/gluon_ab.py --skip-checks --seq-lens 131072 32768 --taus 0.8 \
+              --variants triton pp:tpw=4 pp:tpw=4,step=128,nbuf=2 pp:tpw=4,step=128,nbuf=3 2>&1 \
+              | tee "$OUT/pair_time.log"
+            timeout 120 python benchmarks/gluon_ab.py --check-variants pp:tpw=4,step=128,nbuf=2 pp:tpw=4 \
               --seq-lens --taus 0.8 --variants triton 2>&1 | tee "$OUT/pair_checks.log"
-            python benchmarks/gluon_soak.py --variants pp:tpw=4 pp:tpw=4,step=128,nbuf=2 \
-              --seq-lens 32768 131072 --reps 200 --timeout 120 2>&1 | tee "$OUT/pair_soak.log"
-            timeout 300 python benchmarks/gluon_ab.py --skip-checks --seq-lens 131072 65536 32768 \
-              --taus 0.8 --variants triton pp:tpw=4 pp:tpw=4,step=128,nbuf=2 \
-              pp:tpw=4,step=128,nbuf=3 2>&1 | tee "$OUT/pair_time.log" ;;
+            timeout 150 python benchmarks/gluon_soak.py --variants pp:tpw=4,step=128,nbuf=2 \
+              --seq-lens 131072 --reps 200 --timeout 60 2>&1 | tee "$OUT/pair_soak.log" ;;
     # session 11: hardware counters of the walk and of cuDNN (Nsight Compute; summarize a source
     # page with benchmarks/ncu_stalls.py), 128-row tiles against 64 at equal error, and where the
     # op's time goes beyond its two parts

@@ -5,7 +5,9 @@
 
 Llama-3.1-8B attention shapes by default (B 1, Hq 32, Hkv 8, D 128, bf16, causal) on the
 structured workload (s2o_compile/workload.py, a proxy of real heat maps). For each N and tau:
-S2O total time, its preprocessing (ranking + index table) and attention kernel separately, dense
+S2O total time, its preprocessing (ranking + index table) and attention kernel separately (the
+op's walk kernel, named: "pair" for the Gluon pair kernel, "triton"; and the Triton walk's time
+beside it), dense
 SDPA with the default backend, the FLASH backend and cuDNN, density, relative error and MSE
 against dense. Medians from triton.testing.do_bench. Writes JSON (--out) and prints a table.
 It lives in the package so that it runs after `pip install`; it needs a CUDA GPU (speed of the
@@ -86,6 +88,7 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
     import triton
 
     from .kernels import triton_s2o as T
+    from .kernels import walk as W
 
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, python=platform.python_version(),
@@ -101,23 +104,27 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
         scale = args.head_dim ** -0.5
         for tau in args.taus:
             cfg = cfg0.replace(threshold=tau)
-            out, density = T.s2o_attention(q, k, v, scale, cfg)
+            out, density = W.s2o_attention(q, k, v, scale, cfg)  # the op's path
             err = ((out.float() - ref).norm() / ref.norm()).item()
             mse = ((out.float() - ref) ** 2).mean().item()
             table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
+            kernel, _ = W.kernel_for(q, k, v, table, scale, cfg)
             t_pre = 0.0 if table is None else _bench(lambda: T.build_index_table(q, k, scale, cfg))
-            t_att = _bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
-            t_all = _bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
+            t_att = _bench(lambda: W.attention(q, k, v, table, offsets, scale, cfg))
+            t_tri = t_att if kernel == "triton" else _bench(  # the Triton walk, for comparison
+                lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
+            t_all = _bench(lambda: W.s2o_attention(q, k, v, scale, cfg))
             d = density.mean().item()
             row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
-                       s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, dense_ms=dts,
+                       s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, kernel=kernel,
+                       triton_attention_ms=t_tri, dense_ms=dts,
                        best_dense_ms=best, speedup=best / t_all, efficiency=t_all / (d * best),
                        table_mib=0 if table is None else table.numel() * 4 / 2**20,
                        kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)
             rows.append(row)
             print(f"{cfg.stop_rule[:4]} {cfg.ordering[:4]} {cfg.pooling} N={N:6d} tau={tau:<7g} "
                   f"density={d:.4f} err={err:.4f} s2o={t_all:8.2f}ms "
-                  f"(pre {t_pre:6.2f} att {t_att:8.2f}) dense={best:8.2f}ms "
+                  f"(pre {t_pre:6.2f} att {t_att:8.2f} {kernel}, triton {t_tri:8.2f}) dense={best:8.2f}ms "
                   f"{' '.join(f'{k_}={v_:.2f}' for k_, v_ in dts.items() if v_)} "
                   f"speedup={best / t_all:5.2f}x eff={t_all / (d * best):4.2f} "
                   f"table={row['table_mib']:.0f}MiB kv={row['kv_mib']:.0f}MiB", flush=True)

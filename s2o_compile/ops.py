@@ -2,7 +2,8 @@
 
 torch.ops.s2o.sparse_attention(q, k, v, scale, *config fields) -> (out, density)
   A triton_op: torch.compile sees its body, so Inductor schedules the Triton kernels it launches
-  through wrap_triton. CUDA tensors take the Triton kernels; CPU tensors take
+  through wrap_triton. CUDA tensors take the Triton kernels (on Hopper with Triton 3.6 the walk
+  runs the Gluon pair kernel instead, an opaque op while traced: kernels/walk.py); CPU tensors take
   torch.ops.s2o.sparse_attention_eager, an opaque custom op around the PyTorch reference (its
   Python loops and early exit must not be traced). With symbolic shapes (dynamic=True) CUDA
   tensors take that opaque op too, which launches the same Triton kernels eagerly: Inductor's
@@ -28,7 +29,7 @@ from torch.library import triton_op
 from torch.nn.attention.bias import causal_lower_right
 
 from .config import S2OConfig
-from .kernels import triton_s2o
+from .kernels import triton_s2o, walk
 from .kernels.layout import causal_pairs
 from .kernels.reference import s2o_attention_reference
 from .validation import check_attention_inputs
@@ -104,7 +105,7 @@ def sparse_attention_eager(
                     ordering, num_tiers, tier_width, pooling, min_seq_len, stop_rule, pack_gqa,
                     pool_rows, rank_per_head, walk_chunk)
     if q.device.type == "cuda":
-        return triton_s2o.s2o_attention(q, k, v, scale, cfg)
+        return walk.s2o_attention(q, k, v, scale, cfg)
     out, _, pairs = s2o_attention_reference(q, k, v, scale, cfg)
     return out, (pairs.double() / causal_pairs(q.shape[2], k.shape[2])).float()
 
@@ -133,7 +134,7 @@ def sparse_attention_op(
         return dense_attention(q, k, v, scale)
     symbolic = any(isinstance(d, torch.SymInt) for d in (*q.shape, *k.shape))
     if q.device.type == "cuda" and not symbolic:
-        return triton_s2o.s2o_attention(q, k, v, scale, cfg)
+        return walk.s2o_attention(q, k, v, scale, cfg)
     return torch.ops.s2o.sparse_attention_eager(q, k, v, scale, *cfg_args)
 
 

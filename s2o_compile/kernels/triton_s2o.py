@@ -789,12 +789,13 @@ def walk_table(q, k, scale: float, cfg: S2OConfig):
     return build_index_table(q, k, scale, cfg)
 
 
-def s2o_attention(q, k, v, scale: float, cfg: S2OConfig):
+def s2o_attention(q, k, v, scale: float, cfg: S2OConfig, attend=attention_with_table):
     """Full S2O on the GPU: (out, density float32 [B, Hq]). q may be shorter than k and v
-    (chunked prefill: the last positions)."""
+    (chunked prefill: the last positions). attend: the walk kernel (the op passes
+    walk.attention, which takes the Gluon pair kernel where it can)."""
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     table, offsets = walk_table(q, k, scale, cfg)
-    out, visited = attention_with_table(q, k, v, table, offsets, scale, cfg)
+    out, visited = attend(q, k, v, table, offsets, scale, cfg)
     L, N = q.shape[2], k.shape[2]
     pairs = pairs_from_visited(visited, N, cfg, q.shape[1] // k.shape[1], q_start=N - L)
     return out, (pairs.double() / causal_pairs(L, N)).float()

@@ -1,0 +1,463 @@
+"""The S2O walk as a tile pair, in Gluon (Triton's lower-level dialect) for Hopper (sm_90).
+
+Same semantics as triton_s2o._s2o_attention_kernel (same visits, outputs within bf16 rounding)
+on its common path; pair_unsupported says which calls it takes, the Triton kernel takes the rest.
+
+One CTA per SM takes two adjacent 64-row query tiles of one segment. They share the segment's
+ranked walk, so the K/V rows gathered through the index table are loaded once for both:
+  - PW producer warps gather stream step j's K/V rows (cp.async) into ring buffer j % NBUF once
+    both consumers released it (mbarriers `ready`, `empty`);
+  - two consumer warpgroups, one per query tile, each run wgmma + online softmax + its own stop
+    rule (so the density is that of 64-row tiles, not the 10-13% higher one of 128-row tiles);
+  - at each walk chunk's end the consumers exchange decisions (`sync`, `decide`): one that
+    stopped releases buffers unread until the other stops too, and the pair's end goes to the
+    producer (`stop_smem`, read the same by every producer warp: _stop_step).
+A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: the pair's own
+2 x 64 rows (causal), the dense keys (the sink, then the local window) as a gathered list, then
+the walk; a partial last dense or walk step is masked.
+
+Measured (H100, torch 2.11, triton 3.6, Llama shapes, structured workload, tau 0.8, attention
+alone on the same table; BENCHMARKS.md session 13): 128K 21.5-21.8 ms against the Triton
+kernel's 25.3-29.0 ms; 32K 3.15-3.23 against 3.55-3.62 ms. Built as an experiment in
+benchmarks/gluon_walk.py (sessions 9-12), which keeps the other Gluon variants.
+
+Gluon's API moves between Triton releases (3.9 has no gl.thread_barrier), so the pair kernel
+runs only on the releases in PAIR_TRITON_VERSIONS; on a compile or launch failure the call runs
+the Triton kernel instead and the reason is kept (pair_failures) and warned once.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+try:  # Gluon ships with Triton >= 3.5
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+    from triton.runtime.jit import constexpr_function
+    from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
+                                                                  fence_async_shared,
+                                                                  warpgroup_mma,
+                                                                  warpgroup_mma_wait)
+    HAVE_GLUON = True
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    HAVE_GLUON = False
+
+BLOCK = 64  # query rows per tile (wgmma M = 64 per warpgroup)
+PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was checked on
+PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
+PRODUCER_WARPS = 4
+TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
+
+if HAVE_GLUON:
+    @constexpr_function
+    def _mma(n):
+        """wgmma accumulator layout of a [64, n] tile on one warpgroup."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                         instr_shape=[16, n, 16])
+
+    @gluon.jit
+    def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
+        """Walk step w's table entries (key indices); 0 where w < 0 or past the prefix P."""
+        pos = w * BN + rows_g
+        return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
+
+    @gluon.jit
+    def _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                H_Q: gl.constexpr):
+        """The query tile into shared memory, fenced for wgmma (async proxy) reads."""
+        q = gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
+        q_smem.store(q)
+        fence_async_shared()
+
+    @gluon.jit
+    def _softmax_state(m0, N, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+        """A query tile's rows and its initial online-softmax and stop-rule state:
+        (offs_m, row_ok, m, l, o, gain sum, flags)."""
+        row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        row_ok = offs_m < N
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
+        gsum = gl.zeros([BM], gl.float32, layout=row_s)
+        flags = gl.zeros([BM], gl.int32, layout=row_s)
+        return offs_m, row_ok, m_i, l_i, o, gsum, flags
+
+    @gluon.jit
+    def _scores_async(q_smem, k_buf, BM: gl.constexpr, BN: gl.constexpr):
+        """Q K^T of a landed key tile, issued and not waited for."""
+        return warpgroup_mma(q_smem, k_buf.permute((1, 0)),
+                             gl.zeros([BM, BN], gl.float32, layout=_mma(BN)), use_acc=False,
+                             is_async=True)
+
+    @gluon.jit
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
+        """One online-softmax update from a step's scores (the scale folded into the exponent):
+        (m, l, o rescaled, p, alpha, gain)."""
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        gain = gl.sum(p, axis=1)
+        l_i = l_i * alpha + gain
+        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+        return m_new, l_i, o, p, alpha, gain
+
+    @gluon.jit
+    def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
+                   BN: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                   STOP_EVERY: gl.constexpr):
+        """The stop rule after walk step w (triton_s2o._stop_bound / _rule_held, with a bit per
+        test and row instead of a [BM, TESTS] matrix): returns (gsum, flags, n_end), n_end = s + 1
+        where the rule held after some tile of the chunk that step w ends."""
+        gsum = gsum * alpha + gain
+        if (w + 1) % STOP_EVERY == 0:
+            if REMAINING:
+                left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
+            else:
+                left = 1
+            on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
+            flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
+            gsum = gl.zeros_like(gsum)
+        if (w + 1) % CHUNK == 0:
+            # held after some tile of the chunk iff no row walked on after it
+            if (~gl.reduce_or(flags, axis=0)) & ((1 << (CHUNK // STOP_EVERY)) - 1):
+                n_end = s + 1
+            flags = gl.zeros_like(flags)
+        return gsum, flags, n_end
+
+    @gluon.jit
+    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM: gl.constexpr,
+                   D: gl.constexpr, STOP_EVERY: gl.constexpr):
+        """The tile's output rows (contiguous [B, Hq, N, D]) and its walked tiles (block_n)."""
+        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
+        out = o / gl.convert_layout(l_i, row_o)[:, None]
+        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
+        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
+                 out.to(O.dtype.element_ty), mask=(rows_o < N)[:, None])
+        n_vis = gl.maximum(s - n_dense, 0)
+        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+
+    @gluon.jit
+    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
+                      WARPS: gl.constexpr):
+        """Row and column indices of a [BN, D] tile in the gathered copies' layout: a thread
+        copies 8 columns of a row per piece, TPW_ROWS rows per warp-instruction, WARPS warps
+        (columns int64: a row's pieces are constant offsets from its address)."""
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [WARPS, 1],
+                                                [1, 0])
+        return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
+                gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64))
+
+    @gluon.jit
+    def _post_stop(stop_smem, n_end):
+        """Every producer warp's copy of the step where the walk ends (see _stop_step); stored
+        by a 4-warp partition (a consumer warpgroup, or the prologue)."""
+        four: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        stop_smem.store(gl.full(stop_smem.shape, n_end, gl.int32, layout=four))
+
+    @gluon.jit
+    def _stop_step(stop_smem, seen, j, PW: gl.constexpr):
+        """The walk's end as all PW producer warps see it at step j: each warp reads its copy
+        and writes what it read to its slot of seen[j % 2]; after the partition's barrier every
+        warp takes the minimum of the same slots. Read by each warp alone (sessions 9-12), a
+        consumer's write could land between two warps' reads, so one warp left the copy loop a
+        step early; the loop's partition barriers (bar.sync 3, 128, which Triton's membar pass
+        puts there) then paired that warp's exit barrier with the others' loop barrier, and the
+        rest hung at the next one (benchmarks/pp_protocol_sim.py reproduces it in a model of the
+        protocol). seen is double-buffered: a warp writes seen[j % 2] again at step j + 2, after
+        the barrier of step j + 1, which every warp reaches after its read at step j. A minimum
+        over warps by gl.min alone is not enough: the compiler lets each warp load every copy."""
+        per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
+        every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
+        slots = seen.index(j % 2)
+        slots.store(stop_smem.load(per_warp))
+        gl.thread_barrier()
+        return gl.min(slots.load(every), axis=0)
+
+    @gluon.jit
+    def _claim_slot(j, n_end, empty, stop_smem, seen, NBUF: gl.constexpr, PW: gl.constexpr):
+        """Before the producer's copies of step j: from step NBUF on, wait until the consumers
+        released its buffer (step j - NBUF), then take the walk's end as it stands
+        (_stop_step). Returns the end."""
+        if j >= NBUF:
+            mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
+            n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
+        return n_end
+
+    @gluon.jit
+    def _pair_rows(s, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN: gl.constexpr):
+        """Key rows of the pair's stream step s (BN keys a step): the n_diag steps over the pair's
+        own 2 x 64 rows (the later first), then the n_d dense keys (the sink [0, sink_end), then
+        [lo, m0); row 0 past them, masked), then the walk's table entries idx."""
+        i = (s - n_diag) * BN + rows_g
+        dense = gl.where(i < n_d, gl.where(i < sink_end, i, lo - sink_end + i), 0)
+        return gl.where(s < n_diag, m0 + (n_diag - 1 - s) * BN + rows_g,
+                        gl.where(s < n_dense, dense, idx))
+
+    @gluon.jit
+    def _pair_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM: gl.constexpr, BN: gl.constexpr):
+        """A step's scores, masked: a diagonal step causally (and past N), the last dense or
+        walk step where it runs past the n_d dense keys or the P ranked ones (a partial step of
+        128 keys); other steps unchanged."""
+        n_diag: gl.constexpr = 2 * BM // BN
+        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, _mma(BN)))
+        if s < n_diag:
+            keys = m0 + (n_diag - 1 - s) * BN + cols
+            sc = gl.where((keys[None, :] <= offs_m[:, None]) & (keys < N)[None, :], sc,
+                          float("-inf"))
+        else:
+            if s < n_dense:
+                first = (s - n_diag) * BN
+                if first + BN > n_d:
+                    sc = gl.where((first + cols < n_d)[None, :], sc, float("-inf"))
+            else:
+                first = (s - n_dense) * BN
+                if first + BN > P:
+                    sc = gl.where((first + cols < P)[None, :], sc, float("-inf"))
+        return sc
+
+    @gluon.jit
+    def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
+                       stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
+                       n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr):
+        """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
+        both consumers released it, up to the step where the pair stopped (stop_smem)."""
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
+        j = 0
+        n_end = n_total
+        while j < n_end:
+            slot = j % NBUF
+            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+            if j < n_end:
+                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
+                ok = (rows < N)[:, None]  # the diagonals past N: zero-filled
+                cp.async_copy_global_to_shared(
+                    k_bufs.index(slot),
+                    (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :], mask=ok)
+                cp.async_copy_global_to_shared(
+                    v_bufs.index(slot),
+                    (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            j += 1
+        cp.commit_group()
+        cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
+
+    @gluon.jit
+    def _exchange(X: gl.constexpr, c, stopped, decide, sync):
+        """At walk chunk c's end: post whether tile X stopped, wait for the other tile's post,
+        return it (nonzero: stopped). decide is double-buffered by chunk parity: a tile posts
+        chunk c + 2 only after the other's post of chunk c + 1, which it makes after reading
+        chunk c's."""
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
+                                            * stopped.to(gl.int32))
+        mbarrier.arrive(sync)
+        mbarrier.wait(sync, c & 1)
+        return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
+
+    @gluon.jit
+    def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
+                       stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                       qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                       NBUF: gl.constexpr):
+        """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
+        steps, computing those it needs and releasing every buffer; its own stop rule. At each
+        walk chunk's end the two exchange decisions: a consumer that stopped keeps releasing
+        buffers unread until the other stops too; the pair's end goes to the producer before the
+        release of its last step."""
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        n_diag: gl.constexpr = 2 * BM // BN
+        mx = m0 + X * BM
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
+        active = mx < N  # a last tile past N only releases buffers
+        s = 0
+        n_end = n_total  # the pair's end
+        n_me = n_total  # this tile's end
+        while s < n_end:
+            slot = s % NBUF
+            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
+            # the first tile's step 0)
+            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
+            if need:
+                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                sc = warpgroup_mma_wait(0, deps=(sc, ))
+                sc = _pair_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
+                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+                o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
+                                  v_bufs.index(slot), o, is_async=True)
+                if s >= n_dense:
+                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
+                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
+                                                   STOP_EVERY)
+                o = warpgroup_mma_wait(0, deps=(o, ))
+            w = s - n_dense
+            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
+                c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
+                stopped = (n_me <= s + 1) | (~active)
+                other = _exchange(X, c, stopped, decide, sync)
+                active = ~stopped
+                if stopped & (other != 0):  # tell the producer, before the release below
+                    n_end = s + 1
+                    _post_stop(stop_smem, n_end)
+            mbarrier.arrive(empty.index(slot))
+            s += 1
+        if mx < N:
+            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
+                       N_MT, BM, D, STOP_EVERY)
+
+    @gluon.jit
+    def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+                         stride_vb, stride_vh, stride_vn,
+                         N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                         SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                         D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                         CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
+        """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
+        ranked walk, so PW producer warps gather each K/V step once for two consumer
+        warpgroups, each with its own online softmax and stop rule."""
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
+        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
+        n_pt = (N_MT + 1) // 2
+        mt = (n_pt - 1 - gl.program_id(0)) * 2  # the pair's first tile, longest prefixes first
+        bh = gl.program_id(1)
+        b = bh // H_Q
+        hk = (bh % H_Q) // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
+        n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
+        n_dense = n_diag + (n_d + BN - 1) // BN
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)  # a copy per producer warp
+        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)  # the warps' reads (_stop_step)
+        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
+        for i in gl.static_range(NBUF):
+            mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
+            mbarrier.init(empty.index(i), count=2)  # both consumers
+        mbarrier.init(sync, count=2)
+        _post_stop(stop_smem, n_total)
+        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
+
+        gl.warp_specialize([
+            (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+            (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
+                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+            (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
+                              t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
+                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
+        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+def pair_step(cfg) -> int:
+    """Keys per step: 128 where block_n allows (BENCHMARKS.md session 13: 11-15% faster than
+    64 at 128K, H100), else 64."""
+    return 128 if cfg.block_n % 128 == 0 else BLOCK
+
+
+def _hopper(t: torch.Tensor) -> bool:
+    return t.is_cuda and torch.cuda.get_device_capability(t.device)[0] == 9
+
+
+def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
+                     step: int | None = None) -> str | None:
+    """Why the pair kernel does not take this call (None: it does). whole: the tiles are whole
+    (triton_s2o.whole_tiles). The Triton kernel takes the rest: other cards, Triton releases,
+    dtypes, head dims, tile shapes and stop rules, packed GQA heads, tau 0, chunked prefill."""
+    if os.environ.get(PAIR_SWITCH, "1") == "0":
+        return f"{PAIR_SWITCH}=0"
+    if not HAVE_GLUON or not triton.__version__.startswith(PAIR_TRITON_VERSIONS):
+        return f"triton {triton.__version__}: checked on {', '.join(PAIR_TRITON_VERSIONS)}x only"
+    if not _hopper(q):
+        return "not a Hopper card (sm_90)"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"dtype {q.dtype}"
+    if q.shape[-1] not in (64, 128):
+        return f"head dim {q.shape[-1]}"
+    if q.shape[2] != k.shape[2]:
+        return "chunked prefill (fewer queries than keys)"
+    if table is None or cfg.threshold <= 0:
+        return "tau 0 walks in key order"
+    step = step or pair_step(cfg)
+    if cfg.block_m != BLOCK or cfg.block_n % step or cfg.stop_rule == "mean" or cfg.pack_gqa:
+        return f"block_m 64, block_n a multiple of {step}, stop rule not 'mean', no pack_gqa"
+    if cfg.segment_size % (2 * BLOCK):
+        return "segment_size not a multiple of 128 (the pair's two tiles share a segment)"
+    if cfg.walk_chunk // cfg.block_n > 31:
+        return "more than 31 stop tests per walk chunk"
+    if not whole:
+        return "tiles not whole"
+    if any(x.stride(-1) != 1 or x.stride(2) % 8 for x in (q, k, v)):
+        return "rows not 16-byte aligned"
+    return None
+
+
+def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
+                   nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
+                   producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
+                   consumer_regs: int = 224):
+    """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
+    visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table. The keyword arguments
+    other than cfg's are for A/B runs (benchmarks/gluon_ab.py)."""
+    B, Hq, N, D = q.shape
+    step = step or pair_step(cfg)
+    nbuf = nbuf or (3 if step == 128 else 4)  # Q + 2 x NBUF K/V tiles: 160 / 160 KiB (D 128)
+    n_mt = triton.cdiv(N, BLOCK)
+    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
+    _s2o_pair_kernel[(triton.cdiv(n_mt, 2), B * Hq)](
+        q, k, v, out, table, offsets, visited,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
+        float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
+        SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
+        REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
+        STOP_EVERY=cfg.block_n // step, NBUF=nbuf, TPW_ROWS=tpw_rows, PW=producer_warps,
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
+        SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
+        SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
+        num_warps=4,
+        # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
+        maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
+    return out, visited
