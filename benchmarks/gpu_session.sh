@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, pairop, bench13, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -22,6 +22,29 @@ for stage in "$@"; do
               --reps 200 --timeout 60 2>&1 | tee "$OUT/pairop_soak.log" ;;
     bench13) timeout 560 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0 0.8 0.9 \
               --out "$OUT/bench13.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench13.log" ;;
+    # session 13, second call: the GPU tests after their fixes, the op compiled against eager
+    # with either walk, and a second round of the op bench at 128K and 32K
+    pairop2) timeout 240 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
+              tests/test_gpu.py 2>&1 | tail -6 | tee "$OUT/pairop2_tests.log"
+            timeout 200 python benchmarks/compiled_walk.py --seq-lens 131072 32768 --tau 0.8 2>&1 \
+              | grep -v Warning | tee "$OUT/compiled_walk.log"
+            timeout 150 python -m s2o_compile bench --seq-lens 131072 32768 --taus 0.8 \
+              --out "$OUT/bench13b.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench13b.log" ;;
+    # session 13, third call: the failing GPU test in full, and the Triton walk eager against
+    # Inductor's re-emitted kernel (the Triton cache entries of both come back in tcache.tgz)
+    why)    timeout 150 python -m pytest -q -p no:cacheprovider -x tests/test_gluon_pair.py \
+              -k "test_pair_kernel_matches_the_triton_kernel and 16448" 2>&1 | tail -40 | tee "$OUT/fields6.log"
+            mkdir -p /tmp/tc; TRITON_CACHE_DIR=/tmp/tc timeout 300 python benchmarks/compiled_kernel_ab.py \
+              2>&1 | grep -v Warning | tee "$OUT/compiled_kernel_ab.log"
+            (cd /tmp/tc && find . -name "*attention_kernel*" | xargs -n1 dirname | sort -u \
+              | xargs tar czf "$OUT/tcache.tgz") ;;
+    # session 13, final call: the pair tests after the dense reference's size fix, and the op
+    # bench in three alternating rounds (medians; every reading in the JSON)
+    final13) timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+              | tail -4 | tee "$OUT/final13_tests.log"
+            timeout 420 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 0.9 \
+              --rounds 3 --out "$OUT/bench13_rounds.json" 2>&1 | grep -v "it/s\]" \
+              | tee "$OUT/bench13_rounds.log" ;;
     # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
     # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
     # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in

@@ -9,7 +9,8 @@ S2O total time, its preprocessing (ranking + index table) and attention kernel s
 op's walk kernel, named: "pair" for the Gluon pair kernel, "triton"; and the Triton walk's time
 beside it), dense
 SDPA with the default backend, the FLASH backend and cuDNN, density, relative error and MSE
-against dense. Medians from triton.testing.do_bench. Writes JSON (--out) and prints a table.
+against dense. Medians from triton.testing.do_bench (with --rounds R, everything R times,
+alternating, and the medians of the R readings; the JSON keeps every reading). Writes JSON (--out) and prints a table.
 It lives in the package so that it runs after `pip install`; it needs a CUDA GPU (speed of the
 Triton kernels is what it measures: the CPU reference says nothing about it).
 """
@@ -40,6 +41,12 @@ def _bench(fn, ms_budget=400):
     return triton.testing.do_bench(fn, warmup=25, rep=ms_budget, return_mode="median")
 
 
+def _median(values):
+    """The median of a round's readings (None where a backend refused)."""
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
 def dense_times(q, k, v) -> dict:
     """Median ms of causal SDPA with the default backend, FLASH and cuDNN (None: refused)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -68,12 +75,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time everything this many times, alternating; report medians (the "
+                         "card's speed drifts by up to ~15%% between readings, BENCHMARKS.md "
+                         "session 13)")
     ap.add_argument("--out", default=None, help="JSON results file")
     add_config_arguments(ap, exclude=("threshold", "min_seq_len"))
 
 
 def check_arguments(ap: argparse.ArgumentParser, args) -> S2OConfig:
     """Usage errors (exit 2) for shapes and config; the returned config has threshold 0."""
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     if any(n < 1 for n in args.seq_lens):
         ap.error("--seq-lens must be >= 1")
     if any(not 0 <= t < 1 for t in args.taus):
@@ -99,7 +112,8 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, args.heads, args.kv_heads, N, args.head_dim, device="cuda")
         ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).float()
-        dts = dense_times(q, k, v)
+        dense_rounds = [dense_times(q, k, v) for _ in range(args.rounds)]
+        dts = {name: _median([r[name] for r in dense_rounds]) for name in dense_rounds[0]}
         best = min(t for t in dts.values() if t is not None)
         scale = args.head_dim ** -0.5
         for tau in args.taus:
@@ -109,15 +123,24 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
             mse = ((out.float() - ref) ** 2).mean().item()
             table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
             kernel, _ = W.kernel_for(q, k, v, table, scale, cfg)
-            t_pre = 0.0 if table is None else _bench(lambda: T.build_index_table(q, k, scale, cfg))
-            t_att = _bench(lambda: W.attention(q, k, v, table, offsets, scale, cfg))
-            t_tri = t_att if kernel == "triton" else _bench(  # the Triton walk, for comparison
-                lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
-            t_all = _bench(lambda: W.s2o_attention(q, k, v, scale, cfg))
+            timed = {  # the op, its two parts, and the Triton walk for comparison
+                "s2o": lambda: W.s2o_attention(q, k, v, scale, cfg),
+                "pre": None if table is None else lambda: T.build_index_table(q, k, scale, cfg),
+                "att": lambda: W.attention(q, k, v, table, offsets, scale, cfg),
+                "triton": None if kernel == "triton" else (
+                    lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))}
+            readings = {name: [] for name in timed}
+            for _ in range(args.rounds):
+                for name, fn in timed.items():
+                    readings[name].append(0.0 if fn is None else _bench(fn))
+            readings["triton"] = readings["triton"] if timed["triton"] else readings["att"]
+            t_all, t_pre, t_att, t_tri = (_median(readings[n]) for n in ("s2o", "pre", "att",
+                                                                          "triton"))
             d = density.mean().item()
             row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
                        s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, kernel=kernel,
-                       triton_attention_ms=t_tri, dense_ms=dts,
+                       triton_attention_ms=t_tri, readings_ms=readings,
+                       dense_readings_ms=dense_rounds, dense_ms=dts,
                        best_dense_ms=best, speedup=best / t_all, efficiency=t_all / (d * best),
                        table_mib=0 if table is None else table.numel() * 4 / 2**20,
                        kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)

@@ -153,7 +153,7 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(stop_rule="gain", walk_chunk=128)),
     (1, 8, 2, 8192, 128, torch.bfloat16, False,  # 64-key steps
      dict(block_n=64, segment_size=1024, sink_tokens=128, local_window=0)),
-    (1, 32, 8, 16384 + 64, 128, torch.bfloat16, False, dict(rank_per_head=False)),
+    (1, 32, 8, 8192 + 64, 128, torch.bfloat16, False, dict(rank_per_head=False)),
 ])
 @pytest.mark.parametrize("tau", [0.05, 0.5])
 def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transposed, fields, tau):
