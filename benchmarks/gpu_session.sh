@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -45,6 +45,14 @@ for stage in "$@"; do
             timeout 420 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 0.9 \
               --rounds 3 --out "$OUT/bench13_rounds.json" 2>&1 | grep -v "it/s\]" \
               | tee "$OUT/bench13_rounds.log" ;;
+    # session 13 on the H200 (where session 12's hang was frequent): the pair tests, a soak of
+    # the op's pair kernel, and the op bench at 128K and 32K
+    h200)   timeout 120 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+              | tail -4 | tee "$OUT/h200_tests.log"
+            timeout 150 python benchmarks/gluon_soak.py --variants pp:tpw=4 --seq-lens 131072 32768 \
+              --reps 200 --timeout 40 2>&1 | tee "$OUT/h200_soak.log"
+            timeout 110 python -m s2o_compile bench --seq-lens 131072 32768 --taus 0.8 \
+              --out "$OUT/h200_bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/h200_bench.log" ;;
     # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
     # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
     # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in

@@ -66,14 +66,17 @@ def test_pair_kernel_declines_each_unsupported_call(monkeypatch, change, expect)
     assert _why(*_qkv(dtype=torch.bfloat16, D=128), LLAMA) is None  # and the plain call passes
 
 
-def test_walk_runs_the_triton_kernel_where_the_pair_kernel_declines():
+def test_walk_runs_the_triton_kernel_where_the_pair_kernel_declines(monkeypatch, caplog):
     """Small tiles (block_m 32): kernel_for says why, and walk.attention equals the Triton
     kernel's result exactly."""
     q, k, v = _qkv(N=200, device=DEV)
     cfg = SMALL.replace(threshold=0.3)
     table, offsets = T.build_index_table(q, k, 0.125, cfg)
-    name, why = W.kernel_for(q, k, v, table, 0.125, cfg)
+    monkeypatch.setattr(W, "_LOGGED", set())
+    with caplog.at_level("INFO", logger="s2o_compile"):
+        name, why = W.kernel_for(q, k, v, table, 0.125, cfg)
     assert name == "triton" and why
+    assert f"the walk runs the triton kernel (not the pair kernel: {why})" in caplog.text
     out, visited = W.attention(q, k, v, table, offsets, 0.125, cfg)
     ref, ref_visited = T.attention_with_table(q, k, v, table, offsets, 0.125, cfg)
     assert torch.equal(out, ref) and torch.equal(visited, ref_visited)

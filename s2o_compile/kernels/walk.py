@@ -10,6 +10,7 @@ Gluon kernel is not, so wrap_triton cannot carry it. The ranking kernels stay tr
 """
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
@@ -22,6 +23,8 @@ from . import gluon_pair, triton_s2o
 # Triton kernel. Keys that launched once are trusted: a later error is raised, not hidden.
 _PAIR_FAILED: dict = {}
 _PAIR_OK: set = set()
+_LOGGED: set = set()  # the (kernel, reason) choices logged so far
+log = logging.getLogger("s2o_compile")
 
 
 def pair_failures() -> dict:
@@ -31,10 +34,16 @@ def pair_failures() -> dict:
 
 
 def kernel_for(q, k, v, table, scale: float, cfg: S2OConfig) -> tuple[str, str | None]:
-    """("pair", None) or ("triton", why the pair kernel does not take the call)."""
+    """("pair", None) or ("triton", why the pair kernel does not take the call); each new
+    choice is logged once (INFO, logger "s2o_compile")."""
     why = gluon_pair.pair_unsupported(q, k, v, table, cfg, scale,
                                       triton_s2o.whole_tiles(cfg, cfg.block_m, scale))
-    return ("pair", None) if why is None else ("triton", why)
+    choice = ("pair", None) if why is None else ("triton", why)
+    if choice not in _LOGGED:
+        _LOGGED.add(choice)
+        log.info("s2o: the walk runs the %s kernel%s", choice[0],
+                 f" (not the pair kernel: {why})" if why else "")
+    return choice
 
 
 def _pair_or_triton(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
