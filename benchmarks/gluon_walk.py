@@ -42,24 +42,14 @@ from __future__ import annotations
 import torch
 import triton
 
-try:  # Gluon ships with Triton >= 3.5
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
-    from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
-                                                                  fence_async_shared,
-                                                                  warpgroup_mma,
-                                                                  warpgroup_mma_wait)
-    HAVE_GLUON = True
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    HAVE_GLUON = False
-
 from s2o_compile.kernels import gluon_pair as GP
-if HAVE_GLUON:  # the helpers these kernels share with the op's pair kernel
-    from s2o_compile.kernels.gluon_pair import (_claim_slot, _gather_index, _load_q, _mma,  # noqa: F401
-                                                _online_softmax, _post_stop, _scores_async,
-                                                _softmax_state, _store_out, _table_rows,
-                                                _walk_test)
+from s2o_compile.kernels.gluon_pair import HAVE_GLUON
+
+if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair kernel
+    from s2o_compile.kernels.gluon_pair import (  # noqa: F401
+        cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
+        _claim_slot, _gather_index, _load_q, _mma, _online_softmax, _post_stop, _scores_async,
+        _softmax_state, _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
