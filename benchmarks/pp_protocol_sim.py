@@ -21,6 +21,17 @@ cycles of each other: the hangs seen on H100 and H200). _stop_step makes the dec
 for all warps (each writes what it read, a barrier, then all take the minimum of the same slots).
 The model also found that the FA3-order consumers must post the pair's end before flushing
 their last P @ V (whose release lets the producer go on): flushing first hung 7 of 3000 trials.
+
+    python benchmarks/pp_protocol_sim.py --items 4              # persistent: 4 pairs per CTA
+    python benchmarks/pp_protocol_sim.py --items 4 --untagged   # without the tags: hangs
+
+The persistent variant (session 13, benchmarks/gluon_walk.py's _s2o_gluon_persistent_kernel)
+walks several pairs per CTA with the slot, phase and exchange counters carried across pairs.
+The producer issues up to NBUF - 1 steps past a pair's end before it sees the end; those
+steps stay in the stream, each buffer tagged with its pair, and the consumers release them
+unread before the next pair's first step. A posted end is a global step, so the one left from
+the previous pair (never above the next pair's first step) reads as none. Without the tags
+(the consumers take the leftover steps as the next pair's) 5-7 of 1000 trials hang.
 """
 import argparse
 import random
@@ -42,29 +53,45 @@ class MBarrier:
         return (self.phase & 1) != parity
 
 
-class Kernel:
-    """One CTA: a tile pair's stream of n_total steps (n_dense dense ones, then the walk)."""
+class Item:
+    """One tile pair's stream: n_total steps (n_dense dense ones, then the walk)."""
 
-    def __init__(self, rng, per_warp, deferred=False, pingpong=False):
-        self.NBUF = rng.choice([2, 3, 4, 6])
-        self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
-        self.PW = rng.choice([1, 2, 4])
+    def __init__(self, rng):
         self.n_dense = rng.randint(2, 6)
         self.n_total = self.n_dense + rng.randint(0, 40)
         self.b_valid = rng.random() < 0.8  # the second tile has rows (not past N)
         self.holds_at = [rng.randint(0, 6), rng.randint(0, 6)]  # chunk where each tile's rule holds
+
+
+class Kernel:
+    """One CTA walking `items` tile pairs one after another (1: the pair kernel; more: the
+    persistent variant, whose agents count steps and exchanges across pairs: a buffer's slot and
+    phase come from the global step, and the pair's end is posted as a global step, so an end
+    left from the previous pair (never above the next pair's first step) reads as none)."""
+
+    def __init__(self, rng, per_warp, deferred=False, pingpong=False, items=1, untagged=False):
+        self.NBUF = rng.choice([2, 3, 4, 6])
+        self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
+        self.PW = rng.choice([1, 2, 4])
+        self.items = [Item(rng) for _ in range(items)]
+        first = self.items[0]  # the single-pair kernel's fields
+        self.n_dense, self.n_total = first.n_dense, first.n_total
+        self.b_valid, self.holds_at = first.b_valid, first.holds_at
         self.per_warp, self.deferred, self.pingpong = per_warp, deferred, pingpong
+        self.persistent = items > 1
+        self.untagged = untagged  # persistent, but consumers read every slot as the next pair's
         self.turn = [MBarrier(1), MBarrier(1)]
         self.turn[0].arrive()  # the first tile issues first
         self.ready = [MBarrier(self.PW) for _ in range(self.NBUF)]
         self.empty = [MBarrier(2) for _ in range(self.NBUF)]
         self.sync = MBarrier(2)
         self.decide = [0] * 4
-        self.stop = self.n_total
+        self.stop = 0 if self.persistent else self.n_total
         self.seen = {}  # step -> what the producer warps read there (_stop_step's slots)
         self.landing = []  # cp.async arrivals in flight: their `ready` slots
         self.bar = dict(arrived=0, generation=0)
-        self.ends = {}
+        self.ends = {}  # consumer -> the (global) end of each pair it walked
+        self.tags = [None] * self.NBUF  # persistent: the pair each buffer's step belongs to
 
     def named_barrier(self):
         gen = self.bar["generation"]
@@ -75,6 +102,9 @@ class Kernel:
             yield
 
     def producer(self):
+        if self.persistent:
+            yield from self.persistent_producer()
+            return
         j, n_end = 0, self.n_total
         while j < n_end:
             yield from self.named_barrier()  # the membar pass's barrier in the loop
@@ -96,10 +126,90 @@ class Kernel:
             yield
         yield from self.named_barrier()  # the one after the loop
 
+    def persistent_producer(self):
+        """The producer over all pairs. j counts the steps issued (slots): a pair runs from its
+        first slot `base` until its end; steps issued past a pair's end before the producer saw
+        it (up to NBUF - 1) stay in the stream, tagged with their pair, and the consumers
+        release them unread. A posted end counts only if above base (the pair's own). Each
+        claim reads the end through _stop_step's slots, indexed by a claim count (a pair that
+        ends at a claim claims that slot again for the next pair)."""
+        j, claims = 0, 0
+        for index, item in enumerate(self.items):
+            base, n_end = j, j + item.n_total
+            while j < n_end:
+                yield from self.named_barrier()
+                slot = j % self.NBUF
+                if j >= self.NBUF:
+                    while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
+                        yield
+                    self.seen.setdefault(claims, []).append(self.stop)
+                    yield
+                    yield from self.named_barrier()
+                    posted = min(self.seen[claims])
+                    claims += 1
+                    if posted > base:
+                        n_end = min(n_end, posted)
+                if j < n_end:
+                    self.tags[slot] = index  # stored before the copies' arrivals (+1 arrival)
+                    self.landing.append(slot)
+                    j += 1
+                yield
+        yield from self.named_barrier()
+
+    def persistent_consumer(self, X):
+        """The plain consumer over all pairs: global slots s (unread ones, tagged with an
+        earlier pair, are released first) and a global exchange count."""
+        s, n_ex = 0, 0
+        ends = self.ends.setdefault(X, [])
+        for index, item in enumerate(self.items):
+            while True:  # the previous pair's steps issued past its end
+                while not self.ready[s % self.NBUF].done((s // self.NBUF) & 1):
+                    yield
+                if self.tags[s % self.NBUF] == index or self.untagged:
+                    break
+                assert self.tags[s % self.NBUF] < index, "a pair's first step was skipped"
+                self.empty[s % self.NBUF].arrive()
+                s += 1
+                yield
+            base = s
+            active = X == 0 or item.b_valid
+            n_end = n_me = base + item.n_total
+            while s < n_end:
+                slot = s % self.NBUF
+                while not self.ready[slot].done((s // self.NBUF) & 1):
+                    yield
+                w = s - base - item.n_dense
+                computes = active and (X == 1 or s > base)
+                chunk_end = w >= 0 and (w + 1) % self.CHUNK == 0
+                if computes and chunk_end and w // self.CHUNK >= item.holds_at[X]:
+                    n_me = min(n_me, s + 1)
+                yield
+                if chunk_end and s + 1 < n_end:
+                    stopped = n_me <= s + 1 or not active
+                    self.decide[(n_ex % 2) * 2 + X] = int(stopped)
+                    yield
+                    self.sync.arrive()
+                    while not self.sync.done(n_ex & 1):
+                        yield
+                    other = self.decide[(n_ex % 2) * 2 + 1 - X]
+                    n_ex += 1
+                    active = not stopped
+                    if stopped and other:
+                        n_end = s + 1
+                        self.stop = n_end
+                        yield
+                self.empty[slot].arrive()
+                s += 1
+                yield
+            ends.append(n_end)
+
     def consumer(self, X):
         """_pp_consumer; deferred: _pp_consumer_deferred (a computed step's buffer is released
         at the next computed step, or by the flush when the tile stops or the stream ends),
         with pingpong its turns (the consumers alternate on the steps both compute)."""
+        if self.persistent:
+            yield from self.persistent_consumer(X)
+            return
         active = X == 0 or self.b_valid
         both = self.b_valid
         s, n_end, n_me = 0, self.n_total, self.n_total
@@ -148,14 +258,14 @@ class Kernel:
             yield
         if prev is not None:
             self.empty[prev].arrive()
-        self.ends[X] = n_end
+        self.ends[X] = [n_end]
 
     def run(self, rng, max_moves=100_000):
         """True if every agent finished."""
         agents = [self.producer() for _ in range(self.PW)] + [self.consumer(0), self.consumer(1)]
         for _ in range(max_moves):
-            if not agents:
-                return self.ends[0] == self.ends[1]
+            if not agents:  # and both consumers saw the same pair ends
+                return all(e == self.ends[0] for e in self.ends.values())
             if self.landing and rng.random() < 0.3:
                 self.ready[self.landing.pop(rng.randrange(len(self.landing)))].arrive()
                 continue
@@ -173,14 +283,21 @@ def main():
                     help="each producer warp reads stop_smem alone (before _stop_step)")
     ap.add_argument("--deferred", action="store_true", help="the FA3-order consumers")
     ap.add_argument("--pingpong", action="store_true", help="deferred, taking turns")
+    ap.add_argument("--items", type=int, default=1,
+                    help="pairs per CTA (> 1: the persistent variant, plain consumers)")
+    ap.add_argument("--untagged", action="store_true",
+                    help="persistent without the tags: steps issued past a pair's end are "
+                         "read as the next pair's (hangs)")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     deferred = args.deferred or args.pingpong
-    hung = sum(not Kernel(rng, args.per_warp, deferred, args.pingpong).run(rng)
-               for _ in range(args.trials))
+    hung = sum(not Kernel(rng, args.per_warp, deferred, args.pingpong, args.items,
+                          args.untagged).run(
+        rng, max_moves=100_000 * args.items) for _ in range(args.trials))
     consumers = "ping-pong" if args.pingpong else "FA3-order" if deferred else "plain"
+    consumers += f", {args.items} pairs per CTA" if args.items > 1 else ""
     print(f"{'per-warp reads' if args.per_warp else '_stop_step'}, {consumers} consumers: "
           f"{hung} of {args.trials} trials did not finish")
 

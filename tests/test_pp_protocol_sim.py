@@ -1,6 +1,7 @@
-"""benchmarks/pp_protocol_sim.py: the Gluon pair walk's synchronization, modelled under random
-interleavings, finishes with _stop_step's uniform stop decision (plain, FA3-order and ping-pong
-consumers) and hangs with per-warp reads, the bug it models, so the model can tell them apart."""
+"""benchmarks/pp_protocol_sim.py: the Gluon pair walk's synchronization (one pair per CTA, or
+several: the persistent variant), modelled under random interleavings, finishes with
+_stop_step's uniform stop decision (plain, FA3-order and ping-pong consumers) and hangs with
+per-warp reads, the bug it models, so the model can tell them apart."""
 import random
 import sys
 from pathlib import Path
@@ -24,3 +25,21 @@ def test_uniform_stop_decision_never_hangs(deferred, pingpong):
 
 def test_per_warp_stop_reads_hang():
     assert _hung(300, per_warp=True) > 0
+
+
+def _hung_persistent(trials: int, untagged=False) -> int:
+    rng = random.Random(7)
+    return sum(not S.Kernel(rng, False, items=4, untagged=untagged).run(rng, max_moves=400_000)
+               for _ in range(trials))
+
+
+def test_persistent_pairs_never_hang():
+    """The persistent variant (several pairs per CTA, counters carried across pairs, steps
+    issued past a pair's end tagged and released unread) finishes, both consumers agreeing on
+    every pair's end."""
+    assert _hung_persistent(400) == 0
+
+
+def test_persistent_pairs_without_tags_hang():
+    """Reading the steps issued past a pair's end as the next pair's hangs: the model sees it."""
+    assert _hung_persistent(1000, untagged=True) > 0
