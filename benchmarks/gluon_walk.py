@@ -48,8 +48,9 @@ from s2o_compile.kernels.gluon_pair import HAVE_GLUON
 if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair kernel
     from s2o_compile.kernels.gluon_pair import (  # noqa: F401
         cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
-        _claim_slot, _gather_index, _load_q, _mma, _online_softmax, _post_stop, _scores_async,
-        _softmax_state, _store_out, _table_rows, _walk_test)
+        _claim_slot, _exchange, _gather_index, _load_q, _mma, _online_softmax, _pair_geometry,
+        _pair_mask, _pair_rows, _post_stop, _scores_async, _softmax_state, _stop_step,
+        _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
@@ -395,6 +396,205 @@ if HAVE_GLUON:
         cp.wait_group(0)  # copies issued ahead of a stop
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
+    @gluon.jit
+    def _tag_of(tags, slot):
+        """The pair index tagged on buffer `slot` (persistent walk)."""
+        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        return gl.max(tags.index(slot).load(one), axis=0)
+
+    @gluon.jit
+    def _persistent_producer(k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, OFFSETS, TABLE,
+                             K, V, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                             stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH, n_items,
+                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                             D: gl.constexpr, GROUP: gl.constexpr, NBUF: gl.constexpr,
+                             TPW_ROWS: gl.constexpr, PW: gl.constexpr):
+        """Producer warps over this CTA's pairs (pids, pids + grid, ...): j counts the steps
+        issued across pairs; a pair runs until its end (posted as a global step, counted only
+        above the pair's first step); up to NBUF - 1 steps issued past it stay in the stream,
+        their buffers tagged with their pair (benchmarks/pp_protocol_sim.py --items)."""
+        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
+        every: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
+        n_diag: gl.constexpr = 2 * BM // BN
+        j = 0
+        claims = 0
+        item = 0
+        w = gl.program_id(0)
+        while w < n_items:
+            bh = w % BH
+            mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
+                _pair_geometry(w // BH, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
+                               stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
+                               BM, BN, GROUP)
+            base = j
+            n_end = j + n_total
+            while j < n_end:
+                slot = j % NBUF
+                if j >= NBUF:
+                    mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
+                    posted = _stop_step(stop_smem, seen, claims, PW, True)  # the newest end
+                    claims += 1
+                    if posted > base:
+                        n_end = gl.minimum(n_end, posted)
+                if j < n_end:
+                    local = j - base
+                    idx = _table_rows(t_base, local - n_dense, P, rows_g, BN)
+                    rows = _pair_rows(local, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g,
+                                      BN)
+                    ok = (rows < N)[:, None]
+                    cp.async_copy_global_to_shared(
+                        k_bufs.index(slot),
+                        (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
+                        mask=ok)
+                    cp.async_copy_global_to_shared(
+                        v_bufs.index(slot),
+                        (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
+                        mask=ok)
+                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                    tags.index(slot).store(gl.full([1], 1, gl.int32, layout=every) * item)
+                    gl.thread_barrier()  # every warp's store, before the arrival that releases it
+                    mbarrier.arrive(ready.index(slot))  # the tag's arrival (count 32 PW + 1)
+                    j += 1
+            w += gl.num_programs(0)
+            item += 1
+        cp.commit_group()
+        cp.wait_group(0)  # copies issued past the last pair's end land before the CTA exits
+
+    @gluon.jit
+    def _persistent_consumer(X: gl.constexpr, Q, q_smem, k_bufs, v_bufs, ready, empty, tags, sync,
+                             decide, stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
+                             stride_qh, stride_qn, stride_kb, stride_kh, stride_vb, stride_vh,
+                             N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH, n_items, qk_scale,
+                             tau, SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
+                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
+                             TPW_ROWS: gl.constexpr):
+        """Consumer warpgroup X over this CTA's pairs: first the buffers tagged with an earlier
+        pair (released unread), then its tile's Q, then the pair's steps as gluon_pair's
+        _pair_consumer, with the slot, phase and exchange counts carried across pairs."""
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
+        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
+        cols_q = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
+        n_diag: gl.constexpr = 2 * BM // BN
+        s = 0
+        n_ex = 0
+        item = 0
+        w = gl.program_id(0)
+        while w < n_items:
+            bh = w % BH
+            mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
+                _pair_geometry(w // BH, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
+                               stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
+                               BM, BN, GROUP)
+            mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
+            while _tag_of(tags, s % NBUF) != item:  # steps issued past the last pair's end
+                mbarrier.arrive(empty.index(s % NBUF))
+                s += 1
+                mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
+            base = s
+            mx = m0 + X * BM
+            _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q)
+            gl.thread_barrier()  # the warpgroup's Q stores, before its wgmmas read them
+            offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
+            active = mx < N
+            n_end = base + n_total
+            n_me = n_end
+            while s < n_end:
+                slot = s % NBUF
+                t = s - base
+                mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+                need = active & ((t >= n_diag) | (m0 + (n_diag - 1 - t) * BN < mx + BM))
+                if need:
+                    fence_async_shared()
+                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
+                    sc = warpgroup_mma_wait(0, deps=(sc, ))
+                    sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
+                    m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+                    o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
+                                      v_bufs.index(slot), o, is_async=True)
+                    if t >= n_dense:
+                        gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags,
+                                                       alpha, gain, l_i, row_ok, tau, BN,
+                                                       REMAINING, CHUNK, STOP_EVERY)
+                    o = warpgroup_mma_wait(0, deps=(o, ))
+                wk = t - n_dense
+                if (wk >= 0) & ((wk + 1) % CHUNK == 0) & (s + 1 < n_end):
+                    stopped = (n_me <= s + 1) | (~active)
+                    other = _exchange(X, n_ex, stopped, decide, sync)
+                    n_ex += 1
+                    active = ~stopped
+                    if stopped & (other != 0):  # the pair's end (global), before the release
+                        n_end = s + 1
+                        _post_stop(stop_smem, n_end)
+                mbarrier.arrive(empty.index(slot))
+                s += 1
+            if mx < N:
+                _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end) - base, n_dense, bh,
+                           mt + X, mx, N, N_MT, BM, D, STOP_EVERY)
+            w += gl.num_programs(0)
+            item += 1
+
+    @gluon.jit
+    def _s2o_gluon_persistent_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
+                                     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
+                                     stride_kn, stride_vb, stride_vh, stride_vn,
+                                     N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL, BH,
+                                     SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                                     D: gl.constexpr, GROUP: gl.constexpr,
+                                     REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                                     STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
+                                     TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                                     SMEM: gl.constexpr, SMEM_KV: gl.constexpr,
+                                     num_warps: gl.constexpr):
+        """The pair kernel, persistent (session 13, not yet run): a grid of at most one CTA per
+        SM walks pairs pid, pid + grid, ... (the longest prefixes of every head first), so the
+        producer gathers the next pair's first steps while the consumers finish the current one
+        (with one CTA per SM, nothing else hides a CTA's start and end)."""
+        qk_scale = qk_scale.to(gl.float32)
+        tau = tau.to(gl.float32)
+        n_items = (N_MT + 1) // 2 * BH
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)
+        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)
+        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
+        tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1], small)
+        for i in gl.static_range(NBUF):
+            mbarrier.init(ready.index(i), count=32 * PW + 1)  # the copies' arrivals, the tag's
+            mbarrier.init(empty.index(i), count=2)
+        mbarrier.init(sync, count=2)
+        _post_stop(stop_smem, 0)  # no pair's end: every pair's first step is >= 0
+        gl.thread_barrier()
+
+        gl.warp_specialize([
+            (_persistent_consumer, (0, Q, q_a, k_bufs, v_bufs, ready, empty, tags, sync, decide,
+                                    stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
+                                    stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
+                                    stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
+                                    n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
+                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS)),
+            (_persistent_consumer, (1, Q, q_b, k_bufs, v_bufs, ready, empty, tags, sync, decide,
+                                    stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
+                                    stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
+                                    stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
+                                    n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
+                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS)),
+            (_persistent_producer, (k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, OFFSETS,
+                                    TABLE, K, V, stride_kb, stride_kh, stride_kn, stride_vb,
+                                    stride_vh, stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK,
+                                    LOCAL, BH, n_items, SEG, BM, BN, D, GROUP, NBUF, TPW_ROWS,
+                                    PW)),
+        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
+
 
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
                       pair_step: int | None = None) -> str | None:
@@ -426,9 +626,14 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int | None = None,
-                    consumer_regs: int = 224, step: int | None = None):
+                    consumer_regs: int = 224, step: int | None = None, persistent: bool = False):
     """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
-    triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair)."""
+    triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair);
+    with persistent, its persistent variant (attention_persistent)."""
+    if pp and persistent:
+        return attention_persistent(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
+                                    tpw_rows=tpw_rows, producer_warps=producer_warps,
+                                    producer_regs=producer_regs, consumer_regs=consumer_regs)
     if pp:
         return GP.attention_pair(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                  tpw_rows=tpw_rows, producer_warps=producer_warps,
@@ -463,4 +668,35 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
                 f"(TPW_ROWS {tpw_rows}, {producer_regs} producer registers); every such "
                 "configuration hung on the H100 (BENCHMARKS.md session 10), so it does not run")
     kernel[grid](*args, **meta)
+    return out, visited
+
+
+def attention_persistent(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
+                         nbuf: int | None = None, tpw_rows: int = GP.TPW_ROWS,
+                         producer_warps: int = GP.PRODUCER_WARPS, producer_regs: int = 56,
+                         consumer_regs: int = 224, ctas: int | None = None):
+    """The persistent pair kernel (the pair kernel's calls: gluon_pair.pair_unsupported must
+    be None): (out, visited) as gluon_pair.attention_pair. ctas: the grid (default: one CTA
+    per SM, at most one per pair)."""
+    B, Hq, N, D = q.shape
+    step = step or GP.pair_step(cfg)
+    nbuf = nbuf or (3 if step == 128 else 4)
+    n_mt = triton.cdiv(N, BLOCK)
+    n_items = triton.cdiv(n_mt, 2) * B * Hq
+    ctas = min(ctas or torch.cuda.get_device_properties(q.device).multi_processor_count, n_items)
+    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
+    _s2o_gluon_persistent_kernel[(ctas, )](
+        q, k, v, out, table, offsets, visited,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
+        float(cfg.threshold), cfg.sink_tokens, cfg.local_window, B * Hq,
+        SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
+        REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
+        STOP_EVERY=cfg.block_n // step, NBUF=nbuf, TPW_ROWS=tpw_rows, PW=producer_warps,
+        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
+        SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
+        SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
+        num_warps=4, maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
     return out, visited

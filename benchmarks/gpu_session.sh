@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -53,6 +53,13 @@ for stage in "$@"; do
               --reps 200 --timeout 40 2>&1 | tee "$OUT/h200_soak.log"
             timeout 110 python -m s2o_compile bench --seq-lens 131072 32768 --taus 0.8 \
               --out "$OUT/h200_bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/h200_bench.log" ;;
+    # session 13, last call: the persistent pair kernel (an experiment in gluon_walk.py) against
+    # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
+    # timeout (a hang is reported as one)
+    persist) timeout 100 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 --seq-lens \
+              --taus 0.8 --variants triton 2>&1 | tee "$OUT/persist_checks.log"
+            timeout 100 python benchmarks/gluon_ab.py --skip-checks --seq-lens 32768 131072 \
+              --taus 0.8 --variants pp:tpw=4 persist:tpw=4 2>&1 | tee "$OUT/persist_time.log" ;;
     # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
     # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
     # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in

@@ -69,7 +69,8 @@ class Kernel:
     phase come from the global step, and the pair's end is posted as a global step, so an end
     left from the previous pair (never above the next pair's first step) reads as none)."""
 
-    def __init__(self, rng, per_warp, deferred=False, pingpong=False, items=1, untagged=False):
+    def __init__(self, rng, per_warp, deferred=False, pingpong=False, items=1, untagged=False,
+                 oldest_end=False):
         self.NBUF = rng.choice([2, 3, 4, 6])
         self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
         self.PW = rng.choice([1, 2, 4])
@@ -80,13 +81,18 @@ class Kernel:
         self.per_warp, self.deferred, self.pingpong = per_warp, deferred, pingpong
         self.persistent = items > 1
         self.untagged = untagged  # persistent, but consumers read every slot as the next pair's
+        self.oldest_end = oldest_end  # persistent, but the producer takes the smallest copy
         self.turn = [MBarrier(1), MBarrier(1)]
         self.turn[0].arrive()  # the first tile issues first
         self.ready = [MBarrier(self.PW) for _ in range(self.NBUF)]
         self.empty = [MBarrier(2) for _ in range(self.NBUF)]
         self.sync = MBarrier(2)
         self.decide = [0] * 4
-        self.stop = 0 if self.persistent else self.n_total
+        # stop_smem: a copy of the pair's end per producer warp. A consumer warpgroup posts it
+        # with one store per warp, then one thread arrives on `empty`: only copy 0 (that
+        # thread's own store) is ordered before the arrival; the others land later (pending)
+        self.stops = [0 if self.persistent else self.n_total] * self.PW
+        self.pending_stops = []
         self.seen = {}  # step -> what the producer warps read there (_stop_step's slots)
         self.landing = []  # cp.async arrivals in flight: their `ready` slots
         self.bar = dict(arrived=0, generation=0)
@@ -101,9 +107,13 @@ class Kernel:
         while self.bar["generation"] == gen:
             yield
 
-    def producer(self):
+    def post_stop(self, value):
+        self.stops[0] = value
+        self.pending_stops += [(i, value) for i in range(1, self.PW)]
+
+    def producer(self, warp):
         if self.persistent:
-            yield from self.persistent_producer()
+            yield from self.persistent_producer(warp)
             return
         j, n_end = 0, self.n_total
         while j < n_end:
@@ -113,10 +123,10 @@ class Kernel:
                 while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
                     yield
                 if self.per_warp:
-                    n_end = min(n_end, self.stop)
+                    n_end = min(n_end, self.stops[warp])
                     yield
                 else:  # _stop_step
-                    self.seen.setdefault(j, []).append(self.stop)
+                    self.seen.setdefault(j, []).append(self.stops[warp])
                     yield
                     yield from self.named_barrier()
                     n_end = min(n_end, min(self.seen[j]))
@@ -126,7 +136,7 @@ class Kernel:
             yield
         yield from self.named_barrier()  # the one after the loop
 
-    def persistent_producer(self):
+    def persistent_producer(self, warp):
         """The producer over all pairs. j counts the steps issued (slots): a pair runs from its
         first slot `base` until its end; steps issued past a pair's end before the producer saw
         it (up to NBUF - 1) stay in the stream, tagged with their pair, and the consumers
@@ -142,10 +152,11 @@ class Kernel:
                 if j >= self.NBUF:
                     while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
                         yield
-                    self.seen.setdefault(claims, []).append(self.stop)
+                    self.seen.setdefault(claims, []).append(self.stops[warp])
                     yield
                     yield from self.named_barrier()
-                    posted = min(self.seen[claims])
+                    # the newest end: the largest copy (older ends are smaller global steps)
+                    posted = (min if self.oldest_end else max)(self.seen[claims])
                     claims += 1
                     if posted > base:
                         n_end = min(n_end, posted)
@@ -196,7 +207,7 @@ class Kernel:
                     active = not stopped
                     if stopped and other:
                         n_end = s + 1
-                        self.stop = n_end
+                        self.post_stop(n_end)
                         yield
                 self.empty[slot].arrive()
                 s += 1
@@ -246,7 +257,7 @@ class Kernel:
                 active = not stopped
                 if stopped and other:  # the pair's end, before the releases of its last step
                     n_end = s + 1
-                    self.stop = n_end
+                    self.post_stop(n_end)
                     yield
                 if stopped and prev is not None:  # the flush
                     self.empty[prev].arrive()
@@ -262,12 +273,16 @@ class Kernel:
 
     def run(self, rng, max_moves=100_000):
         """True if every agent finished."""
-        agents = [self.producer() for _ in range(self.PW)] + [self.consumer(0), self.consumer(1)]
+        agents = [self.producer(w) for w in range(self.PW)] + [self.consumer(0), self.consumer(1)]
         for _ in range(max_moves):
             if not agents:  # and both consumers saw the same pair ends
                 return all(e == self.ends[0] for e in self.ends.values())
             if self.landing and rng.random() < 0.3:
                 self.ready[self.landing.pop(rng.randrange(len(self.landing)))].arrive()
+                continue
+            if self.pending_stops and rng.random() < 0.2:
+                i, value = self.pending_stops.pop(rng.randrange(len(self.pending_stops)))
+                self.stops[i] = value
                 continue
             agent = rng.choice(agents)
             try:
@@ -288,13 +303,16 @@ def main():
     ap.add_argument("--untagged", action="store_true",
                     help="persistent without the tags: steps issued past a pair's end are "
                          "read as the next pair's (hangs)")
+    ap.add_argument("--oldest-end", action="store_true",
+                    help="persistent, the producer taking the smallest copy of the end (the "
+                         "single-pair rule; hangs)")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     deferred = args.deferred or args.pingpong
     hung = sum(not Kernel(rng, args.per_warp, deferred, args.pingpong, args.items,
-                          args.untagged).run(
+                          args.untagged, args.oldest_end).run(
         rng, max_moves=100_000 * args.items) for _ in range(args.trials))
     consumers = "ping-pong" if args.pingpong else "FA3-order" if deferred else "plain"
     consumers += f", {args.items} pairs per CTA" if args.items > 1 else ""

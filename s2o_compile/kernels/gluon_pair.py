@@ -162,7 +162,7 @@ if HAVE_GLUON:
         stop_smem.store(gl.full(stop_smem.shape, n_end, gl.int32, layout=four))
 
     @gluon.jit
-    def _stop_step(stop_smem, seen, j, PW: gl.constexpr):
+    def _stop_step(stop_smem, seen, j, PW: gl.constexpr, NEWEST_MAX: gl.constexpr = False):
         """The walk's end as all PW producer warps see it at step j: each warp reads its copy
         and writes what it read to its slot of seen[j % 2]; after the partition's barrier every
         warp takes the minimum of the same slots. Read by each warp alone (sessions 9-12), a
@@ -172,12 +172,18 @@ if HAVE_GLUON:
         rest hung at the next one (benchmarks/pp_protocol_sim.py reproduces it in a model of the
         protocol). seen is double-buffered: a warp writes seen[j % 2] again at step j + 2, after
         the barrier of step j + 1, which every warp reaches after its read at step j. A minimum
-        over warps by gl.min alone is not enough: the compiler lets each warp load every copy."""
+        over warps by gl.min alone is not enough: the compiler lets each warp load every copy.
+        Only the copy stored by the consumer's arriving thread is sure to be visible after its
+        release; a stale copy here is the initial n_total, so the minimum is the newest end.
+        NEWEST_MAX: stale copies are smaller (the persistent walk's global steps), so the
+        maximum."""
         per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
         slots = seen.index(j % 2)
         slots.store(stop_smem.load(per_warp))
         gl.thread_barrier()
+        if NEWEST_MAX:
+            return gl.max(slots.load(every), axis=0)
         return gl.min(slots.load(every), axis=0)
 
     @gluon.jit
@@ -317,6 +323,32 @@ if HAVE_GLUON:
                        N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
+    def _pair_geometry(rank, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                       H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG: gl.constexpr,
+                       BM: gl.constexpr, BN: gl.constexpr, GROUP: gl.constexpr):
+        """The stream of the tile pair of rank `rank` (0: the longest prefixes) of head bh:
+        (its first tile mt, first row m0, the sink's end, the window's start lo, the n_d dense
+        keys, the n_dense steps before the walk, the walk's P ranked keys, n_total steps, and
+        the table, K and V bases)."""
+        mt = ((N_MT + 1) // 2 - 1 - rank) * 2
+        b = bh // H_Q
+        hk = (bh % H_Q) // GROUP
+        m0 = mt * BM
+        g = m0 // SEG
+        s0 = g * SEG
+        sink_end = gl.minimum(s0, SINK)
+        lo = gl.maximum(s0 - LOCAL, sink_end)
+        n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
+        n_dense = 2 * BM // BN + (n_d + BN - 1) // BN
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        n_total = n_dense + (P + BN - 1) // BN
+        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
+        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+        return mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base
+
+    @gluon.jit
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
@@ -335,25 +367,11 @@ if HAVE_GLUON:
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
         rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
         cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
-        n_pt = (N_MT + 1) // 2
-        mt = (n_pt - 1 - gl.program_id(0)) * 2  # the pair's first tile, longest prefixes first
-        bh = gl.program_id(1)
-        b = bh // H_Q
-        hk = (bh % H_Q) // GROUP
-        m0 = mt * BM
-        g = m0 // SEG
-        s0 = g * SEG
-        sink_end = gl.minimum(s0, SINK)
-        lo = gl.maximum(s0 - LOCAL, sink_end)
         n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
-        n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
-        n_dense = n_diag + (n_d + BN - 1) // BN
-        off = gl.load(OFFSETS + g)
-        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
-        n_total = n_dense + (P + BN - 1) // BN
-        t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
-        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+        bh = gl.program_id(1)
+        mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = _pair_geometry(
+            gl.program_id(0), bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb,
+            stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
 
         dtype: gl.constexpr = Q.dtype.element_ty
         q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
