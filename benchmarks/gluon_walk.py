@@ -1,5 +1,5 @@
-"""EXPERIMENT (session 9; not used by the op, except the pair kernel that moved there): the S2O attention kernel in Gluon, Triton's
-lower-level dialect, for Hopper (sm_90). Two kernels with triton_s2o._s2o_attention_kernel's
+"""EXPERIMENT (session 9; not used by the op, except the pair kernel that moved there): the S2O
+attention kernel in Gluon, Triton's lower-level dialect, for Hopper (sm_90). Kernels with triton_s2o._s2o_attention_kernel's
 semantics on its common path (whole tiles, head dim 64/128, fp16/bf16, one query head per tile,
 stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
 
@@ -24,7 +24,11 @@ stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
     s2o_compile/kernels/gluon_pair.py (session 13), which these kernels share their helpers
     with. Session 12 also tried, in it, FA3's order (P @ V issued with the next step's Q K^T)
     and ping-pong between the consumers: no gain at 32K (H200), so the op's kernel has neither
-    (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol: benchmarks/pp_protocol_sim.py).
+    (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol:
+    benchmarks/pp_protocol_sim.py).
+  _s2o_gluon_persistent_kernel (session 13; variant "persist"): the tile pair, persistent (one
+    CTA per SM over many pairs, the next pair's steps gathered while the current one ends);
+    its docstring has its first run.
 
 Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
 same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
