@@ -1,7 +1,8 @@
 """EXPERIMENT (session 9; not used by the op, except the pair kernel that moved there): the S2O
-attention kernel in Gluon, Triton's lower-level dialect, for Hopper (sm_90). Kernels with triton_s2o._s2o_attention_kernel's
-semantics on its common path (whole tiles, head dim 64/128, fp16/bf16, one query head per tile,
-stop rule not "mean", tau > 0; gluon_unsupported says why a call is not taken):
+attention kernel in Gluon, Triton's lower-level dialect, for Hopper (sm_90). Kernels with
+triton_s2o._s2o_attention_kernel's semantics on its common path (whole tiles, head dim 64/128,
+fp16/bf16, one query head per tile, stop rule not "mean", tau > 0; gluon_unsupported says why a
+call is not taken):
 
   _s2o_gluon_kernel: one warpgroup. One continuous cp.async pipeline over a query tile's whole
     stream of key tiles (the diagonal tile first, its mask the only one; the sink; the dense
