@@ -116,6 +116,20 @@ def test_a_failed_first_pair_launch_falls_back_once_and_a_later_failure_raises(m
         W._pair_or_triton(q, k, v, table, offsets, 0.125, cfg)
 
 
+def test_inputs_off_a_16_byte_boundary_run_the_triton_kernel(monkeypatch):
+    """q starting 8 bytes into its storage (strides fine) never reaches the pair kernel, whose
+    16-byte row copies need aligned rows; the Triton kernel's result comes back."""
+    q, k, v = _qkv(N=200, device=DEV)
+    q = torch.empty(q.numel() + 2, device=DEV)[2:].view_as(q).copy_(q)
+    assert q.data_ptr() % 16 == 8 and q.stride(2) % 8 == 0
+    cfg = SMALL.replace(threshold=0.3)
+    table, offsets = T.build_index_table(q, k, 0.125, cfg)
+    monkeypatch.setattr(GP, "attention_pair", lambda *a, **kw: pytest.fail("pair kernel ran"))
+    out, visited = W._pair_or_triton(q, k, v, table, offsets, 0.125, cfg)
+    ref, ref_visited = T.attention_with_table(q, k, v, table, offsets, 0.125, cfg)
+    assert torch.equal(out, ref) and torch.equal(visited, ref_visited)
+
+
 def test_traced_pair_op_has_the_triton_kernels_shapes():
     """s2o::pair_walk's fake result: the shapes, dtypes and (contiguous) strides of the Triton
     kernel's (out, visited), so a traced graph plans the same buffers."""

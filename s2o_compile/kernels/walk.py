@@ -39,19 +39,28 @@ def kernel_for(q, k, v, table, scale: float, cfg: S2OConfig) -> tuple[str, str |
     why = gluon_pair.pair_unsupported(q, k, v, table, cfg, scale,
                                       triton_s2o.whole_tiles(cfg, cfg.block_m, scale))
     choice = ("pair", None) if why is None else ("triton", why)
+    _log_once(choice)
+    return choice
+
+
+def _log_once(choice):
     if choice not in _LOGGED:
         _LOGGED.add(choice)
         log.info("s2o: the walk runs the %s kernel%s", choice[0],
-                 f" (not the pair kernel: {why})" if why else "")
-    return choice
+                 f" (not the pair kernel: {choice[1]})" if choice[1] else "")
 
 
 def _pair_or_triton(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
     """The pair kernel; the Triton kernel where this specialization failed to compile or
-    launch (the reason kept in pair_failures and warned once)."""
+    launch (the reason kept in pair_failures and warned once), or where q, k or v does not
+    start on a 16-byte boundary (the pair kernel copies rows in 16-byte pieces; a traced
+    graph cannot see this before it runs)."""
     key = (q.dtype, q.shape[-1], q.shape[1] // k.shape[1], q.device, cfg.segment_size,
            cfg.block_n, cfg.walk_chunk, cfg.stop_rule)
-    if key not in _PAIR_FAILED:
+    aligned = all(x.data_ptr() % 16 == 0 for x in (q, k, v))
+    if not aligned:
+        _log_once(("triton", "q, k or v does not start on a 16-byte boundary"))
+    if aligned and key not in _PAIR_FAILED:
         try:
             result = gluon_pair.attention_pair(q, k, v, table, offsets, scale, cfg)
         except Exception as e:  # noqa: BLE001 - any failure of a first launch falls back
