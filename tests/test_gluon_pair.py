@@ -53,6 +53,7 @@ def test_pair_kernel_declines_with_a_reason(monkeypatch):
     (dict(cfg=dict(block_m=32)), "block_m 64"), (dict(cfg=dict(stop_rule="mean")), "block_m 64"),
     (dict(cfg=dict(segment_size=64)), "segment_size"),
     (dict(cfg=dict(walk_chunk=2048, block_n=64)), "31 stop tests"),
+    (dict(head_stride=4), "16-byte"),
 ])
 def test_pair_kernel_declines_each_unsupported_call(monkeypatch, change, expect):
     """Past the card check (patched, CPU tensors), each unsupported feature is refused."""
@@ -61,6 +62,9 @@ def test_pair_kernel_declines_each_unsupported_call(monkeypatch, change, expect)
     q, k, v = _qkv(dtype=change.get("dtype", torch.bfloat16), D=change.get("D", 128))
     if change.get("chunk"):
         q = q[:, :, -64:]
+    if change.get("head_stride"):  # heads 4 elements apart: rows 16-byte aligned only in head 0
+        k = torch.empty(k.numel() + 16, dtype=k.dtype).as_strided(
+            k.shape, (k.stride(0), change["head_stride"], 128, 1))
     cfg = LLAMA.replace(threshold=change.get("tau", 0.5), **change.get("cfg", {}))
     assert expect in _why(q, k, v, cfg, table=change.get("tau", 0.5) > 0)
     assert _why(*_qkv(dtype=torch.bfloat16, D=128), LLAMA) is None  # and the plain call passes

@@ -445,8 +445,8 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
         return "more than 31 stop tests per walk chunk"
     if not whole:
         return "tiles not whole"
-    if any(x.stride(-1) != 1 or x.stride(2) % 8 for x in (q, k, v)):
-        return "rows not 16-byte aligned"
+    if any(x.stride(-1) != 1 or any(st % 8 for st in x.stride()[:3]) for x in (q, k, v)):
+        return "rows not 16-byte aligned (a stride not a multiple of 8 elements)"
     return None
 
 
