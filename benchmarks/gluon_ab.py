@@ -26,8 +26,9 @@ def parse_variant(spec):
         return spec, None
     kw = {"tpw_rows": kw.pop("tpw", 8), "producer_warps": kw.pop("pw", 4),
           "producer_regs": kw.pop("regs", 56), **kw}
-    if kind == "persist":  # the persistent pair kernel (session 13): the pair's options
-        kind, kw["persistent"] = "pp", True
+    if kind == "persist":  # the persistent pair kernel (session 13): the pair's options, and
+        kind, kw["persistent"] = "pp", True  # pq=1: the next pair's Q prefetched
+        kw["prefetch_q"] = bool(kw.pop("pq", 0))
     if kind in ("ws", "pp"):
         kw[kind] = True
         if kind == "pp":  # the op's pair kernel (gluon_pair.py): A/B of its launch options

@@ -402,6 +402,17 @@ if HAVE_GLUON:
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
+    def _prefetch_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                    H_Q: gl.constexpr):
+        """cp.async of a query tile's rows into q_smem (rows past N zero-filled), committed;
+        the consumer waits for it (cp.wait_group) before its next Q K^T."""
+        rows = m0 + rows_g
+        cp.async_copy_global_to_shared(
+            q_smem, Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+            + rows.to(gl.int64)[:, None] * stride_qn + cols_g[None, :], mask=(rows < N)[:, None])
+        cp.commit_group()
+
+    @gluon.jit
     def _tag_of(tags, slot):
         """The pair index tagged on buffer `slot` (persistent walk)."""
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
@@ -474,10 +485,12 @@ if HAVE_GLUON:
                              tau, SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                              D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                              CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
-                             TPW_ROWS: gl.constexpr):
+                             TPW_ROWS: gl.constexpr, PREFETCH_Q: gl.constexpr):
         """Consumer warpgroup X over this CTA's pairs: first the buffers tagged with an earlier
         pair (released unread), then its tile's Q, then the pair's steps as gluon_pair's
-        _pair_consumer, with the slot, phase and exchange counts carried across pairs."""
+        _pair_consumer, with the slot, phase and exchange counts carried across pairs.
+        PREFETCH_Q: the next pair's Q rows are copied (cp.async) before this pair's epilogue
+        instead of loaded when the next pair starts."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
         rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
@@ -501,7 +514,16 @@ if HAVE_GLUON:
                 mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
             base = s
             mx = m0 + X * BM
-            _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q)
+            if PREFETCH_Q:
+                if item > 0:  # copied by cp.async at the previous pair's end
+                    cp.wait_group(0)
+                    fence_async_shared()
+                else:
+                    _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q,
+                            cols_q, H_Q)
+            else:
+                _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
+                        H_Q)
             gl.thread_barrier()  # the warpgroup's Q stores, before its wgmmas read them
             offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
             active = mx < N
@@ -536,10 +558,15 @@ if HAVE_GLUON:
                         _post_stop(stop_smem, n_end)
                 mbarrier.arrive(empty.index(slot))
                 s += 1
+            w += gl.num_programs(0)
+            if PREFETCH_Q:  # the next pair's Q rows, under this pair's epilogue
+                if w < n_items:
+                    _prefetch_q(Q, q_smem, w // n_pt, ((N_MT + 1) // 2 - 1 - w % n_pt) * 2 * BM
+                                + X * BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
+                                H_Q)
             if mx < N:
                 _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end) - base, n_dense, bh,
                            mt + X, mx, N, N_MT, BM, D, STOP_EVERY)
-            w += gl.num_programs(0)
             item += 1
 
     @gluon.jit
@@ -554,7 +581,7 @@ if HAVE_GLUON:
                                      TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                                      CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                                      SMEM: gl.constexpr, SMEM_KV: gl.constexpr,
-                                     num_warps: gl.constexpr):
+                                     PREFETCH_Q: gl.constexpr, num_warps: gl.constexpr):
         """The pair kernel, persistent (session 13): a grid of at most one CTA per SM walks pairs
         pid, pid + grid, ..., so the producer gathers the next pair's first steps while the
         consumers finish the current one (with one CTA per SM, nothing else hides a CTA's start
@@ -593,13 +620,13 @@ if HAVE_GLUON:
                                     stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
                                     stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
                                     n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
-                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS)),
+                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS, PREFETCH_Q)),
             (_persistent_consumer, (1, Q, q_b, k_bufs, v_bufs, ready, empty, tags, sync, decide,
                                     stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
                                     stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
                                     stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
                                     n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
-                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS)),
+                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS, PREFETCH_Q)),
             (_persistent_producer, (k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, OFFSETS,
                                     TABLE, K, V, stride_kb, stride_kh, stride_kn, stride_vb,
                                     stride_vh, stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK,
@@ -638,14 +665,16 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int | None = None,
-                    consumer_regs: int = 224, step: int | None = None, persistent: bool = False):
+                    consumer_regs: int = 224, step: int | None = None, persistent: bool = False,
+                    prefetch_q: bool = False):
     """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair);
     with persistent, its persistent variant (attention_persistent)."""
     if pp and persistent:
         return attention_persistent(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                     tpw_rows=tpw_rows, producer_warps=producer_warps,
-                                    producer_regs=producer_regs, consumer_regs=consumer_regs)
+                                    producer_regs=producer_regs, consumer_regs=consumer_regs,
+                                    prefetch_q=prefetch_q)
     if pp:
         return GP.attention_pair(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                  tpw_rows=tpw_rows, producer_warps=producer_warps,
@@ -686,10 +715,11 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
 def attention_persistent(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                          nbuf: int | None = None, tpw_rows: int = GP.TPW_ROWS,
                          producer_warps: int = GP.PRODUCER_WARPS, producer_regs: int = 56,
-                         consumer_regs: int = 224, ctas: int | None = None):
+                         consumer_regs: int = 224, ctas: int | None = None,
+                         prefetch_q: bool = False):
     """The persistent pair kernel (the pair kernel's calls: gluon_pair.pair_unsupported must
     be None): (out, visited) as gluon_pair.attention_pair. ctas: the grid (default: one CTA
-    per SM, at most one per pair)."""
+    per SM, at most one per pair); prefetch_q: the kernel's PREFETCH_Q."""
     B, Hq, N, D = q.shape
     step = step or GP.pair_step(cfg)
     nbuf = nbuf or (3 if step == 128 else 4)
@@ -710,5 +740,6 @@ def attention_persistent(q, k, v, table, offsets, scale: float, cfg, step: int |
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        num_warps=4, maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
+        PREFETCH_Q=prefetch_q, num_warps=4,
+        maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
     return out, visited

@@ -55,11 +55,14 @@ for stage in "$@"; do
               --out "$OUT/h200_bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/h200_bench.log" ;;
     # session 13, last call: the persistent pair kernel (an experiment in gluon_walk.py) against
     # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
-    # timeout (a hang is reported as one)
-    persist) timeout 100 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 --seq-lens \
-              --taus 0.8 --variants triton 2>&1 | tee "$OUT/persist_checks.log"
-            timeout 100 python benchmarks/gluon_ab.py --skip-checks --seq-lens 32768 131072 \
-              --taus 0.8 --variants pp:tpw=4 persist:tpw=4 2>&1 | tee "$OUT/persist_time.log" ;;
+    # timeout (a hang is reported as one). Next session: the same with a head's pairs in a row,
+    # and pq=1 (the next pair's Q prefetched)
+    persist) timeout 150 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 \
+              persist:tpw=4,pq=1 --seq-lens --taus 0.8 --variants triton 2>&1 \
+              | tee "$OUT/persist_checks.log"
+            timeout 150 python benchmarks/gluon_ab.py --skip-checks --seq-lens 32768 131072 \
+              --taus 0.8 --variants pp:tpw=4 persist:tpw=4 persist:tpw=4,pq=1 2>&1 \
+              | tee "$OUT/persist_time.log" ;;
     # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
     # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
     # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in
