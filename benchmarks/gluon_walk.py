@@ -53,9 +53,9 @@ from s2o_compile.kernels.gluon_pair import HAVE_GLUON
 if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair kernel
     from s2o_compile.kernels.gluon_pair import (  # noqa: F401
         cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
-        _claim_slot, _exchange, _gather_index, _load_q, _mma, _online_softmax, _pair_geometry,
-        _pair_mask, _pair_rows, _post_stop, _scores_async, _softmax_state, _stop_step,
-        _store_out, _table_rows, _walk_test)
+        _claim_slot, _copy_kv, _exchange, _gather_index, _load_q, _mma, _online_softmax,
+        _pair_buffers, _pair_geometry, _pair_rows, _pair_step, _post_stop, _scores_async,
+        _softmax_state, _stop_step, _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
@@ -128,14 +128,7 @@ if HAVE_GLUON:
     def _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
                         cols_g):
         """Step 0's copies into buffer 0: keys [m0, m0 + BN), past N zero-filled."""
-        rows = m0 + rows_g
-        ok = (rows < N)[:, None]
-        cp.async_copy_global_to_shared(
-            k_bufs.index(0), (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
-            mask=ok)
-        cp.async_copy_global_to_shared(
-            v_bufs.index(0), (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
-            mask=ok)
+        _copy_kv(k_bufs, v_bufs, 0, m0 + rows_g, N, k_base, v_base, stride_kn, stride_vn, cols_g)
 
     @gluon.jit
     def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
@@ -458,15 +451,8 @@ if HAVE_GLUON:
                     idx = _table_rows(t_base, local - n_dense, P, rows_g, BN)
                     rows = _pair_rows(local, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g,
                                       BN)
-                    ok = (rows < N)[:, None]
-                    cp.async_copy_global_to_shared(
-                        k_bufs.index(slot),
-                        (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :],
-                        mask=ok)
-                    cp.async_copy_global_to_shared(
-                        v_bufs.index(slot),
-                        (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :],
-                        mask=ok)
+                    _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
+                             stride_vn, cols_g)
                     cp.mbarrier_arrive(ready.index(slot), increment_count=False)
                     tags.index(slot).store(gl.full([1], 1, gl.int32, layout=every) * item)
                     gl.thread_barrier()  # every warp's store, before the arrival that releases it
@@ -491,7 +477,6 @@ if HAVE_GLUON:
         _pair_consumer, with the slot, phase and exchange counts carried across pairs.
         PREFETCH_Q: the next pair's Q rows are copied (cp.async) before this pair's epilogue
         instead of loaded when the next pair starts."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
         rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
         cols_q = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
@@ -535,18 +520,10 @@ if HAVE_GLUON:
                 mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
                 need = active & ((t >= n_diag) | (m0 + (n_diag - 1 - t) * BN < mx + BM))
                 if need:
-                    fence_async_shared()
-                    sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                    sc = warpgroup_mma_wait(0, deps=(sc, ))
-                    sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                    m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                    o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
-                                      v_bufs.index(slot), o, is_async=True)
-                    if t >= n_dense:
-                        gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags,
-                                                       alpha, gain, l_i, row_ok, tau, BN,
-                                                       REMAINING, CHUNK, STOP_EVERY)
-                    o = warpgroup_mma_wait(0, deps=(o, ))
+                    m_i, l_i, o, gsum, flags, n_me = _pair_step(
+                        q_smem, k_bufs.index(slot), v_bufs.index(slot), t, s, m0, N, offs_m,
+                        row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
+                        BM, BN, D, REMAINING, CHUNK, STOP_EVERY)
                 wk = t - n_dense
                 if (wk >= 0) & ((wk + 1) % CHUNK == 0) & (s + 1 < n_end):
                     stopped = (n_me <= s + 1) | (~active)
@@ -594,23 +571,10 @@ if HAVE_GLUON:
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         n_items = (N_MT + 1) // 2 * BH
-        dtype: gl.constexpr = Q.dtype.element_ty
-        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)
-        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)
-        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
-        tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1], small)
-        for i in gl.static_range(NBUF):
-            mbarrier.init(ready.index(i), count=32 * PW + 1)  # the copies' arrivals, the tag's
-            mbarrier.init(empty.index(i), count=2)
-        mbarrier.init(sync, count=2)
+        # `ready`: the producer threads' copies and the tag's arrival
+        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
+            Q, BM, BN, D, NBUF, PW, 32 * PW + 1, SMEM, SMEM_KV)
+        tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         _post_stop(stop_smem, 0)  # no pair's end: every pair's first step is >= 0
         gl.thread_barrier()
 

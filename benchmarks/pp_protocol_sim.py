@@ -1,5 +1,6 @@
-"""A model of the Gluon pair walk's synchronization (benchmarks/gluon_walk.py, _pp_producer and
-_pp_consumer), run under random interleavings on the CPU: does every agent finish?
+"""A model of the Gluon pair walk's synchronization (s2o_compile/kernels/gluon_pair.py,
+_pair_producer and _pair_consumer), run under random interleavings on the CPU: does every agent
+finish?
 
 Agents: PW producer warps, each deciding on its own when to stop copying; consumers A and B
 (a warpgroup each, synchronized inside by their own barriers, so one agent each).
@@ -167,6 +168,16 @@ class Kernel:
                 yield
         yield from self.named_barrier()
 
+    def exchange(self, X, c, stopped):
+        """_exchange at chunk end number c: post this tile's decision, wait for the other's,
+        return it."""
+        self.decide[(c % 2) * 2 + X] = int(stopped)
+        yield
+        self.sync.arrive()
+        while not self.sync.done(c & 1):
+            yield
+        return self.decide[(c % 2) * 2 + 1 - X]
+
     def persistent_consumer(self, X):
         """The plain consumer over all pairs: global slots s (unread ones, tagged with an
         earlier pair, are released first) and a global exchange count."""
@@ -197,12 +208,7 @@ class Kernel:
                 yield
                 if chunk_end and s + 1 < n_end:
                     stopped = n_me <= s + 1 or not active
-                    self.decide[(n_ex % 2) * 2 + X] = int(stopped)
-                    yield
-                    self.sync.arrive()
-                    while not self.sync.done(n_ex & 1):
-                        yield
-                    other = self.decide[(n_ex % 2) * 2 + 1 - X]
+                    other = yield from self.exchange(X, n_ex, stopped)
                     n_ex += 1
                     active = not stopped
                     if stopped and other:
@@ -215,9 +221,10 @@ class Kernel:
             ends.append(n_end)
 
     def consumer(self, X):
-        """_pp_consumer; deferred: _pp_consumer_deferred (a computed step's buffer is released
-        at the next computed step, or by the flush when the tile stops or the stream ends),
-        with pingpong its turns (the consumers alternate on the steps both compute)."""
+        """_pair_consumer; deferred: session 12's FA3-order consumer (a computed step's buffer
+        is released at the next computed step, or by the flush when the tile stops or the
+        stream ends), with pingpong its turns (the consumers alternate on the steps both
+        compute)."""
         if self.persistent:
             yield from self.persistent_consumer(X)
             return
@@ -245,14 +252,8 @@ class Kernel:
                     self.empty[prev].arrive()
                 prev = slot
             if chunk_end and s + 1 < n_end:
-                c = w // self.CHUNK
                 stopped = n_me <= s + 1 or not active
-                self.decide[(c % 2) * 2 + X] = int(stopped)
-                yield
-                self.sync.arrive()
-                while not self.sync.done(c & 1):
-                    yield
-                other = self.decide[(c % 2) * 2 + 1 - X]
+                other = yield from self.exchange(X, w // self.CHUNK, stopped)
                 both = both and not stopped and not other
                 active = not stopped
                 if stopped and other:  # the pair's end, before the releases of its last step

@@ -123,19 +123,20 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
             mse = ((out.float() - ref) ** 2).mean().item()
             table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
             kernel, _ = W.kernel_for(q, k, v, table, scale, cfg)
-            timed = {  # the op, its two parts, and the Triton walk for comparison
-                "s2o": lambda: W.s2o_attention(q, k, v, scale, cfg),
-                "pre": None if table is None else lambda: T.build_index_table(q, k, scale, cfg),
-                "att": lambda: W.attention(q, k, v, table, offsets, scale, cfg),
-                "triton": None if kernel == "triton" else (
-                    lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))}
+            timed = {"s2o": lambda: W.s2o_attention(q, k, v, scale, cfg),  # the op, its parts
+                     "att": lambda: W.attention(q, k, v, table, offsets, scale, cfg)}
+            if table is not None:  # tau 0 builds none
+                timed["pre"] = lambda: T.build_index_table(q, k, scale, cfg)
+            if kernel != "triton":  # the Triton walk, for comparison
+                timed["triton"] = lambda: T.attention_with_table(q, k, v, table, offsets, scale,
+                                                                 cfg)
             readings = {name: [] for name in timed}
             for _ in range(args.rounds):
                 for name, fn in timed.items():
-                    readings[name].append(0.0 if fn is None else _bench(fn))
-            readings["triton"] = readings["triton"] if timed["triton"] else readings["att"]
-            t_all, t_pre, t_att, t_tri = (_median(readings[n]) for n in ("s2o", "pre", "att",
-                                                                          "triton"))
+                    readings[name].append(_bench(fn))
+            t_all, t_att = _median(readings["s2o"]), _median(readings["att"])
+            t_pre = _median(readings["pre"]) if "pre" in readings else 0.0
+            t_tri = _median(readings["triton"]) if "triton" in readings else t_att
             d = density.mean().item()
             row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
                        s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, kernel=kernel,

@@ -229,6 +229,18 @@ if HAVE_GLUON:
         return sc
 
     @gluon.jit
+    def _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn, cols_g):
+        """cp.async of the K and V rows `rows` into buffer `slot`; rows past N (a diagonal step
+        of the last pair) zero-filled."""
+        ok = (rows < N)[:, None]
+        cp.async_copy_global_to_shared(
+            k_bufs.index(slot),
+            (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :], mask=ok)
+        cp.async_copy_global_to_shared(
+            v_bufs.index(slot),
+            (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
+
+    @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                        stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
                        n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
@@ -244,13 +256,8 @@ if HAVE_GLUON:
             if j < n_end:
                 idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
-                ok = (rows < N)[:, None]  # the diagonals past N: zero-filled
-                cp.async_copy_global_to_shared(
-                    k_bufs.index(slot),
-                    (k_base + rows.to(gl.int64) * stride_kn)[:, None] + cols_g[None, :], mask=ok)
-                cp.async_copy_global_to_shared(
-                    v_bufs.index(slot),
-                    (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
+                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                         cols_g)
                 cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
         cp.commit_group()
@@ -270,6 +277,27 @@ if HAVE_GLUON:
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
 
     @gluon.jit
+    def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
+                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                   D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                   STOP_EVERY: gl.constexpr):
+        """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
+        mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        sc = _scores_async(q_smem, k_buf, BM, BN)
+        sc = warpgroup_mma_wait(0, deps=(sc, ))
+        sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
+        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+        o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
+        if t >= n_dense:
+            gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
+                                           l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY)
+        o = warpgroup_mma_wait(0, deps=(o, ))
+        return m_i, l_i, o, gsum, flags, n_me
+
+    @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                        stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
@@ -280,7 +308,6 @@ if HAVE_GLUON:
         walk chunk's end the two exchange decisions: a consumer that stopped keeps releasing
         buffers unread until the other stops too; the pair's end goes to the producer before the
         release of its last step."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         n_diag: gl.constexpr = 2 * BM // BN
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
@@ -295,18 +322,10 @@ if HAVE_GLUON:
             # the first tile's step 0)
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if need:
-                fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                sc = warpgroup_mma_wait(0, deps=(sc, ))
-                sc = _pair_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op),
-                                  v_bufs.index(slot), o, is_async=True)
-                if s >= n_dense:
-                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
-                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                   STOP_EVERY)
-                o = warpgroup_mma_wait(0, deps=(o, ))
+                m_i, l_i, o, gsum, flags, n_me = _pair_step(
+                    q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -349,6 +368,32 @@ if HAVE_GLUON:
         return mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base
 
     @gluon.jit
+    def _pair_buffers(Q, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                      PW: gl.constexpr, READY_ARRIVALS: gl.constexpr, SMEM: gl.constexpr,
+                      SMEM_KV: gl.constexpr):
+        """A pair kernel's shared memory, its mbarriers initialized: the two Q tiles, NBUF K and
+        V buffers, `ready` (READY_ARRIVALS per phase), `empty` (both consumers), `sync` (the
+        consumers' exchange), stop_smem (a copy of the walk's end per producer warp), seen (the
+        warps' reads, _stop_step) and decide (the exchanged decisions)."""
+        dtype: gl.constexpr = Q.dtype.element_ty
+        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
+        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)
+        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)
+        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
+        for i in gl.static_range(NBUF):
+            mbarrier.init(ready.index(i), count=READY_ARRIVALS)
+            mbarrier.init(empty.index(i), count=2)
+        mbarrier.init(sync, count=2)
+        return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide
+
+    @gluon.jit
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
@@ -373,22 +418,8 @@ if HAVE_GLUON:
             gl.program_id(0), bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb,
             stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
 
-        dtype: gl.constexpr = Q.dtype.element_ty
-        q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
-        k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
-        sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-        stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)  # a copy per producer warp
-        seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)  # the warps' reads (_stop_step)
-        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
-        for i in gl.static_range(NBUF):
-            mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
-            mbarrier.init(empty.index(i), count=2)  # both consumers
-        mbarrier.init(sync, count=2)
+        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
+            Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, n_total)
         _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
         _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
@@ -459,7 +490,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     other than cfg's are for A/B runs (benchmarks/gluon_ab.py)."""
     B, Hq, N, D = q.shape
     step = step or pair_step(cfg)
-    nbuf = nbuf or (3 if step == 128 else 4)  # Q + 2 x NBUF K/V tiles: 160 / 160 KiB (D 128)
+    nbuf = nbuf or (3 if step == 128 else 4)  # 2 Q + 2 x NBUF K/V tiles: 224 / 160 KiB at D 128
     n_mt = triton.cdiv(N, BLOCK)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
