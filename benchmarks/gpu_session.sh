@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -57,6 +57,8 @@ for stage in "$@"; do
     # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
     # timeout (a hang is reported as one). Next session: the same with a head's pairs in a row,
     # and pq=1 (the next pair's Q prefetched)
+    # session 14: each kernel's time in one op call (the op's walk) at 128K and 32K
+    timeline) timeout 200 python benchmarks/gpu_timeline.py 131072 32768 2>&1 | tee "$OUT/timeline.log" ;;
     persist) timeout 150 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 \
               persist:tpw=4,pq=1 --seq-lens --taus 0.8 --variants triton 2>&1 \
               | tee "$OUT/persist_checks.log"
