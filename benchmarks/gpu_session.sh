@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort14, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -53,12 +53,21 @@ for stage in "$@"; do
               --reps 200 --timeout 40 2>&1 | tee "$OUT/h200_soak.log"
             timeout 110 python -m s2o_compile bench --seq-lens 131072 32768 --taus 0.8 \
               --out "$OUT/h200_bench.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/h200_bench.log" ;;
-    # session 13, last call: the persistent pair kernel (an experiment in gluon_walk.py) against
-    # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
-    # timeout (a hang is reported as one). Next session: the same with a head's pairs in a row,
-    # and pq=1 (the next pair's Q prefetched)
+    # session 14: the rank scatter in place of the bitonic block sort: the kernel tests on the GPU
+    # (the sort from scores exactly as the reference), the tables and times against the previous
+    # module (s2o_compile/kernels/_ab_prev.py, a copy of HEAD~ placed there, untracked), then the op
+    sort14) timeout 300 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+              tests/test_gpu.py 2>&1 | tail -6 | tee "$OUT/sort14_tests.log"
+            timeout 200 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
+              --prev _ab_prev 2>&1 | tee "$OUT/sort14_ab.log" ;;
+    bench14) timeout 400 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 \
+              --rounds 2 --out "$OUT/bench14.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench14.log" ;;
     # session 14: each kernel's time in one op call (the op's walk) at 128K and 32K
     timeline) timeout 200 python benchmarks/gpu_timeline.py 131072 32768 2>&1 | tee "$OUT/timeline.log" ;;
+    # session 13, last call: the persistent pair kernel (an experiment in gluon_walk.py) against
+    # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
+    # timeout (a hang is reported as one). Session 14: a head's pairs in a row, and
+    # pq=1 (the next pair's Q prefetched)
     persist) timeout 150 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 \
               persist:tpw=4,pq=1 --seq-lens --taus 0.8 --variants triton 2>&1 \
               | tee "$OUT/persist_checks.log"

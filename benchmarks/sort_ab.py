@@ -1,5 +1,5 @@
 """Preprocessing A/B on one card: the index table built with the counting sort at several block
-sizes (kernels.triton_s2o.SORT_BLOCK), sort warps (SORT_WARPS) and prefix-score tiles
+sizes (kernels.triton_s2o.SORT_BLOCK) and prefix-score tiles
 (SCORE_TILES), against an earlier kernels module (default _ab_prev, a copy of an earlier
 triton_s2o.py placed in s2o_compile/kernels/), same inputs, same run; prints whether each table
 equals the earlier module's.
@@ -29,8 +29,6 @@ def main():
     ap.add_argument("--prev", default="_ab_prev")
     ap.add_argument("--score-tiles", nargs="*", default=[],
                     help="SCORE_TILES variants 'segments,keys,warps', each timed at the first block size")
-    ap.add_argument("--sort-variants", nargs="*", default=[],
-                    help="warps of the block sort, each timed at the first block size")
     args = ap.parse_args()
     prev = importlib.import_module(f"s2o_compile.kernels.{args.prev}") if args.prev else None
     cfg = S2OConfig(min_seq_len=0, threshold=0.75)
@@ -42,25 +40,22 @@ def main():
             ref, _ = prev.build_index_table(q, k, scale, cfg)
             print(f"N={N} {args.prev}: {bench(lambda: prev.build_index_table(q, k, scale, cfg)):.3f} ms",
                   flush=True)
-        defaults = T.SORT_BLOCK, T.SCORE_TILES, T.SORT_WARPS
-        _, default_tiles, default_sort = defaults
-        runs = [(blk, default_tiles, default_sort) for blk in args.blocks]
-        runs += [(args.blocks[0], tuple(int(x) for x in t.split(",")), default_sort)
-                 for t in args.score_tiles]
-        runs += [(args.blocks[0], default_tiles, int(v)) for v in args.sort_variants]
-        for blk, tiles, warps in runs:
-            T.SORT_BLOCK, T.SCORE_TILES, T.SORT_WARPS = blk, tiles, warps
+        defaults = T.SORT_BLOCK, T.SCORE_TILES
+        runs = [(blk, defaults[1]) for blk in args.blocks]
+        runs += [(args.blocks[0], tuple(int(x) for x in t.split(","))) for t in args.score_tiles]
+        for blk, tiles in runs:
+            T.SORT_BLOCK, T.SCORE_TILES = blk, tiles
             tab, _ = T.build_index_table(q, k, scale, cfg)
             same = "" if ref is None else f" table equal: {(tab == ref).float().mean().item():.6f}"
             t = bench(lambda: T.build_index_table(q, k, scale, cfg))
-            print(f"N={N} SORT_BLOCK={blk} SCORE_TILES={tiles} sort warps={warps}: {t:.3f} ms{same}",
+            print(f"N={N} SORT_BLOCK={blk} SCORE_TILES={tiles}: {t:.3f} ms{same}",
                   flush=True)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 T.build_index_table(q, k, scale, cfg)
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8), flush=True)
             del tab
-        T.SORT_BLOCK, T.SCORE_TILES, T.SORT_WARPS = defaults
+        T.SORT_BLOCK, T.SCORE_TILES = defaults
         if prev is not None:
             print(f"N={N} {args.prev} again: "
                   f"{bench(lambda: prev.build_index_table(q, k, scale, cfg)):.3f} ms", flush=True)

@@ -59,7 +59,7 @@ def test_compiled_op_uses_triton_kernels(monkeypatch, tau, tol):
     out, codes = run_and_get_code(fn, q, k, v)
     assert any("_s2o_attention_kernel" in c for c in codes)
     if tau > 0:  # the index table's kernels too (tau 0 builds none)
-        assert any("_block_sort_scatter_kernel" in c and "_prefix_scores_kernel" in c for c in codes)
+        assert any("_block_rank_scatter_kernel" in c and "_prefix_scores_kernel" in c for c in codes)
     eager = sparse_attention(q, k, v, enable_gqa=True, config=CFG.replace(threshold=tau))
     assert rel_err(out, eager) < tol
 

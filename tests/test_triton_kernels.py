@@ -49,6 +49,35 @@ def test_sorted_table_in_blocks(monkeypatch, block, cfg):
     assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
 
 
+@pytest.mark.parametrize("block", [16, 64, 512])
+def test_sort_from_scores_is_the_reference_stable_sort(monkeypatch, block):
+    """The sort kernels alone, from scores laid out as the table (no rounding before them, so
+    exact on the GPU too): each segment's entries by priority (reference.priority_of), ties in
+    key order. Scores on a 1/4-logit grid tie often, within and across blocks and across the
+    rank kernel's rounds of 32 keys; the best scores of some segments are NaN-free maxima of
+    rows that hold a NaN (priority 0, first)."""
+    monkeypatch.setattr(T, "SORT_BLOCK", block)
+    cfg = SMALL.replace(ordering="sort", segment_size=64, sink_tokens=5, local_window=3)
+    N, B, rows = 700, 2, 3
+    offsets = T._offsets(N, 0, cfg, DEV)
+    offs = offsets.tolist()
+    g = torch.Generator().manual_seed(block)
+    scores = torch.randint(-60, 4, (B, rows, offs[-1]), generator=g) / 4.0
+    scores[0, 1, offs[5] + 7] = scores[1, 2, offs[-2] + 100] = float("nan")
+    segs = T.segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window)
+    segmax = torch.full((B, rows, len(segs)), float("-inf"))
+    expected = torch.empty(B, rows, offs[-1], dtype=torch.int32)
+    for i, seg in enumerate(segs):
+        part = scores[..., offs[i]:offs[i + 1]]
+        if part.shape[-1]:
+            segmax[..., i] = torch.nan_to_num(part, nan=float("-inf")).amax(-1)
+            order = torch.sort(R.priority_of(part, cfg), dim=-1, stable=True).indices
+            expected[..., offs[i]:offs[i + 1]] = (seg.sink_end + order).int()
+    table = scores.to(DEV).contiguous().view(torch.int32)  # the scores kernel's output, in place
+    T._sorted_table(table, segmax.to(DEV), offsets, N, 0, cfg)
+    assert torch.equal(table.cpu(), expected)
+
+
 @pytest.mark.parametrize("cfg", CONFIGS)
 @pytest.mark.parametrize("B,Hq,Hkv,N,D", SHAPES)
 def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):

@@ -566,9 +566,6 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
-# warps of _block_sort_scatter_kernel: with one, more of the bitonic sort's stages stay inside a
-# thread (1.14 vs 2.86 ms at 128K with 4 warps, H100; BENCHMARKS.md session 7)
-SORT_WARPS = 1
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
@@ -578,12 +575,13 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     table holds the float32 scores on entry (same layout) and the index table on return.
     _block_keys_kernel writes each key's priority (uint8, laid out like the table) and each
     block's histogram; _block_starts_kernel turns a segment's histograms into where each (block,
-    priority) run starts in the sorted segment; _block_sort_scatter_kernel sorts each block by
-    (priority, position) in registers and writes its index entries there. Stable: ties keep key
-    order, within and across blocks. No int64 indices and no second pass over the keys: 2 bytes
-    of scratch per table entry; at 128K the three kernels take 1.9 ms where torch.sort (cub's
-    segmented radix sort with int64 indices, plus keys and scatter) took 4.2 (H100, BENCHMARKS.md
-    session 7)."""
+    priority) run starts in the sorted segment; _block_rank_scatter_kernel writes each key's
+    index entry at its run's start plus its rank among the block's keys of its priority.
+    Stable: ties keep key order, within and across blocks. No int64 indices and no second pass
+    over the keys: 2 bytes of scratch per table entry. At 128K the three kernels took 1.9 ms
+    with a bitonic sort per block where torch.sort (cub's segmented radix sort with int64
+    indices, plus keys and scatter) took 4.2 (H100, BENCHMARKS.md session 7); the rank scatter
+    has half the bitonic sort's instructions (session 14)."""
     B, R, total = table.shape
     S, BLK = cfg.segment_size, SORT_BLOCK
     G = offsets.numel() - 1  # every segment's, empty before the first query's
@@ -607,8 +605,11 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
             LAST=SORT_MAX_KEY - 1, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
-    _launch(_block_sort_scatter_kernel, grid, keys, counts, table, offsets, block_offsets,
-            block_segment, total, cfg.sink_tokens, SEG=S, num_warps=SORT_WARPS, **meta)
+    # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
+    # CUDA only (the interpreter and other GPUs compare keys instead)
+    _launch(_block_rank_scatter_kernel, grid, keys, counts, table, offsets, block_offsets,
+            block_segment, total, cfg.sink_tokens, SEG=S,
+            ASM=table.is_cuda and torch.version.hip is None, num_warps=1, **meta)
 
 
 @triton.jit
@@ -645,9 +646,9 @@ def _block_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KE
 
 @triton.jit
 def _block_starts_kernel(COUNTS, BLOCK_OFFSETS, N_BLOCKS, NB: tl.constexpr, BB: tl.constexpr):
-    """A segment's block histograms, in place -> for each (block, priority), the run's first
-    sorted position minus the block's own keys of smaller priority: the block's sorted position
-    of a key plus this value is its sorted position in the segment."""
+    """A segment's block histograms, in place -> for each (block, priority), the first sorted
+    position of the block's run of that priority: the segment's keys of smaller priority and
+    the earlier blocks' keys of the same priority."""
     g = tl.program_id(0)
     bh = tl.program_id(1)
     b0 = tl.load(BLOCK_OFFSETS + g)
@@ -664,29 +665,51 @@ def _block_starts_kernel(COUNTS, BLOCK_OFFSETS, N_BLOCKS, NB: tl.constexpr, BB: 
         blks = b + tl.arange(0, BB)
         m = (blks < b1)[:, None]
         cnt = tl.load(base + blks[:, None] * NB + bins[None, :], mask=m, other=0)
-        earlier = tl.cumsum(cnt, axis=0) - cnt  # the same priority in earlier blocks
-        smaller = tl.cumsum(cnt, axis=1) - cnt  # smaller priorities in the same block
-        tl.store(base + blks[:, None] * NB + bins[None, :], before[None, :] + earlier - smaller,
-                 mask=m)
+        tl.store(base + blks[:, None] * NB + bins[None, :],
+                 before[None, :] + tl.cumsum(cnt, axis=0) - cnt, mask=m)
         before += tl.sum(cnt, axis=0)
 
 
 @triton.jit
-def _block_sort_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
-                               SINK, SEG: tl.constexpr, BLK: tl.constexpr, NB: tl.constexpr):
-    """Sorts one block by (priority, position) in registers and writes each key's index entry at
-    its sorted position in the segment: its run's start (_block_starts_kernel) plus its
-    position in the sorted block."""
+def _equal_before(key, ASM: tl.constexpr):
+    """For 32 keys, one per lane of a one-warp program in lane order: how many earlier lanes
+    hold the same key. ASM: one match.any.sync (sm_70+) per lane; else (the interpreter) a
+    32 x 32 comparison."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b32 m, lt; match.any.sync.b32 m, $1, -1; mov.u32 lt, %lanemask_lt; "
+            "and.b32 m, m, lt; popc.b32 $0, m; }",
+            "=r,r", [key], dtype=tl.int32, is_pure=True, pack=1)
+    i = tl.arange(0, 32)
+    same = (key[None, :] == key[:, None]) & (i[None, :] < i[:, None])
+    return tl.sum(same.to(tl.int32), axis=1)
+
+
+@triton.jit
+def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
+                               SINK, SEG: tl.constexpr, BLK: tl.constexpr, NB: tl.constexpr,
+                               ASM: tl.constexpr):
+    """Writes each key of one block at its sorted position in the segment, without sorting the
+    block: its run's first position (_block_starts_kernel, IN_BLOCK False) plus the number of
+    the block's earlier keys of the same priority, 32 keys (one per lane) at a time: those
+    before the 32 from a per-priority count carried over the rounds, those among them by
+    match.any. Stable, as the bitonic sort of (priority, position) it replaces (session 14), with
+    half its instructions: 89 a round of 32 keys, 16 rounds a block, against 2,984 (Triton 3.6,
+    sm_90)."""
     g, off, P, c0 = _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
     bh = tl.program_id(1)
-    i = tl.arange(0, BLK)
-    key = tl.load(KEYS + bh.to(tl.int64) * TOTAL + off + c0 + i, mask=c0 + i < P,
-                  other=NB - 1).to(tl.int32)  # padding: the largest key, sorted last
-    packed = tl.sort(key * BLK + i)
-    key = packed // BLK
-    start = tl.load(STARTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB + key)
-    tl.store(TABLE + bh.to(tl.int64) * TOTAL + off + start + i,
-             tl.minimum(g * SEG, SINK) + c0 + packed % BLK, mask=key < NB - 1)
+    run = tl.load(STARTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB
+                  + tl.arange(0, NB))
+    first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
+    src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
+    dst = TABLE + bh.to(tl.int64) * TOTAL + off
+    lane = tl.arange(0, 32)
+    for r in range(0, tl.minimum(BLK, P - c0), 32):
+        c = r + lane
+        real = (c < BLK) & (c0 + c < P)
+        key = tl.load(src + c, mask=real, other=NB - 1).to(tl.int32)  # padding: no priority
+        tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c, mask=real)
+        run += tl.histogram(key, NB, mask=real)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
