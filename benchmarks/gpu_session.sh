@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: sort14, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -60,6 +60,12 @@ for stage in "$@"; do
               tests/test_gpu.py 2>&1 | tail -6 | tee "$OUT/sort14_tests.log"
             timeout 200 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
               --prev _ab_prev 2>&1 | tee "$OUT/sort14_ab.log" ;;
+    # blocks per program of the keys and rank kernels (one: ~262K programs each at 128K)
+    sort14b) timeout 100 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+              -k "sort or permutation" 2>&1 | tail -3 | tee "$OUT/sort14b_tests.log"
+            timeout 300 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
+              --prev _ab_prev --per-program 4,4 16,16 64,64 2>&1 | grep -v "^ *$\|---\|Activity\|Stream\|CPU time" \
+              | tee "$OUT/sort14b_ab.log" ;;
     bench14) timeout 400 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 \
               --rounds 2 --out "$OUT/bench14.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench14.log" ;;
     # session 14: each kernel's time in one op call (the op's walk) at 128K and 32K

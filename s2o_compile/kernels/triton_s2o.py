@@ -566,6 +566,10 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
+# blocks per program of the keys and rank kernels: at one, each launches ~262K small programs at
+# 128K (one per block and table row)
+KEYS_BLOCKS_PER_PROGRAM = 1
+RANK_BLOCKS_PER_PROGRAM = 1
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
@@ -598,50 +602,55 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     n_blocks = block_segment.numel()
     keys = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
     counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
-    grid = (n_blocks, B * R)
     meta = dict(BLK=BLK, NB=SORT_BINS)
-    _launch(_block_keys_kernel, grid, table.view(torch.float32), segmax, offsets, block_offsets,
-            block_segment, keys, counts, total, G, STEPS=SORT_STEPS_PER_LOGIT,
-            LAST=SORT_MAX_KEY - 1, **meta)
+    bpp = KEYS_BLOCKS_PER_PROGRAM
+    _launch(_block_keys_kernel, (triton.cdiv(n_blocks, bpp), B * R), table.view(torch.float32),
+            segmax, offsets, block_offsets, block_segment, keys, counts, total, G, n_blocks,
+            STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, BPP=bpp, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
     # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
     # CUDA only (the interpreter and other GPUs compare keys instead)
-    _launch(_block_rank_scatter_kernel, grid, keys, counts, table, offsets, block_offsets,
-            block_segment, total, cfg.sink_tokens, SEG=S,
-            ASM=table.is_cuda and torch.version.hip is None, num_warps=1, **meta)
+    bpp = RANK_BLOCKS_PER_PROGRAM
+    _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, bpp), B * R), keys, counts, table,
+            offsets, block_offsets, block_segment, total, cfg.sink_tokens, n_blocks, SEG=S,
+            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=1, **meta)
 
 
 @triton.jit
-def _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK: tl.constexpr):
-    """This program's block (program_id 0 over all blocks of a table row): its segment g, the
-    segment's table offset and prefix length, and the block's first prefix position."""
-    g = tl.load(BLOCK_SEGMENT + tl.program_id(0))
+def _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK: tl.constexpr):
+    """Block blk of a table row (of all its segments' blocks): its segment g, the segment's
+    table offset and prefix length, and the block's first prefix position."""
+    g = tl.load(BLOCK_SEGMENT + blk)
     off = tl.load(OFFSETS + g)
     P = tl.load(OFFSETS + g + 1) - off
-    return g, off, P, (tl.program_id(0) - tl.load(BLOCK_OFFSETS + g)) * BLK
+    return g, off, P, (blk - tl.load(BLOCK_OFFSETS + g)) * BLK
 
 
 @triton.jit
 def _block_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KEYS, COUNTS, TOTAL,
-                       G, BLK: tl.constexpr, NB: tl.constexpr, STEPS: tl.constexpr,
-                       LAST: tl.constexpr):
-    """The priority (uint8) of each key of one block of a segment's prefix, and its histogram."""
-    g, off, P, c0 = _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+                       G, N_BLOCKS, BLK: tl.constexpr, NB: tl.constexpr, STEPS: tl.constexpr,
+                       LAST: tl.constexpr, BPP: tl.constexpr):
+    """The priority (uint8) of each key of BPP blocks of a table row, and each block's
+    histogram."""
     bh = tl.program_id(1)
-    c = c0 + tl.arange(0, BLK)
-    real = c < P
-    s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + c, mask=real, other=0.0)
-    best = tl.load(SEGMAX + bh * G + g)
-    # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's float
-    # division compiles to the approximate div.full.f32
-    gap = tl.floor((best - s) * STEPS)
-    gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
-    prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
-    prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
-    tl.store(KEYS + bh.to(tl.int64) * TOTAL + off + c, prio.to(tl.uint8), mask=real)
-    tl.store(COUNTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB
-             + tl.arange(0, NB), tl.histogram(prio, NB, mask=real))
+    for i in range(BPP):
+        blk = tl.program_id(0) * BPP + i
+        if blk < N_BLOCKS:
+            g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+            c = c0 + tl.arange(0, BLK)
+            real = c < P
+            s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + c, mask=real, other=0.0)
+            best = tl.load(SEGMAX + bh * G + g)
+            # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's
+            # float division compiles to the approximate div.full.f32
+            gap = tl.floor((best - s) * STEPS)
+            gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
+            prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
+            prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
+            tl.store(KEYS + bh.to(tl.int64) * TOTAL + off + c, prio.to(tl.uint8), mask=real)
+            tl.store(COUNTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB),
+                     tl.histogram(prio, NB, mask=real))
 
 
 @triton.jit
@@ -687,29 +696,32 @@ def _equal_before(key, ASM: tl.constexpr):
 
 @triton.jit
 def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
-                               SINK, SEG: tl.constexpr, BLK: tl.constexpr, NB: tl.constexpr,
-                               ASM: tl.constexpr):
+                               SINK, N_BLOCKS, SEG: tl.constexpr, BLK: tl.constexpr,
+                               NB: tl.constexpr, ASM: tl.constexpr, BPP: tl.constexpr):
     """Writes each key of one block at its sorted position in the segment, without sorting the
-    block: its run's first position (_block_starts_kernel, IN_BLOCK False) plus the number of
+    block (BPP blocks of a table row a program): its run's first position (_block_starts_kernel) plus the number of
     the block's earlier keys of the same priority, 32 keys (one per lane) at a time: those
     before the 32 from a per-priority count carried over the rounds, those among them by
     match.any. Stable, as the bitonic sort of (priority, position) it replaces (session 14), with
     half its instructions: 89 a round of 32 keys, 16 rounds a block, against 2,984 (Triton 3.6,
     sm_90)."""
-    g, off, P, c0 = _block_bounds(OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
     bh = tl.program_id(1)
-    run = tl.load(STARTS + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * NB
-                  + tl.arange(0, NB))
-    first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
-    src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
-    dst = TABLE + bh.to(tl.int64) * TOTAL + off
     lane = tl.arange(0, 32)
-    for r in range(0, tl.minimum(BLK, P - c0), 32):
-        c = r + lane
-        real = (c < BLK) & (c0 + c < P)
-        key = tl.load(src + c, mask=real, other=NB - 1).to(tl.int32)  # padding: no priority
-        tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c, mask=real)
-        run += tl.histogram(key, NB, mask=real)
+    for i in range(BPP):
+        blk = tl.program_id(0) * BPP + i
+        if blk < N_BLOCKS:
+            g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+            run = tl.load(STARTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB))
+            first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
+            src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
+            dst = TABLE + bh.to(tl.int64) * TOTAL + off
+            for r in range(0, tl.minimum(BLK, P - c0), 32):
+                c = r + lane
+                real = (c < BLK) & (c0 + c < P)
+                key = tl.load(src + c, mask=real, other=NB - 1).to(tl.int32)  # padding: none
+                tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c,
+                         mask=real)
+                run += tl.histogram(key, NB, mask=real)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
