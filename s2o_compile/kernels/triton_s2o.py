@@ -715,10 +715,14 @@ def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOC
             first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
             src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
             dst = TABLE + bh.to(tl.int64) * TOTAL + off
+            # the next round's keys are loaded one round ahead (padding: no priority)
+            key_next = tl.load(src + lane, mask=(lane < BLK) & (c0 + lane < P), other=NB - 1)
             for r in range(0, tl.minimum(BLK, P - c0), 32):
                 c = r + lane
                 real = (c < BLK) & (c0 + c < P)
-                key = tl.load(src + c, mask=real, other=NB - 1).to(tl.int32)  # padding: none
+                key = key_next.to(tl.int32)
+                key_next = tl.load(src + c + 32, mask=(c + 32 < BLK) & (c0 + c + 32 < P),
+                                   other=NB - 1)
                 tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c,
                          mask=real)
                 run += tl.histogram(key, NB, mask=real)
