@@ -28,8 +28,8 @@ call is not taken):
     (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol:
     benchmarks/pp_protocol_sim.py).
   _s2o_gluon_persistent_kernel (session 13; variant "persist"): the tile pair, persistent (one
-    CTA per SM over many pairs, the next pair's steps gathered while the current one ends);
-    its docstring has its first run.
+    CTA per SM over many pairs, the next pair's steps gathered while the current one ends):
+    correct, and 8-15% slower than the pair kernel (sessions 13-14; its docstring).
 
 Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
 same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
@@ -567,7 +567,11 @@ if HAVE_GLUON:
         at 128K against the pair kernel's 21.8 (32K: 3.42-3.94 against 3.15; H100), likely
         because CTAs at work together then gather from every kv head at once, where the pair
         kernel's grid (pairs fastest) keeps them on one head's K/V in L2. Now a head's pairs
-        come one after another, as in that grid: not yet run."""
+        come one after another, as in that grid (session 14, H200, two alternating rounds):
+        Triton's visits on all 24 checks, no hang, and still slower: 128K 24.8-25.7 ms against
+        the pair kernel's 22.1-23.0, 32K 3.43-3.52 against 3.18-3.20; PREFETCH_Q (the next
+        pair's Q under the current epilogue) the same. A dead end as built: its per-step tag
+        store and barrier cost more than the CTA starts it hides (benchmarks/results/session14)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         n_items = (N_MT + 1) // 2 * BH
