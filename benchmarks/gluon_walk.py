@@ -570,8 +570,9 @@ if HAVE_GLUON:
         come one after another, as in that grid (session 14, H200, two alternating rounds):
         Triton's visits on all 24 checks, no hang, and still slower: 128K 24.8-25.7 ms against
         the pair kernel's 22.1-23.0, 32K 3.43-3.52 against 3.18-3.20; PREFETCH_Q (the next
-        pair's Q under the current epilogue) the same. A dead end as built: its per-step tag
-        store and barrier cost more than the CTA starts it hides (benchmarks/results/session14)."""
+        pair's Q under the current epilogue) the same. A dead end as built; a likely cause, not
+        measured: its per-step tag store and producer barrier cost more than the CTA starts it
+        hides (benchmarks/results/session14)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         n_items = (N_MT + 1) // 2 * BH
