@@ -1,8 +1,8 @@
 """The GPU timeline of a few back-to-back calls (L2 flushed before each, as do_bench does):
-each kernel's start, duration and the idle gap before it, for the whole op (walk.s2o_attention, the op's path) and
-for its two parts called directly (build_index_table + walk.attention). A gap shows the
-GPU waiting for the host. Then each kernel's mean time per call, summed by name (the L2 flush's
-fill among them).
+each kernel's start, duration and the idle gap before it, for the whole op (walk.s2o_attention,
+the op's path) and for its two parts called directly (build_index_table + walk.attention). A
+gap shows the GPU waiting for the host. Then each kernel's mean time per call, summed by name
+(the L2 flush's fill among them).
 
     python benchmarks/gpu_timeline.py 65536 131072
 """
@@ -47,7 +47,8 @@ def timeline(N):
         ev = sorted((e for e in events if e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")),
                     key=lambda e: e["ts"])
         t0, prev = ev[0]["ts"], None
-        print(f"== N={N} {name}: {len(ev)} GPU events, span {(ev[-1]['ts'] + ev[-1]['dur'] - t0) / 1e3:.2f} ms")
+        span = (ev[-1]["ts"] + ev[-1]["dur"] - t0) / 1e3
+        print(f"== N={N} {name}: {len(ev)} GPU events, span {span:.2f} ms")
         per_name = {}
         for e in ev:
             per_name[e["name"][:60]] = per_name.get(e["name"][:60], 0) + e["dur"] / 4e3

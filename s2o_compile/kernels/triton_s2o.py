@@ -566,8 +566,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
-# blocks per program of the keys and rank kernels: at one, each launches ~262K small programs at
-# 128K (one per block and table row)
+# blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
+# and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
 RANK_BLOCKS_PER_PROGRAM = 1
 
@@ -585,7 +585,7 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     over the keys: 2 bytes of scratch per table entry. At 128K the three kernels took 1.9 ms
     with a bitonic sort per block where torch.sort (cub's segmented radix sort with int64
     indices, plus keys and scatter) took 4.2 (H100, BENCHMARKS.md session 7); the rank scatter
-    has half the bitonic sort's instructions (session 14)."""
+    takes 0.93 ms at 128K where the bitonic sort took 1.21 (H200, session 14)."""
     B, R, total = table.shape
     S, BLK = cfg.segment_size, SORT_BLOCK
     G = offsets.numel() - 1  # every segment's, empty before the first query's
@@ -698,13 +698,16 @@ def _equal_before(key, ASM: tl.constexpr):
 def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
                                SINK, N_BLOCKS, SEG: tl.constexpr, BLK: tl.constexpr,
                                NB: tl.constexpr, ASM: tl.constexpr, BPP: tl.constexpr):
-    """Writes each key of one block at its sorted position in the segment, without sorting the
-    block (BPP blocks of a table row a program): its run's first position (_block_starts_kernel) plus the number of
-    the block's earlier keys of the same priority, 32 keys (one per lane) at a time: those
+    """Writes each key of a block (BPP blocks of a table row a program) at its sorted position
+    in the segment, without sorting the block: its run's first position (_block_starts_kernel)
+    plus the number of the block's earlier keys of the same priority, 32 keys (one per lane) at
+    a time: those
     before the 32 from a per-priority count carried over the rounds, those among them by
-    match.any. Stable, as the bitonic sort of (priority, position) it replaces (session 14), with
-    half its instructions: 89 a round of 32 keys, 16 rounds a block, against 2,984 (Triton 3.6,
-    sm_90)."""
+    match.any; the next round's keys are loaded a round ahead. Stable, as the bitonic sort of
+    (priority, position) it replaces (session 14), with half its instructions (~93 a round of
+    32 keys, 16 rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K
+    (H200). Fewer still (one PTX block a round, no shared memory) gained nothing: the scattered
+    4-byte stores are the likely limit."""
     bh = tl.program_id(1)
     lane = tl.arange(0, 32)
     for i in range(BPP):
