@@ -35,7 +35,6 @@ def parse_variant(spec):
             kw["nbuf"] = kw.pop("nbuf", None)  # default: 3 at 128-key steps, 4 at 64
             kw["consumer_regs"] = kw.pop("cr", 224)
             kw["step"] = kw.pop("step", None)  # keys per step (default: gluon_pair.pair_step)
-            kw["q_by_producer"] = bool(kw.pop("qp", 0))  # the producer copies the query tiles
     else:
         kw["ov"] = kind == "ov"  # the overlapped one-warpgroup kernel (session 11)
         kw.pop("producer_warps"); kw.pop("producer_regs")

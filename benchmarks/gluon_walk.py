@@ -635,7 +635,7 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int | None = None,
                     consumer_regs: int = 224, step: int | None = None, persistent: bool = False,
-                    prefetch_q: bool = False, q_by_producer: bool = False):
+                    prefetch_q: bool = False):
     """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair);
     with persistent, its persistent variant (attention_persistent)."""
@@ -647,8 +647,7 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
     if pp:
         return GP.attention_pair(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                  tpw_rows=tpw_rows, producer_warps=producer_warps,
-                                 producer_regs=producer_regs, consumer_regs=consumer_regs,
-                                 q_by_producer=q_by_producer)
+                                 producer_regs=producer_regs, consumer_regs=consumer_regs)
     B, Hq, N, D = q.shape
     n_mt = triton.cdiv(N, BLOCK)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)

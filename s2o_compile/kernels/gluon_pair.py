@@ -50,7 +50,6 @@ PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was chec
 PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
 PRODUCER_WARPS = 4
 TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
-Q_BY_PRODUCER = False  # the producer copies the query tiles with its first step (A/B)
 
 if HAVE_GLUON:
     @constexpr_function
@@ -74,16 +73,6 @@ if HAVE_GLUON:
                     mask=((m0 + rows_g) < N)[:, None], other=0.0)
         q_smem.store(q)
         fence_async_shared()
-
-    @gluon.jit
-    def _copy_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
-                H_Q: gl.constexpr):
-        """cp.async of a query tile's rows into q_smem (rows past N zero-filled), by the
-        producer before its first step: the first step's `ready` arrival covers it."""
-        rows = m0 + rows_g
-        cp.async_copy_global_to_shared(
-            q_smem, Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-            + rows.to(gl.int64)[:, None] * stride_qn + cols_g[None, :], mask=(rows < N)[:, None])
 
     @gluon.jit
     def _softmax_state(m0, N, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
@@ -254,18 +243,11 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                        stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
-                       n_total, Q, q_a, q_b, bh, stride_qb, stride_qh, stride_qn, H_Q,
-                       BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, Q_BY_PRODUCER: gl.constexpr):
+                       n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem).
-        Q_BY_PRODUCER: first the pair's two query tiles, under the same arrival as step 0."""
+        both consumers released it, up to the step where the pair stopped (stop_smem)."""
         rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
-        if Q_BY_PRODUCER:
-            rows_q, cols_q = _gather_index(q_a.shape[0], D, TPW_ROWS, PW)
-            _copy_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q)
-            _copy_q(Q, q_b, bh, m0 + q_a.shape[0], N, stride_qb, stride_qh, stride_qn, rows_q,
-                    cols_q, H_Q)
         j = 0
         n_end = n_total
         while j < n_end:
@@ -421,13 +403,10 @@ if HAVE_GLUON:
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, Q_BY_PRODUCER: gl.constexpr,
-                         num_warps: gl.constexpr):
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
-        warpgroups, each with its own online softmax and stop rule. Q_BY_PRODUCER: the query
-        tiles are copied by the producer with the first step (cp.async), not loaded before the
-        partitions start."""
+        warpgroups, each with its own online softmax and stop rule."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
@@ -442,9 +421,8 @@ if HAVE_GLUON:
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
             Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, n_total)
-        if not Q_BY_PRODUCER:
-            _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-            _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
@@ -456,8 +434,7 @@ if HAVE_GLUON:
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, Q, q_a, q_b, bh, stride_qb, stride_qh,
-                              stride_qn, H_Q, BN, D, NBUF, TPW_ROWS, PW, Q_BY_PRODUCER)),
+                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -507,7 +484,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, q_by_producer: bool = Q_BY_PRODUCER):
+                   consumer_regs: int = 224):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table. The keyword arguments
     other than cfg's are for A/B runs (benchmarks/gluon_ab.py)."""
@@ -529,7 +506,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        Q_BY_PRODUCER=q_by_producer, num_warps=4,
+        num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
         maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
     return out, visited
