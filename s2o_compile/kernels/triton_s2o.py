@@ -8,7 +8,7 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
   3. ordering="sort" (default): a stable counting sort of 7-bit priorities over blocks, each
-     block sorted in registers (_sorted_table); ordering="tiers": _tier_table_kernel, a stable
+     block's keys placed by one warp, 32 a round (_sorted_table); ordering="tiers": _tier_table_kernel, a stable
      counting sort by tier (two passes: histogram, then scatter). Both follow
      reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
