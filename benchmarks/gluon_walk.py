@@ -26,7 +26,8 @@ call is not taken):
     with. Session 12 also tried, in it, FA3's order (P @ V issued with the next step's Q K^T)
     and ping-pong between the consumers: no gain at 32K (H200), so the op's kernel has neither
     (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol:
-    benchmarks/pp_protocol_sim.py).
+    benchmarks/pp_protocol_sim.py). Session 14 tried both again at 128-key steps: correct, no
+    faster (BENCHMARKS.md session 14; their code: this file at commit 04e54ea).
   _s2o_gluon_persistent_kernel (session 13; variant "persist"): the tile pair, persistent (one
     CTA per SM over many pairs, the next pair's steps gathered while the current one ends):
     correct, and 8-15% slower than the pair kernel (sessions 13-14; its docstring).
@@ -54,9 +55,8 @@ if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair 
     from s2o_compile.kernels.gluon_pair import (  # noqa: F401
         cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
         _claim_slot, _copy_kv, _exchange, _gather_index, _load_q, _mma, _online_softmax,
-        _pair_buffers, _pair_geometry, _pair_mask, _pair_producer, _pair_rows, _pair_step,
-        _post_stop, _scores_async, _softmax_state, _stop_step, _store_out, _table_rows,
-        _walk_test)
+        _pair_buffers, _pair_geometry, _pair_rows, _pair_step, _post_stop, _scores_async,
+        _softmax_state, _stop_step, _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
@@ -605,168 +605,6 @@ if HAVE_GLUON:
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
-if HAVE_GLUON:
-    @gluon.jit
-    def _fa3_flush(o, p_prev, v_prev, empty_prev):
-        """The pending P @ V of a consumer's last computed step, then its buffer's release."""
-        o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
-        o = warpgroup_mma_wait(0, deps=(o, ))
-        mbarrier.arrive(empty_prev)
-        return o
-
-    @gluon.jit
-    def _fa3_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                      stop_smem, turn, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                      qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                      REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                      NBUF: gl.constexpr, PINGPONG: gl.constexpr):
-        """gluon_pair._pair_consumer in FA3's order (session 12's DEFERRED, now at 128-key
-        steps): a step issues the previous step's P @ V with its own Q K^T and waits for both;
-        a computed step's buffer is released after the P @ V that read it (a computed step
-        later, or the flush when the tile stops; the pair's end is posted before that flush).
-        PINGPONG: while both tiles walk, they take turns issuing (turn[X], an mbarrier the
-        other arrives on once it issued; the first tile first), so one's softmax runs under the
-        other's wgmmas."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        n_diag: gl.constexpr = 2 * BM // BN
-        mx = m0 + X * BM
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
-        active = mx < N
-        both = m0 + BM < N  # PINGPONG: both tiles walk (updated at chunk ends)
-        p_prev = gl.zeros([BM, BN], k_bufs.dtype, layout=p_op)
-        prev = 0
-        has_prev = False
-        turns = 0
-        s = 0
-        n_end = n_total
-        n_me = n_total
-        while s < n_end:
-            slot = s % NBUF
-            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            if need:
-                fence_async_shared()
-                if PINGPONG:
-                    if both & (s >= n_diag - 1):
-                        mbarrier.wait(turn.index(X), turns & 1)
-                        turns += 1
-                # a first step: P = 0 against this step's landed V (nothing to release)
-                o = warpgroup_mma(p_prev, v_bufs.index(gl.where(has_prev, prev, slot)), o,
-                                  is_async=True)
-                sc = _scores_async(q_smem, k_bufs.index(slot), BM, BN)
-                if PINGPONG:
-                    if both & (s >= n_diag - 1):
-                        mbarrier.arrive(turn.index(1 - X))
-                sc, o = warpgroup_mma_wait(0, deps=(sc, o))
-                mbarrier.arrive(empty.index(prev), pred=has_prev)
-                sc = _pair_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                p_prev = gl.convert_layout(p.to(k_bufs.dtype), p_op)
-                prev = slot
-                has_prev = True
-                if s >= n_dense:
-                    gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha,
-                                                   gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                   STOP_EVERY)
-            w = s - n_dense
-            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
-                c = w // CHUNK
-                stopped = (n_me <= s + 1) | (~active)
-                other = _exchange(X, c, stopped, decide, sync)
-                active = ~stopped
-                if stopped & (other != 0):  # tell the producer, before the releases below
-                    n_end = s + 1
-                    _post_stop(stop_smem, n_end)
-                if PINGPONG:
-                    both = both & (~stopped) & (other == 0)
-                if stopped & has_prev:  # this tile's last P @ V, then it only releases
-                    o = _fa3_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
-                    has_prev = False
-            mbarrier.arrive(empty.index(slot), pred=~need)  # computed: released later
-            s += 1
-        if has_prev:
-            o = _fa3_flush(o, p_prev, v_bufs.index(prev), empty.index(prev))
-        if mx < N:
-            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
-                       N_MT, BM, D, STOP_EVERY)
-
-    @gluon.jit
-    def _s2o_pair_fa3_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
-                             stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-                             stride_vb, stride_vh, stride_vn,
-                             N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
-                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
-                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                             NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
-                             CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SMEM: gl.constexpr, SMEM_KV: gl.constexpr,
-                             PINGPONG: gl.constexpr, num_warps: gl.constexpr):
-        """gluon_pair._s2o_pair_kernel with _fa3_consumer (session 14 experiment)."""
-        qk_scale = qk_scale.to(gl.float32)
-        tau = tau.to(gl.float32)
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
-        n_diag: gl.constexpr = 2 * BM // BN
-        bh = gl.program_id(1)
-        mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = _pair_geometry(
-            gl.program_id(0), bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb,
-            stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
-        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
-            Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        if PINGPONG:
-            mbarrier.init(turn.index(0), count=1)
-            mbarrier.init(turn.index(1), count=1)
-            mbarrier.arrive(turn.index(0))  # the first tile issues first
-        _post_stop(stop_smem, n_total)
-        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-        gl.thread_barrier()
-        gl.warp_specialize([
-            (_fa3_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                             O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                             qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                             PINGPONG)),
-            (_fa3_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem, turn,
-                             O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                             qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                             PINGPONG)),
-            (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
-                              t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
-        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
-
-
-def attention_pair_fa3(q, k, v, table, offsets, scale: float, cfg, pingpong: bool = False,
-                       tpw_rows: int = GP.TPW_ROWS, producer_regs: int = 56,
-                       consumer_regs: int = 224):
-    """_s2o_pair_fa3_kernel, launched as gluon_pair.attention_pair (128-key steps where
-    block_n allows, its buffers)."""
-    B, Hq, N, D = q.shape
-    step = GP.pair_step(cfg)
-    nbuf = 3 if step == 128 else 4
-    n_mt = triton.cdiv(N, BLOCK)
-    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
-    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
-    pw = GP.PRODUCER_WARPS
-    _s2o_pair_fa3_kernel[(triton.cdiv(n_mt, 2), B * Hq)](
-        q, k, v, out, table, offsets, visited,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
-        float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
-        SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
-        REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, NBUF=nbuf, TPW_ROWS=tpw_rows, PW=pw,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
-        SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
-        SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        PINGPONG=pingpong, num_warps=4, maxnreg=65536 // (32 * (8 + pw)) // 8 * 8)
-    return out, visited
-
-
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
                       pair_step: int | None = None) -> str | None:
     """Why a Gluon kernel cannot take this call (None: it can); pair_step given: the pair
@@ -798,14 +636,10 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int | None = None,
                     consumer_regs: int = 224, step: int | None = None, persistent: bool = False,
-                    prefetch_q: bool = False, fa3: bool = False, pingpong: bool = False):
+                    prefetch_q: bool = False):
     """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
     triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair);
     with persistent, its persistent variant (attention_persistent)."""
-    if pp and fa3:  # the pair kernel in FA3's order, optionally ping-pong (session 14)
-        return attention_pair_fa3(q, k, v, table, offsets, scale, cfg, pingpong=pingpong,
-                                  tpw_rows=tpw_rows, producer_regs=producer_regs,
-                                  consumer_regs=consumer_regs)
     if pp and persistent:
         return attention_persistent(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                     tpw_rows=tpw_rows, producer_warps=producer_warps,

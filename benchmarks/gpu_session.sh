@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: sort14, sort14b, fa314, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -66,15 +66,8 @@ for stage in "$@"; do
             timeout 300 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
               --prev _ab_prev --per-program 4,4 16,16 64,64 2>&1 | grep -v "^ *$\|---\|Activity\|Stream\|CPU time" \
               | tee "$OUT/sort14b_ab.log" ;;
-    # the pair kernel in FA3's order (fa3) and with ping-pong between its consumers (ping=1), at
-    # 128-key steps (session 12 tried them at 64): Triton's visits on the checks (each variant
-    # under its own timeout: a hang is reported as one), then timed against the op's kernel
-    fa314)  for v in fa3:tpw=4 fa3:tpw=4,ping=1; do timeout 100 python benchmarks/gluon_ab.py \
-              --check-variants $v --seq-lens --taus 0.8 --variants triton 2>&1 \
-              | tee -a "$OUT/fa314_checks.log"; done
-            timeout 300 python benchmarks/gluon_ab.py --skip-checks --seq-lens 32768 131072 \
-              --taus 0.8 --variants pp:tpw=4 fa3:tpw=4 fa3:tpw=4,ping=1 2>&1 \
-              | tee "$OUT/fa314_time.log" ;;
+    # fa314 (the pair kernel in FA3's order and with ping-pong, variant fa3[:ping=1]) ran the
+    # code of commit 04e54ea (benchmarks/gluon_walk.py _s2o_pair_fa3_kernel), removed since
     bench14) timeout 400 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 \
               --rounds 2 --out "$OUT/bench14.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench14.log" ;;
     # session 14: each kernel's time in one op call (the op's walk) at 128K and 32K
