@@ -5,7 +5,7 @@ triton_s2o.py placed in s2o_compile/kernels/), same inputs, same run; prints whe
 equals the earlier module's.
 
     python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 256 512 --prev _ab_prev \
-        --score-tiles 64,256,8 --per-program 4,0 1,1
+        --score-tiles 64,256,8 --per-program 4,4 16,16
 """
 import argparse
 import importlib
@@ -30,9 +30,8 @@ def main():
     ap.add_argument("--score-tiles", nargs="*", default=[],
                     help="SCORE_TILES variants 'segments,keys,warps', each timed at the first block size")
     ap.add_argument("--per-program", nargs="*", default=[],
-                    help="'keys,paired': blocks per program of the keys kernel "
-                         "(KEYS_BLOCKS_PER_PROGRAM), 1 to pair the rank kernel's blocks "
-                         "(RANK_PAIRED), each timed at the first block size")
+                    help="blocks per program of the keys and rank kernels, 'keys,rank' "
+                         "(KEYS_/RANK_BLOCKS_PER_PROGRAM), each timed at the first block size")
     args = ap.parse_args()
     prev = importlib.import_module(f"s2o_compile.kernels.{args.prev}") if args.prev else None
     cfg = S2OConfig(min_seq_len=0, threshold=0.75)
@@ -45,19 +44,19 @@ def main():
             print(f"N={N} {args.prev}: {bench(lambda: prev.build_index_table(q, k, scale, cfg)):.3f} ms",
                   flush=True)
         defaults = (T.SORT_BLOCK, T.SCORE_TILES, T.KEYS_BLOCKS_PER_PROGRAM,
-                    T.RANK_PAIRED)
+                    T.RANK_BLOCKS_PER_PROGRAM)
         runs = [(blk, *defaults[1:]) for blk in args.blocks]
         runs += [(args.blocks[0], tuple(int(x) for x in t.split(",")), *defaults[2:])
                  for t in args.score_tiles]
         runs += [(args.blocks[0], defaults[1], *(int(x) for x in p.split(",")))
                  for p in args.per_program]
         for blk, tiles, kpp, rpp in runs:
-            T.SORT_BLOCK, T.SCORE_TILES, T.KEYS_BLOCKS_PER_PROGRAM, T.RANK_PAIRED = \
-                blk, tiles, kpp, bool(rpp)
+            T.SORT_BLOCK, T.SCORE_TILES, T.KEYS_BLOCKS_PER_PROGRAM, T.RANK_BLOCKS_PER_PROGRAM = \
+                blk, tiles, kpp, rpp
             tab, _ = T.build_index_table(q, k, scale, cfg)
             same = "" if ref is None else f" table equal: {(tab == ref).float().mean().item():.6f}"
             t = bench(lambda: T.build_index_table(q, k, scale, cfg))
-            print(f"N={N} SORT_BLOCK={blk} SCORE_TILES={tiles} keys blocks per program {kpp}, rank paired {bool(rpp)}: "
+            print(f"N={N} SORT_BLOCK={blk} SCORE_TILES={tiles} blocks per program {kpp},{rpp}: "
                   f"{t:.3f} ms{same}",
                   flush=True)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -65,7 +64,7 @@ def main():
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8), flush=True)
             del tab
-        T.SORT_BLOCK, T.SCORE_TILES, T.KEYS_BLOCKS_PER_PROGRAM, T.RANK_PAIRED = defaults
+        T.SORT_BLOCK, T.SCORE_TILES, T.KEYS_BLOCKS_PER_PROGRAM, T.RANK_BLOCKS_PER_PROGRAM = defaults
         if prev is not None:
             print(f"N={N} {args.prev} again: "
                   f"{bench(lambda: prev.build_index_table(q, k, scale, cfg)):.3f} ms", flush=True)

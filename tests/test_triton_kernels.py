@@ -55,12 +55,11 @@ def test_sort_from_scores_is_the_reference_stable_sort(monkeypatch, block, per_p
     exact on the GPU too): each segment's entries by priority (reference.priority_of), ties in
     key order. Scores on a 1/4-logit grid tie often, within and across blocks and across the
     rank kernel's rounds of 32 keys; the best scores of some segments are NaN-free maxima of
-    rows that hold a NaN (priority 0, first). per_program: blocks per program of the keys
-    kernel (the last program's share cut short); above 1, the rank kernel walks two blocks a
-    program (an odd count: the last program has one)."""
+    rows that hold a NaN (priority 0, first). per_program: blocks per program of the keys and
+    rank kernels (the last program's share cut short)."""
     monkeypatch.setattr(T, "SORT_BLOCK", block)
     monkeypatch.setattr(T, "KEYS_BLOCKS_PER_PROGRAM", per_program)
-    monkeypatch.setattr(T, "RANK_PAIRED", per_program > 1)
+    monkeypatch.setattr(T, "RANK_BLOCKS_PER_PROGRAM", per_program)
     cfg = SMALL.replace(ordering="sort", segment_size=64, sink_tokens=5, local_window=3)
     N, B, rows = 700, 2, 3
     offsets = T._offsets(N, 0, cfg, DEV)

@@ -566,10 +566,10 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
-# blocks per program of the keys kernel (~262K programs at 128K with one): 4, 16 and 64 were no
-# faster (H200, BENCHMARKS.md session 14)
+# blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
+# and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
-RANK_PAIRED = False  # the rank kernel walks two blocks a program, interleaved (A/B)
+RANK_BLOCKS_PER_PROGRAM = 1
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
@@ -611,11 +611,10 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
     # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
     # CUDA only (the interpreter and other GPUs compare keys instead)
-    paired = RANK_PAIRED
-    _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, 2 if paired else 1), B * R), keys,
-            counts, table, offsets, block_offsets, block_segment, total, cfg.sink_tokens,
-            n_blocks, SEG=S, ASM=table.is_cuda and torch.version.hip is None, PAIRED=paired,
-            num_warps=1, **meta)
+    bpp = RANK_BLOCKS_PER_PROGRAM
+    _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, bpp), B * R), keys, counts, table,
+            offsets, block_offsets, block_segment, total, cfg.sink_tokens, n_blocks, SEG=S,
+            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=1, **meta)
 
 
 @triton.jit
@@ -696,66 +695,41 @@ def _equal_before(key, ASM: tl.constexpr):
 
 
 @triton.jit
-def _rank_block(blk, STARTS, KEYS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL, SINK,
-                N_BLOCKS, bh, lane, SEG: tl.constexpr, BLK: tl.constexpr, NB: tl.constexpr):
-    """A block's rank-scatter state: (its run starts, its first round's keys, its keys' source,
-    its table row, its first key position, its key count)."""
-    g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
-    run = tl.load(STARTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB))
-    n = tl.minimum(BLK, P - c0)
-    src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
-    keys = tl.load(src + lane, mask=lane < n, other=NB - 1)  # padding: no priority
-    dst = TABLE + bh.to(tl.int64) * TOTAL + off
-    return run, keys, src, dst, tl.minimum(g * SEG, SINK) + c0, n
-
-
-@triton.jit
-def _rank_round(r, run, keys, src, dst, first, n, lane, NB: tl.constexpr, ASM: tl.constexpr):
-    """Round r of a block: its 32 keys written at their run's start plus the earlier keys of
-    their priority; returns (the run starts after the round, the next round's keys)."""
-    c = r + lane
-    key = keys.to(tl.int32)
-    keys = tl.load(src + c + 32, mask=c + 32 < n, other=NB - 1)  # a round ahead
-    tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c, mask=c < n)
-    return run + tl.histogram(key, NB, mask=c < n), keys
-
-
-@triton.jit
 def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
                                SINK, N_BLOCKS, SEG: tl.constexpr, BLK: tl.constexpr,
-                               NB: tl.constexpr, ASM: tl.constexpr, PAIRED: tl.constexpr):
-    """Writes each key of a block at its sorted position in the segment, without sorting the
-    block: its run's first position (_block_starts_kernel) plus the number of the block's
-    earlier keys of the same priority, 32 keys (one per lane) a round: those before the round
-    from a per-priority count carried over the rounds, those in it by match.any; the next
-    round's keys are loaded a round ahead. PAIRED: two blocks a program, their rounds
-    interleaved (two independent chains). Stable, as the bitonic sort of (priority, position)
-    it replaces (session 14), with half its instructions (~93 a round of 32 keys, 16 rounds a
-    block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K (H200). Fewer still
-    (one PTX block a round, no shared memory) gained nothing, and coalesced stores would save
-    0.19 ms (a probe): the rounds' dependent chain is the likely limit."""
+                               NB: tl.constexpr, ASM: tl.constexpr, BPP: tl.constexpr):
+    """Writes each key of a block (BPP blocks of a table row a program) at its sorted position
+    in the segment, without sorting the block: its run's first position (_block_starts_kernel)
+    plus the number of the block's earlier keys of the same priority, 32 keys (one per lane) at
+    a time: those
+    before the 32 from a per-priority count carried over the rounds, those among them by
+    match.any; the next round's keys are loaded a round ahead. Stable, as the bitonic sort of
+    (priority, position) it replaces (session 14), with half its instructions (~93 a round of
+    32 keys, 16 rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K
+    (H200). Fewer still (one PTX block a round, no shared memory) gained nothing, and
+    coalesced stores would save 0.19 ms (a probe): the rounds' dependent chain is the likely
+    limit."""
     bh = tl.program_id(1)
     lane = tl.arange(0, 32)
-    if PAIRED:
-        blk = tl.program_id(0) * 2
-        run, keys, src, dst, first, n = _rank_block(
-            blk, STARTS, KEYS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL, SINK,
-            N_BLOCKS, bh, lane, SEG, BLK, NB)
-        # an odd last program: its second block is its first again, with no keys
-        run_b, keys_b, src_b, dst_b, first_b, n_b = _rank_block(
-            tl.minimum(blk + 1, N_BLOCKS - 1), STARTS, KEYS, TABLE, OFFSETS, BLOCK_OFFSETS,
-            BLOCK_SEGMENT, TOTAL, SINK, N_BLOCKS, bh, lane, SEG, BLK, NB)
-        n_b = tl.where(blk + 1 < N_BLOCKS, n_b, 0)
-        for r in range(0, tl.maximum(n, n_b), 32):
-            run, keys = _rank_round(r, run, keys, src, dst, first, n, lane, NB, ASM)
-            run_b, keys_b = _rank_round(r, run_b, keys_b, src_b, dst_b, first_b, n_b, lane, NB,
-                                        ASM)
-    else:
-        run, keys, src, dst, first, n = _rank_block(
-            tl.program_id(0), STARTS, KEYS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
-            SINK, N_BLOCKS, bh, lane, SEG, BLK, NB)
-        for r in range(0, n, 32):
-            run, keys = _rank_round(r, run, keys, src, dst, first, n, lane, NB, ASM)
+    for i in range(BPP):
+        blk = tl.program_id(0) * BPP + i
+        if blk < N_BLOCKS:
+            g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+            run = tl.load(STARTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB))
+            first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
+            src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
+            dst = TABLE + bh.to(tl.int64) * TOTAL + off
+            # the next round's keys are loaded one round ahead (padding: no priority)
+            key_next = tl.load(src + lane, mask=(lane < BLK) & (c0 + lane < P), other=NB - 1)
+            for r in range(0, tl.minimum(BLK, P - c0), 32):
+                c = r + lane
+                real = (c < BLK) & (c0 + c < P)
+                key = key_next.to(tl.int32)
+                key_next = tl.load(src + c + 32, mask=(c + 32 < BLK) & (c0 + c + 32 < P),
+                                   other=NB - 1)
+                tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c,
+                         mask=real)
+                run += tl.histogram(key, NB, mask=real)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
