@@ -8,9 +8,9 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
      against all segments (a real matrix product), with the segment's best score by atomic max.
   3. ordering="sort" (default): a stable counting sort of 7-bit priorities over blocks, each
-     block's keys placed by one warp, 32 a round (_sorted_table); ordering="tiers": _tier_table_kernel, a stable
-     counting sort by tier (two passes: histogram, then scatter). Both follow
-     reference.priority_of.
+     block's keys placed by one warp, 32 a round (_sorted_table); ordering="tiers":
+     _tier_table_kernel, a stable counting sort by tier (two passes: histogram, then scatter).
+     Both follow reference.priority_of.
   4. _s2o_attention_kernel: per (query tile, batch * query head), longest prefixes first: pass 1
      dense over the sink and [lo, tile end), masked on the causal diagonal only; pass 2 walks the
      index table, gathering K/V rows by index in steps of sub_tile keys (an inner for loop over
@@ -700,15 +700,13 @@ def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOC
                                NB: tl.constexpr, ASM: tl.constexpr, BPP: tl.constexpr):
     """Writes each key of a block (BPP blocks of a table row a program) at its sorted position
     in the segment, without sorting the block: its run's first position (_block_starts_kernel)
-    plus the number of the block's earlier keys of the same priority, 32 keys (one per lane) at
-    a time: those
-    before the 32 from a per-priority count carried over the rounds, those among them by
-    match.any; the next round's keys are loaded a round ahead. Stable, as the bitonic sort of
-    (priority, position) it replaces (session 14), with half its instructions (~93 a round of
-    32 keys, 16 rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K
-    (H200). Fewer still (one PTX block a round, no shared memory) gained nothing, and
-    coalesced stores would save 0.19 ms (a probe): the rounds' dependent chain is the likely
-    limit."""
+    plus the number of the block's earlier keys of the same priority, 32 keys (one per lane) a
+    round: those before the round from a per-priority count carried over the rounds, those in
+    it by match.any; the next round's keys are loaded a round ahead. Stable, as the bitonic
+    sort of (priority, position) it replaces (session 14), with half its instructions (~93 a
+    round, 16 rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K
+    (H200). Fewer instructions still, two blocks interleaved, and coalesced stores each gained
+    little or nothing (BENCHMARKS.md session 14)."""
     bh = tl.program_id(1)
     lane = tl.arange(0, 32)
     for i in range(BPP):
