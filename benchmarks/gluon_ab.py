@@ -18,7 +18,7 @@ from kernel_ab import bench, density, llama_inputs, rel_err  # benchmarks/kernel
 
 
 def parse_variant(spec):
-    """'gluon' / 'ov' / 'ws' / 'pp' / 'persist' / 'triton' [':' k=v,...] -> (name,
+    """'gluon' / 'ov' / 'ws' / 'pp' / 'triton' [':' k=v,...] -> (name,
     attention_gluon kwargs or None)."""
     kind, _, rest = spec.partition(":")
     kw = {k: int(v) for k, v in (f.split("=") for f in rest.split(",") if f)}
@@ -26,9 +26,6 @@ def parse_variant(spec):
         return spec, None
     kw = {"tpw_rows": kw.pop("tpw", 8), "producer_warps": kw.pop("pw", 4),
           "producer_regs": kw.pop("regs", 56), **kw}
-    if kind == "persist":  # the persistent pair kernel (session 13): the pair's options, and
-        kind, kw["persistent"] = "pp", True  # pq=1: the next pair's Q prefetched
-        kw["prefetch_q"] = bool(kw.pop("pq", 0))
     if kind in ("ws", "pp"):
         kw[kind] = True
         if kind == "pp":  # the op's pair kernel (gluon_pair.py): A/B of its launch options

@@ -28,9 +28,10 @@ call is not taken):
     (their code: benchmarks/gluon_walk.py at commit a2b9712; their protocol:
     benchmarks/pp_protocol_sim.py). Session 14 tried both again at 128-key steps: correct, no
     faster (BENCHMARKS.md session 14; their code: this file at commit 04e54ea).
-  _s2o_gluon_persistent_kernel (session 13; variant "persist"): the tile pair, persistent (one
-    CTA per SM over many pairs, the next pair's steps gathered while the current one ends):
-    correct, and 8-15% slower than the pair kernel (sessions 13-14; its docstring).
+  A persistent tile pair (sessions 13-14: one CTA per SM over many pairs, the next pair's steps
+    gathered while the current one ends): correct, and 8-15% slower than the pair kernel
+    (BENCHMARKS.md session 14; its code: this file at commit 950c888; its protocol:
+    benchmarks/pp_protocol_sim.py --items).
 
 Measured (H100, torch 2.11, triton 3.6; benchmarks/gluon_ab.py, benchmarks/results/session9):
 same visits as the Triton kernel on every check (12 shapes x 2 taus), output within bf16
@@ -54,9 +55,8 @@ from s2o_compile.kernels.gluon_pair import HAVE_GLUON
 if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair kernel
     from s2o_compile.kernels.gluon_pair import (  # noqa: F401
         cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
-        _claim_slot, _copy_kv, _exchange, _gather_index, _load_q, _mma, _online_softmax,
-        _pair_buffers, _pair_geometry, _pair_rows, _pair_step, _post_stop, _scores_async,
-        _softmax_state, _stop_step, _store_out, _table_rows, _walk_test)
+        _claim_slot, _copy_kv, _gather_index, _load_q, _mma, _online_softmax, _post_stop,
+        _scores_async, _softmax_state, _stop_step, _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
 BLOCK = 64  # query rows per tile and keys per step (wgmma M = 64 per warpgroup)
@@ -395,215 +395,6 @@ if HAVE_GLUON:
         cp.wait_group(0)  # copies issued ahead of a stop
         _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
-    @gluon.jit
-    def _prefetch_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
-                    H_Q: gl.constexpr):
-        """cp.async of a query tile's rows into q_smem (rows past N zero-filled), committed;
-        the consumer waits for it (cp.wait_group) before its next Q K^T."""
-        rows = m0 + rows_g
-        cp.async_copy_global_to_shared(
-            q_smem, Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-            + rows.to(gl.int64)[:, None] * stride_qn + cols_g[None, :], mask=(rows < N)[:, None])
-        cp.commit_group()
-
-    @gluon.jit
-    def _tag_of(tags, slot):
-        """The pair index tagged on buffer `slot` (persistent walk)."""
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-        return gl.max(tags.index(slot).load(one), axis=0)
-
-    @gluon.jit
-    def _persistent_producer(k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, OFFSETS, TABLE,
-                             K, V, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                             stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH, n_items,
-                             SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                             D: gl.constexpr, GROUP: gl.constexpr, NBUF: gl.constexpr,
-                             TPW_ROWS: gl.constexpr, PW: gl.constexpr):
-        """Producer warps over this CTA's pairs (pids, pids + grid, ...): j counts the steps
-        issued across pairs; a pair runs until its end (posted as a global step, counted only
-        above the pair's first step); up to NBUF - 1 steps issued past it stay in the stream,
-        their buffers tagged with their pair (benchmarks/pp_protocol_sim.py --items)."""
-        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
-        every: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
-        n_diag: gl.constexpr = 2 * BM // BN
-        n_pt = (N_MT + 1) // 2
-        j = 0
-        claims = 0
-        item = 0
-        w = gl.program_id(0)
-        while w < n_items:
-            bh = w // n_pt  # a head's pairs one after another, as the pair kernel's grid runs
-            mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
-                _pair_geometry(w % n_pt, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
-                               stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
-                               BM, BN, GROUP)
-            base = j
-            n_end = j + n_total
-            while j < n_end:
-                slot = j % NBUF
-                if j >= NBUF:
-                    mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                    posted = _stop_step(stop_smem, seen, claims, PW, True)  # the newest end
-                    claims += 1
-                    if posted > base:
-                        n_end = gl.minimum(n_end, posted)
-                if j < n_end:
-                    local = j - base
-                    idx = _table_rows(t_base, local - n_dense, P, rows_g, BN)
-                    rows = _pair_rows(local, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g,
-                                      BN)
-                    _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
-                             stride_vn, cols_g)
-                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-                    tags.index(slot).store(gl.full([1], 1, gl.int32, layout=every) * item)
-                    gl.thread_barrier()  # every warp's store, before the arrival that releases it
-                    mbarrier.arrive(ready.index(slot))  # the tag's arrival (count 32 PW + 1)
-                    j += 1
-            w += gl.num_programs(0)
-            item += 1
-        cp.commit_group()
-        cp.wait_group(0)  # copies issued past the last pair's end land before the CTA exits
-
-    @gluon.jit
-    def _persistent_consumer(X: gl.constexpr, Q, q_smem, k_bufs, v_bufs, ready, empty, tags, sync,
-                             decide, stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
-                             stride_qh, stride_qn, stride_kb, stride_kh, stride_vb, stride_vh,
-                             N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH, n_items, qk_scale,
-                             tau, SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                             D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
-                             CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
-                             TPW_ROWS: gl.constexpr, PREFETCH_Q: gl.constexpr):
-        """Consumer warpgroup X over this CTA's pairs: first the buffers tagged with an earlier
-        pair (released unread), then its tile's Q, then the pair's steps as gluon_pair's
-        _pair_consumer, with the slot, phase and exchange counts carried across pairs.
-        PREFETCH_Q: the next pair's Q rows are copied (cp.async) before this pair's epilogue
-        instead of loaded when the next pair starts."""
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
-        cols_q = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
-        n_diag: gl.constexpr = 2 * BM // BN
-        n_pt = (N_MT + 1) // 2
-        s = 0
-        n_ex = 0
-        item = 0
-        w = gl.program_id(0)
-        while w < n_items:
-            bh = w // n_pt  # a head's pairs one after another, as the pair kernel's grid runs
-            mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
-                _pair_geometry(w % n_pt, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
-                               stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
-                               BM, BN, GROUP)
-            mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
-            while _tag_of(tags, s % NBUF) != item:  # steps issued past the last pair's end
-                mbarrier.arrive(empty.index(s % NBUF))
-                s += 1
-                mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
-            base = s
-            mx = m0 + X * BM
-            if PREFETCH_Q:
-                if item > 0:  # copied by cp.async at the previous pair's end
-                    cp.wait_group(0)
-                    fence_async_shared()
-                else:
-                    _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q,
-                            cols_q, H_Q)
-            else:
-                _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
-                        H_Q)
-            gl.thread_barrier()  # the warpgroup's Q stores, before its wgmmas read them
-            offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
-            active = mx < N
-            n_end = base + n_total
-            n_me = n_end
-            while s < n_end:
-                slot = s % NBUF
-                t = s - base
-                mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-                need = active & ((t >= n_diag) | (m0 + (n_diag - 1 - t) * BN < mx + BM))
-                if need:
-                    m_i, l_i, o, gsum, flags, n_me = _pair_step(
-                        q_smem, k_bufs.index(slot), v_bufs.index(slot), t, s, m0, N, offs_m,
-                        row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
-                        BM, BN, D, REMAINING, CHUNK, STOP_EVERY)
-                wk = t - n_dense
-                if (wk >= 0) & ((wk + 1) % CHUNK == 0) & (s + 1 < n_end):
-                    stopped = (n_me <= s + 1) | (~active)
-                    other = _exchange(X, n_ex, stopped, decide, sync)
-                    n_ex += 1
-                    active = ~stopped
-                    if stopped & (other != 0):  # the pair's end (global), before the release
-                        n_end = s + 1
-                        _post_stop(stop_smem, n_end)
-                mbarrier.arrive(empty.index(slot))
-                s += 1
-            w += gl.num_programs(0)
-            if PREFETCH_Q:  # the next pair's Q rows, under this pair's epilogue
-                if w < n_items:
-                    _prefetch_q(Q, q_smem, w // n_pt, ((N_MT + 1) // 2 - 1 - w % n_pt) * 2 * BM
-                                + X * BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
-                                H_Q)
-            if mx < N:
-                _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end) - base, n_dense, bh,
-                           mt + X, mx, N, N_MT, BM, D, STOP_EVERY)
-            item += 1
-
-    @gluon.jit
-    def _s2o_gluon_persistent_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
-                                     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-                                     stride_kn, stride_vb, stride_vh, stride_vn,
-                                     N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL, BH,
-                                     SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-                                     D: gl.constexpr, GROUP: gl.constexpr,
-                                     REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                                     STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
-                                     TPW_ROWS: gl.constexpr, PW: gl.constexpr,
-                                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                                     SMEM: gl.constexpr, SMEM_KV: gl.constexpr,
-                                     PREFETCH_Q: gl.constexpr, num_warps: gl.constexpr):
-        """The pair kernel, persistent (session 13): a grid of at most one CTA per SM walks pairs
-        pid, pid + grid, ..., so the producer gathers the next pair's first steps while the
-        consumers finish the current one (with one CTA per SM, nothing else hides a CTA's start
-        and end). Its first version took the pairs with the heads fastest (the longest
-        prefixes of every head first): Triton's visits on 12 checks, no hang, but 28.9-29.2 ms
-        at 128K against the pair kernel's 21.8 (32K: 3.42-3.94 against 3.15; H100), likely
-        because CTAs at work together then gather from every kv head at once, where the pair
-        kernel's grid (pairs fastest) keeps them on one head's K/V in L2. Now a head's pairs
-        come one after another, as in that grid (session 14, H200, two alternating rounds):
-        Triton's visits on all 24 checks, no hang, and still slower: 128K 24.8-25.7 ms against
-        the pair kernel's 22.1-23.0, 32K 3.43-3.52 against 3.18-3.20; PREFETCH_Q (the next
-        pair's Q under the current epilogue) the same. A dead end as built; a likely cause, not
-        measured: its per-step tag store and producer barrier cost more than the CTA starts it
-        hides (benchmarks/results/session14)."""
-        qk_scale = qk_scale.to(gl.float32)
-        tau = tau.to(gl.float32)
-        n_items = (N_MT + 1) // 2 * BH
-        # `ready`: the producer threads' copies and the tag's arrival
-        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
-            Q, BM, BN, D, NBUF, PW, 32 * PW + 1, SMEM, SMEM_KV)
-        tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        _post_stop(stop_smem, 0)  # no pair's end: every pair's first step is >= 0
-        gl.thread_barrier()
-
-        gl.warp_specialize([
-            (_persistent_consumer, (0, Q, q_a, k_bufs, v_bufs, ready, empty, tags, sync, decide,
-                                    stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
-                                    stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
-                                    stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
-                                    n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
-                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS, PREFETCH_Q)),
-            (_persistent_consumer, (1, Q, q_b, k_bufs, v_bufs, ready, empty, tags, sync, decide,
-                                    stop_smem, O, VISITED, OFFSETS, TABLE, K, V, stride_qb,
-                                    stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
-                                    stride_vh, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, BH,
-                                    n_items, qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING,
-                                    CHUNK, STOP_EVERY, NBUF, TPW_ROWS, PREFETCH_Q)),
-            (_persistent_producer, (k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, OFFSETS,
-                                    TABLE, K, V, stride_kb, stride_kh, stride_kn, stride_vb,
-                                    stride_vh, stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK,
-                                    LOCAL, BH, n_items, SEG, BM, BN, D, GROUP, NBUF, TPW_ROWS,
-                                    PW)),
-        ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
-
 
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
                       pair_step: int | None = None) -> str | None:
@@ -635,16 +426,9 @@ def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 8,
                     ws: bool = False, producer_warps: int = 4, producer_regs: int = 56,
                     ov: bool = False, pp: bool = False, nbuf: int | None = None,
-                    consumer_regs: int = 224, step: int | None = None, persistent: bool = False,
-                    prefetch_q: bool = False):
+                    consumer_regs: int = 224, step: int | None = None):
     """A Gluon kernel (gluon_unsupported must be None): (out, visited) as
-    triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair);
-    with persistent, its persistent variant (attention_persistent)."""
-    if pp and persistent:
-        return attention_persistent(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
-                                    tpw_rows=tpw_rows, producer_warps=producer_warps,
-                                    producer_regs=producer_regs, consumer_regs=consumer_regs,
-                                    prefetch_q=prefetch_q)
+    triton_s2o.attention_with_table. pp: the op's pair kernel (gluon_pair.attention_pair)."""
     if pp:
         return GP.attention_pair(q, k, v, table, offsets, scale, cfg, step=step, nbuf=nbuf,
                                  tpw_rows=tpw_rows, producer_warps=producer_warps,
@@ -679,37 +463,4 @@ def attention_gluon(q, k, v, table, offsets, scale: float, cfg, tpw_rows: int = 
                 f"(TPW_ROWS {tpw_rows}, {producer_regs} producer registers); every such "
                 "configuration hung on the H100 (BENCHMARKS.md session 10), so it does not run")
     kernel[grid](*args, **meta)
-    return out, visited
-
-
-def attention_persistent(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
-                         nbuf: int | None = None, tpw_rows: int = GP.TPW_ROWS,
-                         producer_warps: int = GP.PRODUCER_WARPS, producer_regs: int = 56,
-                         consumer_regs: int = 224, ctas: int | None = None,
-                         prefetch_q: bool = False):
-    """The persistent pair kernel (the pair kernel's calls: gluon_pair.pair_unsupported must
-    be None): (out, visited) as gluon_pair.attention_pair. ctas: the grid (default: one CTA
-    per SM, at most one per pair); prefetch_q: the kernel's PREFETCH_Q."""
-    B, Hq, N, D = q.shape
-    step = step or GP.pair_step(cfg)
-    nbuf = nbuf or (3 if step == 128 else 4)
-    n_mt = triton.cdiv(N, BLOCK)
-    n_items = triton.cdiv(n_mt, 2) * B * Hq
-    ctas = min(ctas or torch.cuda.get_device_properties(q.device).multi_processor_count, n_items)
-    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
-    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
-    _s2o_gluon_persistent_kernel[(ctas, )](
-        q, k, v, out, table, offsets, visited,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
-        float(cfg.threshold), cfg.sink_tokens, cfg.local_window, B * Hq,
-        SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
-        REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, NBUF=nbuf, TPW_ROWS=tpw_rows, PW=producer_warps,
-        CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
-        SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
-        SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        PREFETCH_Q=prefetch_q, num_warps=4,
-        maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)
     return out, visited

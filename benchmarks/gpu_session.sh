@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, persist, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -72,16 +72,8 @@ for stage in "$@"; do
               --rounds 2 --out "$OUT/bench14.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench14.log" ;;
     # session 14: each kernel's time in one op call (the op's walk) at 128K and 32K
     timeline) timeout 200 python benchmarks/gpu_timeline.py 131072 32768 2>&1 | tee "$OUT/timeline.log" ;;
-    # session 13, last call: the persistent pair kernel (an experiment in gluon_walk.py) against
-    # Triton's visits on the checks, then timed against the op's pair kernel; each part under a
-    # timeout (a hang is reported as one). Session 14: a head's pairs in a row, and
-    # pq=1 (the next pair's Q prefetched)
-    persist) timeout 150 python benchmarks/gluon_ab.py --check-variants persist:tpw=4 \
-              persist:tpw=4,pq=1 --seq-lens --taus 0.8 --variants triton 2>&1 \
-              | tee "$OUT/persist_checks.log"
-            timeout 150 python benchmarks/gluon_ab.py --skip-checks --seq-lens 32768 131072 \
-              --taus 0.8 --variants pp:tpw=4 persist:tpw=4 persist:tpw=4,pq=1 2>&1 \
-              | tee "$OUT/persist_time.log" ;;
+    # persist (sessions 13-14): the persistent pair kernel, removed since (gluon_walk.py at
+    # commit 950c888 has it and this stage)
     # session 12/13: the Gluon pair walk (two query tiles per CTA, one gathering producer) after
     # its hang's fix, with 64- and 128-key steps: timings first (128K and 32K against the Triton
     # kernel, alternating twice), then Triton's visits on the checks, then a soak (each case in
