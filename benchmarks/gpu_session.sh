@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,13 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 15: block_m 128 in the pair kernel (one stop rule for its two tiles): the pair
+    # tests, then block_m 64 against 128 on the same inputs (benchmarks/joint_ab.py)
+    joint15) timeout 240 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+              | tail -6 | tee "$OUT/joint15_tests.log"
+            timeout 420 python benchmarks/joint_ab.py --seq-lens 131072 65536 32768 \
+              --taus 0.8 0.9 0.95 0.98 --rounds 3 --out "$OUT/joint15_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/joint15_ab.log" ;;
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
               tests/test_nan_inf.py tests/test_op.py tests/test_opcheck.py 2>&1 | tail -5 | tee "$OUT/tests.log" ;;
     # session 13: the pair kernel in the op (kernels/gluon_pair.py, kernels/walk.py): the GPU

@@ -134,18 +134,21 @@ def test_inputs_off_a_16_byte_boundary_run_the_triton_kernel(monkeypatch):
     assert torch.equal(out, ref) and torch.equal(visited, ref_visited)
 
 
-def test_traced_pair_op_has_the_triton_kernels_shapes():
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_traced_pair_op_has_the_triton_kernels_shapes(block_m):
     """s2o::pair_walk's fake result: the shapes, dtypes and (contiguous) strides of the Triton
-    kernel's (out, visited), so a traced graph plans the same buffers."""
+    kernel's (out, visited), so a traced graph plans the same buffers (visited: one count per
+    block_m rows)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     q, k, v = _qkv(B=2, Hq=4, Hkv=2, N=200, device=DEV)
-    cfg = SMALL.replace(threshold=0.3, block_m=64, block_n=64, segment_size=128, walk_chunk=64)
+    cfg = SMALL.replace(threshold=0.3, block_m=block_m, block_n=64, segment_size=128,
+                        walk_chunk=64)
     table, offsets = T.build_index_table(q, k, 0.125, cfg)
     real = T.attention_with_table(q, k, v, table, offsets, 0.125, cfg)
     with FakeTensorMode() as mode:
         args = [mode.from_tensor(x) for x in (q, k, v, table, offsets)]
         fake = torch.ops.s2o.pair_walk(*args, 0.125, cfg.threshold, cfg.segment_size,
-                                       cfg.block_n, cfg.sink_tokens, cfg.local_window,
+                                       cfg.block_m, cfg.block_n, cfg.sink_tokens, cfg.local_window,
                                        cfg.stop_rule, cfg.walk_chunk)
     for f, r in zip(fake, real):
         assert (f.shape, f.dtype, f.stride()) == (r.shape, r.dtype, r.stride())
@@ -175,6 +178,12 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 8, 2, 8192, 128, torch.bfloat16, False,  # 64-key steps
      dict(block_n=64, segment_size=1024, sink_tokens=128, local_window=0)),
     (1, 32, 8, 8192 + 64, 128, torch.bfloat16, False, dict(rank_per_head=False)),
+    # block_m 128: one stop rule for the pair's two tiles
+    (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(block_m=128)),
+    (1, 8, 2, 8192 + 64, 128, torch.bfloat16, True, dict(block_m=128)),  # a lone last tile
+    (1, 4, 4, 6000, 64, torch.float16, False, dict(block_m=128)),
+    (1, 8, 2, 8192, 128, torch.bfloat16, False,
+     dict(block_m=128, stop_rule="gain", walk_chunk=128)),
 ])
 @pytest.mark.parametrize("tau", [0.05, 0.5])
 def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transposed, fields, tau):
@@ -200,10 +209,11 @@ def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transpos
 @pytest.mark.gpu
 @needs_pair
 @pytest.mark.parametrize("tau", [0.02, 0.3])
-def test_pair_kernel_matches_the_reference_on_the_structured_workload(tau):
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_pair_kernel_matches_the_reference_on_the_structured_workload(tau, block_m):
     from s2o_compile.workload import structured_qkv
     q, k, v = structured_qkv(2, 8, 2, 4096 + 77, 128, device="cuda", seed=1)
-    cfg = LLAMA.replace(threshold=tau)
+    cfg = LLAMA.replace(threshold=tau, block_m=block_m)
     table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
     out, visited = W.attention(q, k, v, table, offsets, 128 ** -0.5, cfg)
     ref_out, ref_visited, _ = R.attention_with_table(q, k, v, table, 128 ** -0.5, cfg)

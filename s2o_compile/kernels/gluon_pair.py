@@ -8,10 +8,10 @@ ranked walk, so the K/V rows gathered through the index table are loaded once fo
   - PW producer warps gather stream step j's K/V rows (cp.async) into ring buffer j % NBUF once
     both consumers released it (mbarriers `ready`, `empty`);
   - two consumer warpgroups, one per query tile, each run wgmma + online softmax + its own stop
-    rule (so the density is that of 64-row tiles, not the 10-13% higher one of 128-row tiles);
-  - at each walk chunk's end the consumers exchange decisions (`sync`, `decide`): one that
-    stopped releases buffers unread until the other stops too, and the pair's end goes to the
-    producer (`stop_smem`, read the same by every producer warp: _stop_step).
+    rule (block_m 64) or one stop rule for the pair's 128 rows (block_m 128, JOINT);
+  - at each walk chunk's end the consumers exchange decisions (`sync`, `decide`): with block_m
+    64 one that stopped releases buffers unread until the other stops too; the pair's end goes
+    to the producer (`stop_smem`, read the same by every producer warp: _stop_step).
 A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: the pair's own
 2 x 64 rows (causal), the dense keys (the sink, then the local window) as a gathered list, then
 the walk; a partial last dense or walk step is masked.
@@ -110,10 +110,11 @@ if HAVE_GLUON:
     @gluon.jit
     def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
                    BN: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr):
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
         """The stop rule after walk step w (triton_s2o._stop_bound / _rule_held, with a bit per
         test and row instead of a [BM, TESTS] matrix): returns (gsum, flags, n_end), n_end = s + 1
-        where the rule held after some tile of the chunk that step w ends."""
+        where the rule held after some tile of the chunk that step w ends. JOINT: the chunk's
+        flags are left for the pair's joint decision (_pair_consumer)."""
         gsum = gsum * alpha + gain
         if (w + 1) % STOP_EVERY == 0:
             if REMAINING:
@@ -123,7 +124,7 @@ if HAVE_GLUON:
             on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
             flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
             gsum = gl.zeros_like(gsum)
-        if (w + 1) % CHUNK == 0:
+        if ((w + 1) % CHUNK == 0) & (not JOINT):
             # held after some tile of the chunk iff no row walked on after it
             if (~gl.reduce_or(flags, axis=0)) & ((1 << (CHUNK // STOP_EVERY)) - 1):
                 n_end = s + 1
@@ -131,17 +132,19 @@ if HAVE_GLUON:
         return gsum, flags, n_end
 
     @gluon.jit
-    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM: gl.constexpr,
-                   D: gl.constexpr, STOP_EVERY: gl.constexpr):
-        """The tile's output rows (contiguous [B, Hq, N, D]) and its walked tiles (block_n)."""
+    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, vis, m0, N, N_VIS, BM: gl.constexpr,
+                   D: gl.constexpr, STOP_EVERY: gl.constexpr, WRITE_VISITED: gl.constexpr):
+        """The tile's output rows (contiguous [B, Hq, N, D]) and, WRITE_VISITED, its walked
+        tiles (block_n) in VISITED's slot vis."""
         row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
         out = o / gl.convert_layout(l_i, row_o)[:, None]
         rows_o = m0 + gl.arange(0, BM, layout=row_o)
         cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
         gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
                  out.to(O.dtype.element_ty), mask=(rows_o < N)[:, None])
-        n_vis = gl.maximum(s - n_dense, 0)
-        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+        if WRITE_VISITED:
+            n_vis = gl.maximum(s - n_dense, 0)
+            gl.store(VISITED + bh * N_VIS + vis, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
 
     @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
@@ -264,14 +267,14 @@ if HAVE_GLUON:
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
 
     @gluon.jit
-    def _exchange(X: gl.constexpr, c, stopped, decide, sync):
-        """At walk chunk c's end: post whether tile X stopped, wait for the other tile's post,
-        return it (nonzero: stopped). decide is double-buffered by chunk parity: a tile posts
+    def _exchange(X: gl.constexpr, c, post, decide, sync):
+        """At walk chunk c's end: post tile X's decision (whether it stopped, or with JOINT its
+        chunk's walk-on bits), wait for the other tile's post, return it. decide is double-buffered by chunk parity: a tile posts
         chunk c + 2 only after the other's post of chunk c + 1, which it makes after reading
         chunk c's."""
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
-                                            * stopped.to(gl.int32))
+                                            * post.to(gl.int32))
         mbarrier.arrive(sync)
         mbarrier.wait(sync, c & 1)
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
@@ -280,7 +283,7 @@ if HAVE_GLUON:
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
                    o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr):
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
@@ -293,22 +296,26 @@ if HAVE_GLUON:
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
-                                           l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY)
+                                           l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY,
+                                           JOINT)
         o = warpgroup_mma_wait(0, deps=(o, ))
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                       stop_smem, O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
+                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr):
+                       NBUF: gl.constexpr, JOINT: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
-        steps, computing those it needs and releasing every buffer; its own stop rule. At each
-        walk chunk's end the two exchange decisions: a consumer that stopped keeps releasing
-        buffers unread until the other stops too; the pair's end goes to the producer before the
+        steps, computing those it needs and releasing every buffer. At each walk chunk's end the
+        two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
+        keeps releasing buffers unread until the other stops too. JOINT (block_m 128): one rule
+        for the pair's 128 rows, held after a test iff no row of either tile walks on after it,
+        so both tiles walk to the same end. The pair's end goes to the producer before the
         release of its last step."""
         n_diag: gl.constexpr = 2 * BM // BN
+        TESTS: gl.constexpr = CHUNK // STOP_EVERY
         mx = m0 + X * BM
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
@@ -325,21 +332,31 @@ if HAVE_GLUON:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY)
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
-                stopped = (n_me <= s + 1) | (~active)
-                other = _exchange(X, c, stopped, decide, sync)
-                active = ~stopped
-                if stopped & (other != 0):  # tell the producer, before the release below
-                    n_end = s + 1
-                    _post_stop(stop_smem, n_end)
+                if JOINT:
+                    mine = gl.reduce_or(flags, axis=0)  # the tests after which a row walks on
+                    flags = gl.zeros_like(flags)
+                    walks_on = mine | _exchange(X, c, mine, decide, sync)
+                    if (~walks_on) & ((1 << TESTS) - 1):  # tell the producer, as below
+                        n_end = s + 1
+                        n_me = n_end
+                        _post_stop(stop_smem, n_end)
+                else:
+                    stopped = (n_me <= s + 1) | (~active)
+                    other = _exchange(X, c, stopped, decide, sync)
+                    active = ~stopped
+                    if stopped & (other != 0):  # tell the producer, before the release below
+                        n_end = s + 1
+                        _post_stop(stop_smem, n_end)
             mbarrier.arrive(empty.index(slot))
             s += 1
-        if mx < N:
-            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh, mt + X, mx, N,
-                       N_MT, BM, D, STOP_EVERY)
+        if mx < N:  # JOINT: one visited count for the 128 rows, from the first tile
+            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh,
+                       mt // 2 if JOINT else mt + X, mx, N, N_VIS, BM, D, STOP_EVERY,
+                       (not JOINT) or X == 0)
 
     @gluon.jit
     def _pair_geometry(rank, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
@@ -397,16 +414,17 @@ if HAVE_GLUON:
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
-                         N, H_Q, T_DIV, N_MT, TOTAL, qk_scale, tau, SINK, LOCAL,
+                         N, H_Q, T_DIV, N_MT, N_VIS, TOTAL, qk_scale, tau, SINK, LOCAL,
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
-                         CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
+                         CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
-        warpgroups, each with its own online softmax and stop rule."""
+        warpgroups, each with its own online softmax and stop rule (JOINT: one rule for both,
+        block_m 128)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
@@ -427,11 +445,13 @@ if HAVE_GLUON:
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+                              O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_MT, P, n_dense, n_d, n_total,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF)),
+                              O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -468,8 +488,10 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
     if table is None or cfg.threshold <= 0:
         return "tau 0 walks in key order"
     step = step or pair_step(cfg)
-    if cfg.block_m != BLOCK or cfg.block_n % step or cfg.stop_rule == "mean" or cfg.pack_gqa:
-        return f"block_m 64, block_n a multiple of {step}, stop rule not 'mean', no pack_gqa"
+    if (cfg.block_m not in (BLOCK, 2 * BLOCK) or cfg.block_n % step or cfg.stop_rule == "mean"
+            or cfg.pack_gqa):
+        return (f"block_m 64 or 128, block_n a multiple of {step}, stop rule not 'mean', "
+                "no pack_gqa")
     if cfg.segment_size % (2 * BLOCK):
         return "segment_size not a multiple of 128 (the pair's two tiles share a segment)"
     if cfg.walk_chunk // cfg.block_n > 31:
@@ -486,23 +508,26 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
-    visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table. The keyword arguments
+    visited int32 [B, Hq, cdiv(N, block_m)]) as triton_s2o.attention_with_table. block_m 128:
+    the pair's two 64-row tiles are one 128-row tile (one stop rule). The keyword arguments
     other than cfg's are for A/B runs (benchmarks/gluon_ab.py)."""
     B, Hq, N, D = q.shape
     step = step or pair_step(cfg)
     nbuf = nbuf or (3 if step == 128 else 4)  # 2 Q + 2 x NBUF K/V tiles: 224 / 160 KiB at D 128
     n_mt = triton.cdiv(N, BLOCK)
+    n_vis = triton.cdiv(N, cfg.block_m)
     out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
-    visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
+    visited = torch.empty(B, Hq, n_vis, dtype=torch.int32, device=q.device)
     _s2o_pair_kernel[(triton.cdiv(n_mt, 2), B * Hq)](
         q, k, v, out, table, offsets, visited,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        N, Hq, Hq // table.shape[1], n_mt, table.shape[-1], scale * 1.4426950408889634,
+        N, Hq, Hq // table.shape[1], n_mt, n_vis, table.shape[-1], scale * 1.4426950408889634,
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, NBUF=nbuf, TPW_ROWS=tpw_rows, PW=producer_warps,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, NBUF=nbuf,
+        TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),

@@ -56,7 +56,7 @@ def _pair_or_triton(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
     start on a 16-byte boundary (the pair kernel copies rows in 16-byte pieces; a traced
     graph cannot see this before it runs)."""
     key = (q.dtype, q.shape[-1], q.shape[1] // k.shape[1], q.device, cfg.segment_size,
-           cfg.block_n, cfg.walk_chunk, cfg.stop_rule)
+           cfg.block_m, cfg.block_n, cfg.walk_chunk, cfg.stop_rule)
     aligned = all(x.data_ptr() % 16 == 0 for x in (q, k, v))
     if not aligned:
         _log_once(("triton", "q, k or v does not start on a 16-byte boundary"))
@@ -77,19 +77,20 @@ def _pair_or_triton(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
 
 @torch.library.custom_op("s2o::pair_walk", mutates_args=())
 def pair_walk(q: Tensor, k: Tensor, v: Tensor, table: Tensor, offsets: Tensor, scale: float,
-              threshold: float, segment_size: int, block_n: int, sink_tokens: int,
-              local_window: int, stop_rule: str, walk_chunk: int) -> tuple[Tensor, Tensor]:
+              threshold: float, segment_size: int, block_m: int, block_n: int,
+              sink_tokens: int, local_window: int, stop_rule: str,
+              walk_chunk: int) -> tuple[Tensor, Tensor]:
     """The pair kernel as an opaque op, for traced graphs: (out, visited)."""
-    cfg = S2OConfig(threshold=threshold, segment_size=segment_size, block_n=block_n,
-                    sink_tokens=sink_tokens, local_window=local_window, stop_rule=stop_rule,
-                    walk_chunk=walk_chunk)
+    cfg = S2OConfig(threshold=threshold, segment_size=segment_size, block_m=block_m,
+                    block_n=block_n, sink_tokens=sink_tokens, local_window=local_window,
+                    stop_rule=stop_rule, walk_chunk=walk_chunk)
     return _pair_or_triton(q, k, v, table, offsets, scale, cfg)
 
 
 @pair_walk.register_fake
-def _(q, k, v, table, offsets, scale, *cfg_fields):
+def _(q, k, v, table, offsets, scale, threshold, segment_size, block_m, *cfg_fields):
     B, Hq, N, D = q.shape
-    n_mt = -(-N // gluon_pair.BLOCK)
+    n_mt = -(-N // block_m)
     return q.new_empty(B, Hq, N, D), q.new_empty(B, Hq, n_mt, dtype=torch.int32)
 
 
@@ -100,8 +101,9 @@ def attention(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
         return triton_s2o.attention_with_table(q, k, v, table, offsets, scale, cfg)
     if triton_s2o.tracing():
         return torch.ops.s2o.pair_walk(q, k, v, table, offsets, scale, cfg.threshold,
-                                       cfg.segment_size, cfg.block_n, cfg.sink_tokens,
-                                       cfg.local_window, cfg.stop_rule, cfg.walk_chunk)
+                                       cfg.segment_size, cfg.block_m, cfg.block_n,
+                                       cfg.sink_tokens, cfg.local_window, cfg.stop_rule,
+                                       cfg.walk_chunk)
     return _pair_or_triton(q, k, v, table, offsets, scale, cfg)
 
 
