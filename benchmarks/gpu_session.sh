@@ -13,9 +13,9 @@ for stage in "$@"; do
   case $stage in
     # session 15: block_m 128 in the pair kernel (one stop rule for its two tiles): the pair
     # tests, then block_m 64 against 128 on the same inputs (benchmarks/joint_ab.py)
-    joint15) timeout 240 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+    joint15) timeout 180 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
               | tail -6 | tee "$OUT/joint15_tests.log"
-            timeout 420 python benchmarks/joint_ab.py --seq-lens 131072 65536 32768 \
+            timeout 390 python benchmarks/joint_ab.py --seq-lens 131072 65536 32768 \
               --taus 0.8 0.9 0.95 0.98 --rounds 3 --out "$OUT/joint15_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/joint15_ab.log" ;;
     tests)  python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py tests/test_gpu.py \
