@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,11 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 15: the pair kernel's Q loaded by its consumers (under the producer's first
+    # gathers) and the first tile's half-width diagonal step, checked and timed (pair_ab.py)
+    pair15) timeout 560 python benchmarks/pair_ab.py --seq-lens 131072 32768 65536 --rounds 5 \
+              --variants base q_by_consumer=1 half_diag=1 q_by_consumer=1,half_diag=1 \
+              --out "$OUT/pair15_ab.json" 2>&1 | grep -v Warning | tee "$OUT/pair15_ab.log" ;;
     # session 15: block_m 128 in the pair kernel (one stop rule for its two tiles): the pair
     # tests, then block_m 64 against 128 on the same inputs (benchmarks/joint_ab.py)
     joint15) timeout 180 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \

@@ -302,11 +302,37 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
+    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
+                            BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+        """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
+        pair's diagonal step precede some of its rows (the other half follows them all), so
+        Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
+        starts here. Returns (m, l, o) in the full step's layouts."""
+        row_h: gl.constexpr = gl.SliceLayout(1, _mma(BM))
+        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        fence_async_shared()
+        sc = warpgroup_mma(q_smem, k_buf.slice(0, BM).permute((1, 0)),
+                           gl.zeros([BM, BM], gl.float32, layout=_mma(BM)), use_acc=False,
+                           is_async=True)
+        sc = warpgroup_mma_wait(0, deps=(sc, ))
+        keys = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, _mma(BM)))
+        rows = gl.convert_layout(offs_m, row_h)
+        sc = gl.where((keys[None, :] <= rows[:, None]) & (keys < N)[None, :], sc, float("-inf"))
+        m_h = gl.max(sc, axis=1) * qk_scale
+        p = gl.exp2(sc * qk_scale - m_h[:, None])
+        l_h = gl.sum(p, axis=1)
+        o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf.slice(0, BM), o,
+                          use_acc=False, is_async=True)
+        o = warpgroup_mma_wait(0, deps=(o, ))
+        return gl.convert_layout(m_h, l_i.type.layout), gl.convert_layout(l_h, l_i.type.layout), o
+
+    @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                        stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr, JOINT: gl.constexpr):
+                       NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
+                       stride_qn, H_Q, Q_BY_CONSUMER: gl.constexpr, HALF_DIAG: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -316,7 +342,14 @@ if HAVE_GLUON:
         release of its last step."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
+        HALF: gl.constexpr = HALF_DIAG and X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
+        if Q_BY_CONSUMER:  # the tile's Q under the producer's first gathers
+            gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+            _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn,
+                    gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
+                    gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q)
+            gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
         s = 0
@@ -328,7 +361,10 @@ if HAVE_GLUON:
             # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
             # the first tile's step 0)
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            if need:
+            if HALF & (s == 0) & need:
+                m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, BN, D)
+            elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
@@ -418,6 +454,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
+                         Q_BY_CONSUMER: gl.constexpr, HALF_DIAG: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -439,19 +476,22 @@ if HAVE_GLUON:
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
             Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, n_total)
-        _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-        _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+        if not Q_BY_CONSUMER:
+            _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
+            _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q_BY_CONSUMER,
+                              HALF_DIAG)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q_BY_CONSUMER,
+                              HALF_DIAG)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -506,7 +546,8 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224):
+                   consumer_regs: int = 224, q_by_consumer: bool = False,
+                   half_diag: bool = False):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
     visited int32 [B, Hq, cdiv(N, block_m)]) as triton_s2o.attention_with_table. block_m 128:
     the pair's two 64-row tiles are one 128-row tile (one stop rule). The keyword arguments
@@ -526,7 +567,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, NBUF=nbuf,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK,
+        Q_BY_CONSUMER=q_by_consumer, HALF_DIAG=half_diag, NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
