@@ -13,8 +13,10 @@ ranked walk, so the K/V rows gathered through the index table are loaded once fo
     64 one that stopped releases buffers unread until the other stops too; the pair's end goes
     to the producer (`stop_smem`, read the same by every producer warp: _stop_step).
 A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: the pair's own
-2 x 64 rows (causal), the dense keys (the sink, then the local window) as a gathered list, then
-the walk; a partial last dense or walk step is masked.
+2 x 64 rows (causal; with 128-key steps the first tile computes only the step's first half,
+_half_diagonal_step), the dense keys (the sink, then the local window) as a gathered list, then
+the walk; a partial last dense or walk step is masked. Each consumer loads its own Q tile
+while the producer gathers the first steps.
 
 Measured (H100, torch 2.11, triton 3.6, Llama shapes, structured workload, tau 0.8, attention
 alone on the same table; BENCHMARKS.md session 13): 128K 21.5-21.8 ms against the Triton
@@ -332,7 +334,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, Q_BY_CONSUMER: gl.constexpr, HALF_DIAG: gl.constexpr):
+                       stride_qn, H_Q):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -342,14 +344,14 @@ if HAVE_GLUON:
         release of its last step."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
-        HALF: gl.constexpr = HALF_DIAG and X == 0 and n_diag == 1  # _half_diagonal_step
+        HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
-        if Q_BY_CONSUMER:  # the tile's Q under the producer's first gathers
-            gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-            _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn,
-                    gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
-                    gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q)
-            gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
+        # the tile's Q, loaded under the producer's first gathers
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn,
+                gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
+                gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q)
+        gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
         s = 0
@@ -454,7 +456,6 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         Q_BY_CONSUMER: gl.constexpr, HALF_DIAG: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -464,9 +465,6 @@ if HAVE_GLUON:
         block_m 128)."""
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [4, 1], [1, 0])
-        rows_q = gl.arange(0, BM, layout=gl.SliceLayout(1, gather))
-        cols_g = gl.arange(0, D, layout=gl.SliceLayout(0, gather))
         n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
         bh = gl.program_id(1)
         mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = _pair_geometry(
@@ -476,22 +474,17 @@ if HAVE_GLUON:
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
             Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, n_total)
-        if not Q_BY_CONSUMER:
-            _load_q(Q, q_a, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
-            _load_q(Q, q_b, bh, m0 + BM, N, stride_qb, stride_qh, stride_qn, rows_q, cols_g, H_Q)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q_BY_CONSUMER,
-                              HALF_DIAG)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q_BY_CONSUMER,
-                              HALF_DIAG)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -546,8 +539,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, q_by_consumer: bool = False,
-                   half_diag: bool = False):
+                   consumer_regs: int = 224):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
     visited int32 [B, Hq, cdiv(N, block_m)]) as triton_s2o.attention_with_table. block_m 128:
     the pair's two 64-row tiles are one 128-row tile (one stop rule). The keyword arguments
@@ -568,7 +560,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK,
-        Q_BY_CONSUMER=q_by_consumer, HALF_DIAG=half_diag, NBUF=nbuf,
+        NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
