@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,11 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 15: the pair kernel in FA3's order (overlap=1: a step's softmax under the previous
+    # step's P @ V), checked and timed against the op's kernel (pair_ab.py)
+    overlap15) timeout 500 python benchmarks/pair_ab.py --seq-lens 131072 32768 65536 --rounds 5 \
+              --variants base overlap=1 --out "$OUT/overlap15_ab.json" 2>&1 | grep -v Warning \
+              | tee "$OUT/overlap15_ab.log" ;;
     # session 15: the GPU tests after the pair kernel's half diagonal step and consumer-loaded
     # Q (both now unconditional), then block_m 64 against 128 through the op (joint_ab.py)
     final15) timeout 260 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
