@@ -12,7 +12,8 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     # session 15: the pair kernel in FA3's order (overlap=1: a step's softmax under the previous
-    # step's P @ V), checked and timed against the op's kernel (pair_ab.py)
+    # step's P @ V), checked and timed against the op's kernel (pair_ab.py): 5-9% slower, its
+    # code removed (gluon_pair.py at commit 8fb6ed0 has it)
     overlap15) timeout 500 python benchmarks/pair_ab.py --seq-lens 131072 32768 65536 --rounds 5 \
               --variants base overlap=1 --out "$OUT/overlap15_ab.json" 2>&1 | grep -v Warning \
               | tee "$OUT/overlap15_ab.log" ;;

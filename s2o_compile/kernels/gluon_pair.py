@@ -304,46 +304,6 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
-    def _overlap_step(q_smem, k_buf, v_prev, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i,
-                      l_i, o, p_prev, alpha_prev, gsum, flags, n_me, qk_scale, tau,
-                      BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                      REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                      JOINT: gl.constexpr):
-        """_pair_step in FA3's order (intra-warpgroup overlap): Q K^T of step t, then P @ V of
-        the consumer's previous computed step (p_prev against v_prev, o rescaled first by its
-        alpha), and this step's softmax while that P @ V runs. This step's P @ V is left for
-        the next step or _overlap_flush. Returns (m, l, o, p, alpha, gsum, flags, n_me)."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
-        sc = _scores_async(q_smem, k_buf, BM, BN)
-        o = o * gl.convert_layout(alpha_prev, gl.SliceLayout(1, _mma(D)))[:, None]
-        o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
-        sc = warpgroup_mma_wait(1, deps=(sc, ))  # Q K^T done; P @ V may still run
-        sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
-        p = gl.exp2(sc * qk_scale - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        gain = gl.sum(p, axis=1)
-        l_i = l_i * alpha + gain
-        if t >= n_dense:
-            gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
-                                           l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY,
-                                           JOINT)
-        p = gl.convert_layout(p.to(k_buf.dtype), p_op)
-        o, p_prev = warpgroup_mma_wait(0, deps=(o, p_prev))
-        return m_new, l_i, o, p, alpha, gsum, flags, n_me
-
-    @gluon.jit
-    def _overlap_flush(o, p_prev, alpha_prev, v_prev, empty_prev, D: gl.constexpr):
-        """The pending P @ V of a consumer's last computed step (_overlap_step), then the
-        release of its buffer."""
-        o = o * gl.convert_layout(alpha_prev, gl.SliceLayout(1, _mma(D)))[:, None]
-        o = warpgroup_mma(p_prev, v_prev, o, is_async=True)
-        o, p_prev = warpgroup_mma_wait(0, deps=(o, p_prev))
-        mbarrier.arrive(empty_prev)
-        return o
-
-    @gluon.jit
     def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
                             BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
@@ -374,7 +334,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, OVERLAP: gl.constexpr):
+                       stride_qn, H_Q):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -394,13 +354,6 @@ if HAVE_GLUON:
         gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
         active = mx < N  # a last tile past N only releases buffers
-        if OVERLAP:  # _overlap_step: the previous computed step's P, alpha and buffer
-            p_prev = gl.zeros([BM, BN], k_bufs.dtype,
-                              layout=gl.DotOperandLayout(operand_index=0, parent=_mma(D),
-                                                         k_width=2))
-            alpha_prev = gl.full([BM], 1.0, gl.float32, layout=gl.SliceLayout(1, _mma(BN)))
-            prev = 0
-            has_prev = False
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
@@ -414,25 +367,10 @@ if HAVE_GLUON:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, BN, D)
             elif need:
-                if OVERLAP:  # a first step: P = 0 against its own V (nothing to release)
-                    m_i, l_i, o, p_prev, alpha_prev, gsum, flags, n_me = _overlap_step(
-                        q_smem, k_bufs.index(slot), v_bufs.index(gl.where(has_prev, prev, slot)),
-                        s, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i, o, p_prev,
-                        alpha_prev, gsum, flags, n_me, qk_scale, tau, BM, BN, D, REMAINING,
-                        CHUNK, STOP_EVERY, JOINT)
-                    mbarrier.arrive(empty.index(prev), pred=has_prev)
-                    prev = slot
-                    has_prev = True
-                else:
-                    m_i, l_i, o, gsum, flags, n_me = _pair_step(
-                        q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m,
-                        row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
-                        BM, BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT)
-            elif OVERLAP:
-                if has_prev:  # the tile stopped: its last P @ V
-                    o = _overlap_flush(o, p_prev, alpha_prev, v_bufs.index(prev),
-                                       empty.index(prev), D)
-                    has_prev = False
+                m_i, l_i, o, gsum, flags, n_me = _pair_step(
+                    q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -451,15 +389,8 @@ if HAVE_GLUON:
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
                         _post_stop(stop_smem, n_end)
-            if OVERLAP:  # a step computed by _overlap_step is released after its P @ V
-                mbarrier.arrive(empty.index(slot), pred=~(need & ~(HALF & (s == 0))))
-            else:
-                mbarrier.arrive(empty.index(slot))
+            mbarrier.arrive(empty.index(slot))
             s += 1
-        if OVERLAP:
-            if has_prev:
-                o = _overlap_flush(o, p_prev, alpha_prev, v_bufs.index(prev), empty.index(prev),
-                                   D)
         if mx < N:  # JOINT: one visited count for the 128 rows, from the first tile
             _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh,
                        mt // 2 if JOINT else mt + X, mx, N, N_VIS, BM, D, STOP_EVERY,
@@ -525,7 +456,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         OVERLAP: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -549,11 +480,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, OVERLAP)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, OVERLAP)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -608,7 +539,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, overlap: bool = False):
+                   consumer_regs: int = 224):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
     visited int32 [B, Hq, cdiv(N, block_m)]) as triton_s2o.attention_with_table. block_m 128:
     the pair's two 64-row tiles are one 128-row tile (one stop rule). The keyword arguments
@@ -628,7 +559,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, OVERLAP=overlap,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
