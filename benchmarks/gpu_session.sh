@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,15 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 15: the keys and rank kernels with several blocks side by side a program (the rank
+    # kernel a warp each), and the pooling kernel's tiles, against the previous module
+    # (s2o_compile/kernels/_ab_prev.py, a copy of HEAD~ placed there, untracked)
+    sort15) timeout 200 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+              -k "sort or table" 2>&1 | tail -4 | tee "$OUT/sort15_tests.log"
+            timeout 380 python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 \
+              --prev _ab_prev --per-program 1,1 2,1 4,1 8,1 1,2 1,4 1,8 4,4 \
+              --pool-tiles 64,4 32,8 64,8 128,8 16,4 2>&1 | grep -v Warning \
+              | tee "$OUT/sort15_ab.log" ;;
     # session 15: the pair kernel in FA3's order (overlap=1: a step's softmax under the previous
     # step's P @ V), checked and timed against the op's kernel (pair_ab.py): 5-9% slower, its
     # code removed (gluon_pair.py at commit 8fb6ed0 has it)
