@@ -13,7 +13,8 @@ for stage in "$@"; do
   case $stage in
     # session 15: the keys and rank kernels with several blocks side by side a program (the rank
     # kernel a warp each), and the pooling kernel's tiles, against the previous module
-    # (s2o_compile/kernels/_ab_prev.py, a copy of HEAD~ placed there, untracked)
+    # (s2o_compile/kernels/_ab_prev.py, a copy of HEAD~ placed there, untracked): every
+    # variant slower (the side-by-side blocks' code is at commit c9f9a48, removed)
     sort15) timeout 200 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
               -k "sort or table" 2>&1 | tail -4 | tee "$OUT/sort15_tests.log"
             timeout 380 python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 \

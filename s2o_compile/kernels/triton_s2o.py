@@ -41,7 +41,9 @@ from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
 SCORE_TILES = (16, 128, 4)  # prefix-score kernel: segments per step, keys per program, warps
-POOL_TILES = (32, 4)  # query-pooling kernel: rows per step, warps
+# query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
+# were slower (H200, 128K, BENCHMARKS.md session 15)
+POOL_TILES = (32, 4)
 
 
 def padded_head_dim(d: int) -> int:
@@ -568,9 +570,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
-# blocks per program of the keys and rank kernels (~262K programs each at 128K with one), side
-# by side (the rank kernel: a warp each); powers of two. Session 14's serial loop over 4, 16 and
-# 64 blocks was slower (H200, BENCHMARKS.md session 14)
+# blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
+# and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
 RANK_BLOCKS_PER_PROGRAM = 1
 
@@ -612,12 +613,12 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
             STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, BPP=bpp, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
-    # a warp per block: _equal_before's match.any takes the 32 keys of a round one per lane;
-    # PTX, so CUDA only (the interpreter and other GPUs compare keys instead)
+    # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
+    # CUDA only (the interpreter and other GPUs compare keys instead)
     bpp = RANK_BLOCKS_PER_PROGRAM
     _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, bpp), B * R), keys, counts, table,
             offsets, block_offsets, block_segment, total, cfg.sink_tokens, n_blocks, SEG=S,
-            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=bpp, **meta)
+            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=1, **meta)
 
 
 @triton.jit
@@ -634,31 +635,26 @@ def _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK: tl.constexpr)
 def _block_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KEYS, COUNTS, TOTAL,
                        G, N_BLOCKS, BLK: tl.constexpr, NB: tl.constexpr, STEPS: tl.constexpr,
                        LAST: tl.constexpr, BPP: tl.constexpr):
-    """The priority (uint8) of each key of BPP blocks of a table row (side by side, one
-    [BPP, BLK] tile), and each block's histogram."""
+    """The priority (uint8) of each key of BPP blocks of a table row, and each block's
+    histogram."""
     bh = tl.program_id(1)
-    blks = tl.program_id(0) * BPP + tl.arange(0, BPP)
-    inb = blks < N_BLOCKS
-    g, off, P, c0 = _block_bounds(tl.where(inb, blks, 0), OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT,
-                                  BLK)
-    c = c0[:, None] + tl.arange(0, BLK)[None, :]
-    real = (c < P[:, None]) & inb[:, None]
-    at = bh.to(tl.int64) * TOTAL + off[:, None] + c
-    s = tl.load(SCORES + at, mask=real, other=0.0)
-    best = tl.load(SEGMAX + bh * G + g)[:, None]
-    # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's
-    # float division compiles to the approximate div.full.f32
-    gap = tl.floor((best - s) * STEPS)
-    gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
-    prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
-    prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
-    tl.store(KEYS + at, prio.to(tl.uint8), mask=real)
-    # one histogram of BPP * NB bins: block i's priorities shifted by i * NB
-    bins = prio + tl.arange(0, BPP)[:, None] * NB
-    hist = tl.histogram(tl.reshape(bins, [BPP * BLK]), BPP * NB,
-                        mask=tl.reshape(real, [BPP * BLK]))
-    tl.store(COUNTS + (bh.to(tl.int64) * N_BLOCKS + blks)[:, None] * NB
-             + tl.arange(0, NB)[None, :], tl.reshape(hist, [BPP, NB]), mask=inb[:, None])
+    for i in range(BPP):
+        blk = tl.program_id(0) * BPP + i
+        if blk < N_BLOCKS:
+            g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+            c = c0 + tl.arange(0, BLK)
+            real = c < P
+            s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + c, mask=real, other=0.0)
+            best = tl.load(SEGMAX + bh * G + g)
+            # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's
+            # float division compiles to the approximate div.full.f32
+            gap = tl.floor((best - s) * STEPS)
+            gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
+            prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
+            prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
+            tl.store(KEYS + bh.to(tl.int64) * TOTAL + off + c, prio.to(tl.uint8), mask=real)
+            tl.store(COUNTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB),
+                     tl.histogram(prio, NB, mask=real))
 
 
 @triton.jit
@@ -689,17 +685,16 @@ def _block_starts_kernel(COUNTS, BLOCK_OFFSETS, N_BLOCKS, NB: tl.constexpr, BB: 
 
 @triton.jit
 def _equal_before(key, ASM: tl.constexpr):
-    """For keys one per lane in lane order (key e in lane e % 32 of warp e // 32): how many
-    earlier lanes of its warp hold the same key. ASM: one match.any.sync (sm_70+) per lane;
-    else (the interpreter) a comparison of all keys."""
+    """For 32 keys, one per lane of a one-warp program in lane order: how many earlier lanes
+    hold the same key. ASM: one match.any.sync (sm_70+) per lane; else (the interpreter) a
+    32 x 32 comparison."""
     if ASM:
         return tl.inline_asm_elementwise(
             "{ .reg .b32 m, lt; match.any.sync.b32 m, $1, -1; mov.u32 lt, %lanemask_lt; "
             "and.b32 m, m, lt; popc.b32 $0, m; }",
             "=r,r", [key], dtype=tl.int32, is_pure=True, pack=1)
-    i = tl.arange(0, key.shape[0])
-    same = ((key[None, :] == key[:, None]) & (i[None, :] < i[:, None])
-            & (i[None, :] // 32 == i[:, None] // 32))
+    i = tl.arange(0, 32)
+    same = (key[None, :] == key[:, None]) & (i[None, :] < i[:, None])
     return tl.sum(same.to(tl.int32), axis=1)
 
 
@@ -707,44 +702,36 @@ def _equal_before(key, ASM: tl.constexpr):
 def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
                                SINK, N_BLOCKS, SEG: tl.constexpr, BLK: tl.constexpr,
                                NB: tl.constexpr, ASM: tl.constexpr, BPP: tl.constexpr):
-    """Writes each key of a block at its sorted position in the segment, without sorting the
-    block: its run's first position (_block_starts_kernel) plus the number of the block's
-    earlier keys of the same priority, 32 keys (one per lane) a round: those before the round
-    from a per-priority count carried over the rounds, those in it by match.any; the next
-    round's keys are loaded a round ahead. BPP blocks of a table row a program, a warp each
-    (num_warps = BPP): element e of a round's 1-D tiles is lane e % 32 of block e // 32, and
-    block i's counts are bins i * NB ... of one histogram (a 2-D tile would let Triton move
-    the keys out of lane order, which match.any needs). Stable, as the bitonic sort of
-    (priority, position) it replaces (session 14), with half its instructions (~93 a round, 16
-    rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K (H200). Fewer
-    instructions still, two blocks interleaved in one warp, and coalesced stores each gained
+    """Writes each key of a block (BPP blocks of a table row a program) at its sorted position
+    in the segment, without sorting the block: its run's first position (_block_starts_kernel)
+    plus the number of the block's earlier keys of the same priority, 32 keys (one per lane) a
+    round: those before the round from a per-priority count carried over the rounds, those in
+    it by match.any; the next round's keys are loaded a round ahead. Stable, as the bitonic
+    sort of (priority, position) it replaces (session 14), with half its instructions (~93 a
+    round, 16 rounds a block, against 2,984; Triton 3.6, sm_90) and 23% less time at 128K
+    (H200). Fewer instructions still, two blocks interleaved, and coalesced stores each gained
     little or nothing (BENCHMARKS.md session 14)."""
     bh = tl.program_id(1)
-    e = tl.arange(0, BPP * 32)
-    lane = e % 32
-    blk = tl.program_id(0) * BPP + e // 32
-    inb = blk < N_BLOCKS
-    g, off, P, c0 = _block_bounds(tl.where(inb, blk, 0), OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT,
-                                  BLK)
-    n = tl.where(inb, tl.minimum(BLK, P - c0), 0)  # the block's keys
-    bins = tl.arange(0, BPP * NB)
-    run_blk = tl.program_id(0) * BPP + bins // NB
-    run = tl.load(STARTS + (bh.to(tl.int64) * N_BLOCKS + run_blk) * NB + bins % NB,
-                  mask=run_blk < N_BLOCKS, other=0)
-    first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
-    src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
-    dst = TABLE + bh.to(tl.int64) * TOTAL + off
-    shift = (e // 32) * NB  # block e // 32's counts in run
-    # the next round's keys are loaded one round ahead (padding: no priority)
-    key_next = tl.load(src + lane, mask=lane < n, other=NB - 1)
-    for r in range(0, tl.max(n, axis=0), 32):
-        c = r + lane
-        real = c < n
-        key = key_next.to(tl.int32)
-        key_next = tl.load(src + c + 32, mask=c + 32 < n, other=NB - 1)
-        tl.store(dst + tl.gather(run, key + shift, 0) + _equal_before(key, ASM), first + c,
-                 mask=real)
-        run += tl.histogram(key + shift, BPP * NB, mask=real)
+    lane = tl.arange(0, 32)
+    for i in range(BPP):
+        blk = tl.program_id(0) * BPP + i
+        if blk < N_BLOCKS:
+            g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+            run = tl.load(STARTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB))
+            first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
+            src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
+            dst = TABLE + bh.to(tl.int64) * TOTAL + off
+            # the next round's keys are loaded one round ahead (padding: no priority)
+            key_next = tl.load(src + lane, mask=(lane < BLK) & (c0 + lane < P), other=NB - 1)
+            for r in range(0, tl.minimum(BLK, P - c0), 32):
+                c = r + lane
+                real = (c < BLK) & (c0 + c < P)
+                key = key_next.to(tl.int32)
+                key_next = tl.load(src + c + 32, mask=(c + 32 < BLK) & (c0 + c + 32 < P),
+                                   other=NB - 1)
+                tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c,
+                         mask=real)
+                run += tl.histogram(key, NB, mask=real)
 
 
 def sub_tile(cfg: S2OConfig) -> int:
