@@ -167,7 +167,7 @@ if HAVE_GLUON:
         stop_smem.store(gl.full(stop_smem.shape, n_end, gl.int32, layout=four))
 
     @gluon.jit
-    def _stop_step(stop_smem, seen, j, PW: gl.constexpr, NEWEST_MAX: gl.constexpr = False):
+    def _stop_step(stop_smem, seen, j, PW: gl.constexpr):
         """The walk's end as all PW producer warps see it at step j: each warp reads its copy
         and writes what it read to its slot of seen[j % 2]; after the partition's barrier every
         warp takes the minimum of the same slots. Read by each warp alone (sessions 9-12), a
@@ -179,16 +179,12 @@ if HAVE_GLUON:
         the barrier of step j + 1, which every warp reaches after its read at step j. A minimum
         over warps by gl.min alone is not enough: the compiler lets each warp load every copy.
         Only the copy stored by the consumer's arriving thread is sure to be visible after its
-        release; a stale copy here is the initial n_total, so the minimum is the newest end.
-        NEWEST_MAX: stale copies are smaller (the persistent walk's global steps), so the
-        maximum."""
+        release; a stale copy here is the initial n_total, so the minimum is the newest end."""
         per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
         slots = seen.index(j % 2)
         slots.store(stop_smem.load(per_warp))
         gl.thread_barrier()
-        if NEWEST_MAX:
-            return gl.max(slots.load(every), axis=0)
         return gl.min(slots.load(every), axis=0)
 
     @gluon.jit
