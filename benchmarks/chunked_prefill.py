@@ -7,7 +7,8 @@ queries are the last q_len positions, causal to the lower right. Dense baselines
 SDPA with torch.nn.attention.bias.causal_lower_right under the FLASH and EFFICIENT backends
 (cuDNN has no lower-right causal mask in SDPA), and, as the per-pair rate of the fastest
 kernel, cuDNN's whole causal prefill of kv_len tokens pro-rated to the chunk's causal pairs
-("cudnn_prorated"). Reports S2O's total, preprocessing and attention times, density, relative
+("cudnn_prorated"). Reports S2O's total (the op's path), preprocessing and walk times (the
+op's walk kernel named, the Triton walk's beside it), density, relative
 error against the dense output, speedup against the fastest lower-right kernel, and efficiency
 (op / (density x cudnn_prorated)). Medians of triton.testing.do_bench. JSON with --out.
 """
@@ -26,6 +27,7 @@ from torch.nn.attention.bias import causal_lower_right
 from s2o_compile import S2OConfig
 from s2o_compile.bench import _bench, dense_times
 from s2o_compile.kernels import triton_s2o as T
+from s2o_compile.kernels import walk as W
 from s2o_compile.kernels.layout import causal_pairs
 from s2o_compile.workload import structured_qkv
 
@@ -79,22 +81,27 @@ def main(argv=None):
             best = min(t for t in dts.values() if t is not None)
             for tau in args.taus:
                 cfg = S2OConfig(threshold=tau, min_seq_len=0)
-                out, density = T.s2o_attention(q, k, v, scale, cfg)
+                out, density = W.s2o_attention(q, k, v, scale, cfg)  # the op's path
                 err = ((out.float() - ref).norm() / ref.norm()).item()
                 table, offsets = T.walk_table(q, k, scale, cfg)
+                kernel = W.kernel_for(q, k, v, table, scale, cfg)[0]
                 t_pre = 0.0 if table is None else _bench(lambda: T.build_index_table(q, k, scale, cfg))
-                t_att = _bench(lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
-                t_all = _bench(lambda: T.s2o_attention(q, k, v, scale, cfg))
+                t_att = _bench(lambda: W.attention(q, k, v, table, offsets, scale, cfg))
+                t_tri = t_att if kernel == "triton" else _bench(
+                    lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg))
+                t_all = _bench(lambda: W.s2o_attention(q, k, v, scale, cfg))
                 d = density.mean().item()
                 row = dict(kv_len=N, q_len=L, tau=tau, density=d, rel_err=err, s2o_ms=t_all,
-                           preprocess_ms=t_pre, attention_ms=t_att, lower_right_ms=dts,
+                           preprocess_ms=t_pre, attention_ms=t_att, kernel=kernel,
+                           triton_attention_ms=t_tri, lower_right_ms=dts,
                            best_lower_right_ms=best, cudnn_whole_ms=whole,
                            cudnn_prorated_ms=prorated, speedup=best / t_all,
                            speedup_vs_prorated=prorated / t_all,
                            efficiency=t_all / (d * prorated))
                 rows.append(row)
                 print(f"N={N} L={L:6d} tau={tau:<4g} density={d:.4f} err={err:.4f} "
-                      f"s2o={t_all:8.3f}ms (pre {t_pre:6.3f} att {t_att:8.3f}) "
+                      f"s2o={t_all:8.3f}ms (pre {t_pre:6.3f} att {t_att:8.3f} {kernel}, triton "
+                      f"{t_tri:8.3f}) "
                       f"{' '.join(f'{k_}={v_:.3f}' for k_, v_ in dts.items() if v_)} "
                       f"cudnn_prorated={prorated:.3f} speedup={best / t_all:5.2f}x "
                       f"(vs prorated {prorated / t_all:5.2f}x) eff={row['efficiency']:.2f}",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,14 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 15: chunked prefill in the pair kernel: the GPU tests of the op's path, then the
+    # chunks of a 128K context through the op (the pair kernel) and the Triton walk
+    chunk15) timeout 330 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
+              tests/test_chunked_prefill.py tests/test_op.py tests/test_gpu.py tests/test_nan_inf.py \
+              2>&1 | tail -8 | tee "$OUT/chunk15_tests.log"
+            timeout 240 python benchmarks/chunked_prefill.py --kv-lens 131072 \
+              --q-lens 32768 8192 2048 512 --taus 0.8 --out "$OUT/chunk15.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/chunk15.log" ;;
     # session 15, last call: the op benchmark in three alternating rounds (medians), tau 0 too
     bench15) timeout 580 python -m s2o_compile bench --seq-lens 131072 65536 32768 \
               --taus 0.8 0.9 0 --rounds 3 --out "$OUT/bench15_rounds.json" 2>&1 \

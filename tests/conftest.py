@@ -54,8 +54,14 @@ def rel_err(a, b):
 
 
 def dense(q, k, v, scale=None):
+    """Causal SDPA in float32; q shorter than k: the last positions (lower-right causal)."""
+    L, N = q.shape[2], k.shape[2]
+    mask = None
+    if L != N:
+        mask = (torch.arange(N, device=q.device)[None, :]
+                <= torch.arange(N - L, N, device=q.device)[:, None])
     return torch.nn.functional.scaled_dot_product_attention(
-        q.float(), k.float(), v.float(), is_causal=True, scale=scale,
+        q.float(), k.float(), v.float(), attn_mask=mask, is_causal=mask is None, scale=scale,
         enable_gqa=q.shape[1] != k.shape[1])
 
 

@@ -49,7 +49,7 @@ def test_pair_kernel_declines_with_a_reason(monkeypatch):
 @pytest.mark.skipif(not GP.HAVE_GLUON, reason="this Triton has no Gluon")
 @pytest.mark.parametrize("change,expect", [
     (dict(dtype=torch.float32), "dtype"), (dict(D=96), "head dim"),
-    (dict(chunk=True), "chunked"), (dict(tau=0.0), "tau 0"),
+    (dict(tau=0.0), "tau 0"),
     (dict(cfg=dict(block_m=32)), "block_m 64"), (dict(cfg=dict(stop_rule="mean")), "block_m 64"),
     (dict(cfg=dict(segment_size=64)), "segment_size"),
     (dict(cfg=dict(walk_chunk=2048, block_n=64)), "31 stop tests"),
@@ -60,14 +60,14 @@ def test_pair_kernel_declines_each_unsupported_call(monkeypatch, change, expect)
     monkeypatch.setattr(triton, "__version__", "3.6.0")
     monkeypatch.setattr(GP, "_hopper", lambda t: True)
     q, k, v = _qkv(dtype=change.get("dtype", torch.bfloat16), D=change.get("D", 128))
-    if change.get("chunk"):
-        q = q[:, :, -64:]
     if change.get("head_stride"):  # heads 4 elements apart: rows 16-byte aligned only in head 0
         k = torch.empty(k.numel() + 16, dtype=k.dtype).as_strided(
             k.shape, (k.stride(0), change["head_stride"], 128, 1))
     cfg = LLAMA.replace(threshold=change.get("tau", 0.5), **change.get("cfg", {}))
     assert expect in _why(q, k, v, cfg, table=change.get("tau", 0.5) > 0)
-    assert _why(*_qkv(dtype=torch.bfloat16, D=128), LLAMA) is None  # and the plain call passes
+    q, k, v = _qkv(dtype=torch.bfloat16, D=128)
+    assert _why(q, k, v, LLAMA) is None  # and the plain call passes, a chunk of it too
+    assert _why(q[:, :, -70:], k, v, LLAMA) is None
 
 
 def test_walk_runs_the_triton_kernel_where_the_pair_kernel_declines(monkeypatch, caplog):
@@ -135,12 +135,14 @@ def test_inputs_off_a_16_byte_boundary_run_the_triton_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("block_m", [64, 128])
-def test_traced_pair_op_has_the_triton_kernels_shapes(block_m):
+@pytest.mark.parametrize("q_len", [200, 70])
+def test_traced_pair_op_has_the_triton_kernels_shapes(block_m, q_len):
     """s2o::pair_walk's fake result: the shapes, dtypes and (contiguous) strides of the Triton
     kernel's (out, visited), so a traced graph plans the same buffers (visited: one count per
-    block_m rows)."""
+    block_m rows from the first query's tile; q_len < 200: a chunked prefill)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     q, k, v = _qkv(B=2, Hq=4, Hkv=2, N=200, device=DEV)
+    q = q[:, :, 200 - q_len:]
     cfg = SMALL.replace(threshold=0.3, block_m=block_m, block_n=64, segment_size=128,
                         walk_chunk=64)
     table, offsets = T.build_index_table(q, k, 0.125, cfg)
@@ -184,6 +186,14 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 4, 4, 6000, 64, torch.float16, False, dict(block_m=128)),
     (1, 8, 2, 8192, 128, torch.bfloat16, False,
      dict(block_m=128, stop_rule="gain", walk_chunk=128)),
+    # chunked prefill: q is the last q_len positions (the first query inside a pair's first
+    # tile, inside its second, on a segment boundary), block_m 64 and 128
+    (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(q_len=3000)),
+    (1, 8, 2, 8192, 128, torch.bfloat16, True, dict(q_len=8192 - 4096 - 90)),
+    (1, 4, 4, 6000, 64, torch.float16, False, dict(q_len=6000 - 2048)),
+    (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(q_len=3000, block_m=128)),
+    (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=8192 - 4096 - 90, block_m=128)),
+    (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=513, block_m=128)),
 ])
 @pytest.mark.parametrize("tau", [0.05, 0.5])
 def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transposed, fields, tau):
@@ -193,6 +203,8 @@ def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transpos
     q = q.transpose(1, 2) if transposed else q
     k = torch.randn(B, Hkv, N, D, generator=g, device="cuda", dtype=dtype) * 1.5
     v = torch.randn(B, Hkv, N, D, generator=g, device="cuda", dtype=dtype)
+    fields = dict(fields)
+    q = q[:, :, N - fields.pop("q_len", N):]
     cfg = LLAMA.replace(threshold=tau, **fields)
     scale = D ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)

@@ -67,22 +67,31 @@ if HAVE_GLUON:
         return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
 
     @gluon.jit
-    def _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
-                H_Q: gl.constexpr):
-        """The query tile into shared memory, fenced for wgmma (async proxy) reads."""
+    def _load_q(Q, q_smem, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                H_Q: gl.constexpr, CHUNKED: gl.constexpr):
+        """The query tile (positions m0 ...) into shared memory, fenced for wgmma (async proxy)
+        reads. CHUNKED: row p of Q is position Q0 + p; positions before Q0 read as 0."""
+        pos = m0 + rows_g
+        ok = pos < N
+        if CHUNKED:
+            ok = ok & (pos >= Q0)
+            pos = pos - Q0
         q = gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-                    + (m0 + rows_g).to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                    mask=((m0 + rows_g) < N)[:, None], other=0.0)
+                    + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                    mask=ok[:, None], other=0.0)
         q_smem.store(q)
         fence_async_shared()
 
     @gluon.jit
-    def _softmax_state(m0, N, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+    def _softmax_state(m0, N, Q0, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       CHUNKED: gl.constexpr):
         """A query tile's rows and its initial online-softmax and stop-rule state:
-        (offs_m, row_ok, m, l, o, gain sum, flags)."""
+        (offs_m, row_ok, m, l, o, gain sum, flags); row_ok: positions in [Q0, N)."""
         row_s: gl.constexpr = gl.SliceLayout(1, _mma(BN))
         offs_m = m0 + gl.arange(0, BM, layout=row_s)
         row_ok = offs_m < N
+        if CHUNKED:
+            row_ok = row_ok & (offs_m >= Q0)
         m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
         l_i = gl.zeros([BM], gl.float32, layout=row_s)
         o = gl.zeros([BM, D], gl.float32, layout=_mma(D))
@@ -134,19 +143,19 @@ if HAVE_GLUON:
         return gsum, flags, n_end
 
     @gluon.jit
-    def _store_out(O, VISITED, o, l_i, s, n_dense, bh, vis, m0, N, N_VIS, BM: gl.constexpr,
-                   D: gl.constexpr, STOP_EVERY: gl.constexpr, WRITE_VISITED: gl.constexpr):
-        """The tile's output rows (contiguous [B, Hq, N, D]) and, WRITE_VISITED, its walked
-        tiles (block_n) in VISITED's slot vis."""
+    def _store_out(O, o, l_i, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
+                   CHUNKED: gl.constexpr):
+        """The tile's output rows: contiguous [B, Hq, N - Q0, D], position p at row p - Q0."""
         row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
         out = o / gl.convert_layout(l_i, row_o)[:, None]
         rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        ok = rows_o < N
+        if CHUNKED:
+            ok = ok & (rows_o >= Q0)
+            rows_o = rows_o - Q0
         cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
-        gl.store(O + (bh.to(gl.int64) * N + rows_o.to(gl.int64))[:, None] * D + cols_o[None, :],
-                 out.to(O.dtype.element_ty), mask=(rows_o < N)[:, None])
-        if WRITE_VISITED:
-            n_vis = gl.maximum(s - n_dense, 0)
-            gl.store(VISITED + bh * N_VIS + vis, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+        gl.store(O + (bh.to(gl.int64) * (N - Q0) + rows_o.to(gl.int64))[:, None] * D
+                 + cols_o[None, :], out.to(O.dtype.element_ty), mask=ok[:, None])
 
     @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
@@ -330,7 +339,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q):
+                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -344,12 +353,17 @@ if HAVE_GLUON:
         mx = m0 + X * BM
         # the tile's Q, loaded under the producer's first gathers
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        _load_q(Q, q_smem, bh, mx, N, stride_qb, stride_qh, stride_qn,
+        _load_q(Q, q_smem, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
                 gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
-                gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q)
+                gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
         gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, BM, BN, D)
-        active = mx < N  # a last tile past N only releases buffers
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
+        # a tile with no rows in [Q0, N) (a last one past N, or a chunk's first one before Q0)
+        # only releases buffers
+        active = mx < N
+        if CHUNKED:
+            active = active & (mx + BM > Q0)
+        has_rows = active
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
@@ -387,10 +401,17 @@ if HAVE_GLUON:
                         _post_stop(stop_smem, n_end)
             mbarrier.arrive(empty.index(slot))
             s += 1
-        if mx < N:  # JOINT: one visited count for the 128 rows, from the first tile
-            _store_out(O, VISITED, o, l_i, gl.minimum(n_me, n_end), n_dense, bh,
-                       mt // 2 if JOINT else mt + X, mx, N, N_VIS, BM, D, STOP_EVERY,
-                       (not JOINT) or X == 0)
+        if has_rows:
+            _store_out(O, o, l_i, bh, mx, N, Q0, BM, D, CHUNKED)
+        # walked tiles (block_n), counted from the query tile holding Q0; JOINT: one count for
+        # the pair's 128 rows (both tiles reach the same end), stored by the first tile
+        n_vis = gl.maximum(gl.minimum(n_me, n_end) - n_dense, 0)
+        n_vis = (n_vis + STOP_EVERY - 1) // STOP_EVERY
+        if JOINT:
+            if X == 0:
+                gl.store(VISITED + bh * N_VIS + mt // 2 - Q0 // (2 * BM), n_vis)
+        elif has_rows:
+            gl.store(VISITED + bh * N_VIS + mt + X - Q0 // BM, n_vis)
 
     @gluon.jit
     def _pair_geometry(rank, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
@@ -448,10 +469,11 @@ if HAVE_GLUON:
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
-                         N, H_Q, T_DIV, N_MT, N_VIS, TOTAL, qk_scale, tau, SINK, LOCAL,
+                         N, Q0, H_Q, T_DIV, N_MT, N_VIS, TOTAL, qk_scale, tau, SINK, LOCAL,
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
+                         CHUNKED: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -476,11 +498,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -501,7 +523,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
                      step: int | None = None) -> str | None:
     """Why the pair kernel does not take this call (None: it does). whole: the tiles are whole
     (triton_s2o.whole_tiles). The Triton kernel takes the rest: other cards, Triton releases,
-    dtypes, head dims, tile shapes and stop rules, packed GQA heads, tau 0, chunked prefill."""
+    dtypes, head dims, tile shapes and stop rules, packed GQA heads, tau 0."""
     if os.environ.get(PAIR_SWITCH, "1") == "0":
         return f"{PAIR_SWITCH}=0"
     if not HAVE_GLUON or not triton.__version__.startswith(PAIR_TRITON_VERSIONS):
@@ -512,8 +534,6 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
         return f"dtype {q.dtype}"
     if q.shape[-1] not in (64, 128):
         return f"head dim {q.shape[-1]}"
-    if q.shape[2] != k.shape[2]:
-        return "chunked prefill (fewer queries than keys)"
     if table is None or cfg.threshold <= 0:
         return "tau 0 walks in key order"
     step = step or pair_step(cfg)
@@ -536,26 +556,32 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224):
-    """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, N, D],
-    visited int32 [B, Hq, cdiv(N, block_m)]) as triton_s2o.attention_with_table. block_m 128:
-    the pair's two 64-row tiles are one 128-row tile (one stop rule). The keyword arguments
-    other than cfg's are for A/B runs (benchmarks/gluon_ab.py)."""
-    B, Hq, N, D = q.shape
+    """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
+    visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
+    shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
+    tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
+    128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
+    (benchmarks/pair_ab.py)."""
+    B, Hq, L, D = q.shape
+    N = k.shape[2]
+    q0 = N - L  # the first query's position
     step = step or pair_step(cfg)
     nbuf = nbuf or (3 if step == 128 else 4)  # 2 Q + 2 x NBUF K/V tiles: 224 / 160 KiB at D 128
     n_mt = triton.cdiv(N, BLOCK)
-    n_vis = triton.cdiv(N, cfg.block_m)
-    out = torch.empty(B, Hq, N, D, dtype=q.dtype, device=q.device)
+    n_vis = triton.cdiv(N, cfg.block_m) - q0 // cfg.block_m
+    out = torch.empty(B, Hq, L, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_vis, dtype=torch.int32, device=q.device)
-    _s2o_pair_kernel[(triton.cdiv(n_mt, 2), B * Hq)](
+    # the pairs from the one holding the first query (128-row aligned), longest first
+    _s2o_pair_kernel[(triton.cdiv(N, 2 * BLOCK) - q0 // (2 * BLOCK), B * Hq)](
         q, k, v, out, table, offsets, visited,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        N, Hq, Hq // table.shape[1], n_mt, n_vis, table.shape[-1], scale * 1.4426950408889634,
+        N, q0, Hq, Hq // table.shape[1], n_mt, n_vis, table.shape[-1],
+        scale * 1.4426950408889634,
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,

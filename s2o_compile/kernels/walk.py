@@ -56,7 +56,7 @@ def _pair_or_triton(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
     start on a 16-byte boundary (the pair kernel copies rows in 16-byte pieces; a traced
     graph cannot see this before it runs)."""
     key = (q.dtype, q.shape[-1], q.shape[1] // k.shape[1], q.device, cfg.segment_size,
-           cfg.block_m, cfg.block_n, cfg.walk_chunk, cfg.stop_rule)
+           cfg.block_m, cfg.block_n, cfg.walk_chunk, cfg.stop_rule, q.shape[2] < k.shape[2])
     aligned = all(x.data_ptr() % 16 == 0 for x in (q, k, v))
     if not aligned:
         _log_once(("triton", "q, k or v does not start on a 16-byte boundary"))
@@ -89,9 +89,10 @@ def pair_walk(q: Tensor, k: Tensor, v: Tensor, table: Tensor, offsets: Tensor, s
 
 @pair_walk.register_fake
 def _(q, k, v, table, offsets, scale, threshold, segment_size, block_m, *cfg_fields):
-    B, Hq, N, D = q.shape
-    n_mt = -(-N // block_m)
-    return q.new_empty(B, Hq, N, D), q.new_empty(B, Hq, n_mt, dtype=torch.int32)
+    B, Hq, L, D = q.shape
+    N = k.shape[2]
+    n_mt = -(-N // block_m) - (N - L) // block_m
+    return q.new_empty(B, Hq, L, D), q.new_empty(B, Hq, n_mt, dtype=torch.int32)
 
 
 def attention(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
