@@ -1,5 +1,5 @@
 """Which kernel walks the index table: the Gluon tile-pair kernel (gluon_pair.py) where it takes
-the call (Hopper, Triton 3.6, fp16/bf16, head dim 64/128, a whole prefill ...), the Triton
+the call (Hopper, Triton 3.6, fp16/bf16, head dim 64/128, block_m 64/128 ...), the Triton
 kernel (triton_s2o.attention_with_table) otherwise. Both give the same visits and outputs
 within rounding.
 
