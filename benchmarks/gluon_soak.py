@@ -33,13 +33,13 @@ def child(args):
     if args.case.startswith("llama"):
         N = int(args.case[5:])
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
-        cfg = S2OConfig(min_seq_len=0, threshold=0.8)
+        cfg = S2OConfig(min_seq_len=0, threshold=0.8, block_m=args.block_m)
     else:
         B, Hq, Hkv, N, D, tau = RANDOM_CASES[int(args.case[6:])]
         g = torch.Generator(device="cuda").manual_seed(N + Hq)
         q, k, v = (torch.randn(B, h, N, D, generator=g, device="cuda", dtype=torch.bfloat16)
                    for h in (Hq, Hkv, Hkv))
-        cfg = S2OConfig(min_seq_len=0, threshold=tau)
+        cfg = S2OConfig(min_seq_len=0, threshold=tau, block_m=args.block_m)
     scale = q.shape[-1] ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
     why = GL.gluon_unsupported(q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale),
@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--seq-lens", type=int, nargs="*", default=[32768, 131072])
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=150)
+    ap.add_argument("--block-m", type=int, default=64, help="128: the pair kernel's joint stop")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -76,7 +77,7 @@ def main():
     for variant in args.variants:
         for case in cases:
             cmd = [sys.executable, __file__, "--child", "--variant", variant, "--case", case,
-                   "--reps", str(args.reps)]
+                   "--reps", str(args.reps), "--block-m", str(args.block_m)]
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                 last = (done.stdout.strip().splitlines() or [f"rc {done.returncode}: "
