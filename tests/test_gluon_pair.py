@@ -187,11 +187,13 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 8, 2, 8192, 128, torch.bfloat16, False,
      dict(block_m=128, stop_rule="gain", walk_chunk=128)),
     # chunked prefill: q is the last q_len positions (the first query inside a pair's first
-    # tile, inside its second, on a segment boundary), block_m 64 and 128
-    (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(q_len=3000)),
-    (1, 8, 2, 8192, 128, torch.bfloat16, True, dict(q_len=8192 - 4096 - 90)),
-    (1, 4, 4, 6000, 64, torch.float16, False, dict(q_len=6000 - 2048)),
+    # tile: position % 128 < 64; inside its second; on a segment boundary), block_m 64 and 128
+    (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(q_len=3000)),  # 5229: second tile
+    (1, 8, 2, 8192, 128, torch.bfloat16, True, dict(q_len=8192 - 4096 - 30)),  # first tile
+    (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=8192 - 4096 - 90)),  # second tile
+    (1, 4, 4, 6000, 64, torch.float16, False, dict(q_len=6000 - 2048)),  # segment boundary
     (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(q_len=3000, block_m=128)),
+    (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=8192 - 4096 - 30, block_m=128)),
     (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=8192 - 4096 - 90, block_m=128)),
     (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=513, block_m=128)),
 ])
