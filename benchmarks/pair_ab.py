@@ -23,6 +23,7 @@ from s2o_compile.bench import _bench, _median
 from s2o_compile.kernels import gluon_pair as GP
 from s2o_compile.kernels import triton_s2o as T
 from s2o_compile.workload import structured_qkv
+from kernel_ab import rel_err  # benchmarks/kernel_ab.py
 
 
 def parse(spec: str) -> dict:
@@ -30,10 +31,6 @@ def parse(spec: str) -> dict:
     if spec == "base":
         return {}
     return {k: int(v) for k, v in (f.split("=") for f in spec.split(","))}
-
-
-def rel_err(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 def check(variants, block_ms) -> bool:

@@ -35,6 +35,8 @@ import os
 import torch
 import triton
 
+from .layout import query_tiles
+
 try:  # Gluon ships with Triton >= 3.5
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -277,9 +279,9 @@ if HAVE_GLUON:
     @gluon.jit
     def _exchange(X: gl.constexpr, c, post, decide, sync):
         """At walk chunk c's end: post tile X's decision (whether it stopped, or with JOINT its
-        chunk's walk-on bits), wait for the other tile's post, return it. decide is double-buffered by chunk parity: a tile posts
-        chunk c + 2 only after the other's post of chunk c + 1, which it makes after reading
-        chunk c's."""
+        chunk's walk-on bits), wait for the other tile's post, return it. decide is
+        double-buffered by chunk parity: a tile posts chunk c + 2 only after the other's post of
+        chunk c + 1, which it makes after reading chunk c's."""
         one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
         decide.index((c % 2) * 2 + X).store(gl.full([1], 1, gl.int32, layout=one)
                                             * post.to(gl.int32))
@@ -311,7 +313,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
-                            BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
+                            BM: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
         pair's diagonal step precede some of its rows (the other half follows them all), so
         Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
@@ -376,7 +378,7 @@ if HAVE_GLUON:
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                  m0, N, offs_m, l_i, o, qk_scale, BM, BN, D)
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
@@ -569,11 +571,11 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     step = step or pair_step(cfg)
     nbuf = nbuf or (3 if step == 128 else 4)  # 2 Q + 2 x NBUF K/V tiles: 224 / 160 KiB at D 128
     n_mt = triton.cdiv(N, BLOCK)
-    n_vis = triton.cdiv(N, cfg.block_m) - q0 // cfg.block_m
+    n_vis = query_tiles(L, N, cfg.block_m)
     out = torch.empty(B, Hq, L, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_vis, dtype=torch.int32, device=q.device)
     # the pairs from the one holding the first query (128-row aligned), longest first
-    _s2o_pair_kernel[(triton.cdiv(N, 2 * BLOCK) - q0 // (2 * BLOCK), B * Hq)](
+    _s2o_pair_kernel[(query_tiles(L, N, 2 * BLOCK), B * Hq)](
         q, k, v, out, table, offsets, visited,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),

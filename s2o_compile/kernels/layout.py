@@ -102,6 +102,13 @@ def causal_pairs(q_len: int, kv_len: int) -> int:
     return q_len * q0 + q_len * (q_len + 1) // 2
 
 
+def query_tiles(q_len: int, kv_len: int, rows: int) -> int:
+    """Query tiles of `rows` positions (aligned to multiples of rows) that hold the last q_len
+    of kv_len positions: the length of `visited`'s last dimension, counted from the tile that
+    holds the first query."""
+    return -(-kv_len // rows) - (kv_len - q_len) // rows
+
+
 def heads_per_tile(group: int, block_m: int, pack_gqa: bool) -> int:
     """Query heads of one GQA group that share a query tile (and its walk through the kv head's
     table): the largest power of two dividing the group that leaves at least 16 positions in a

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..config import S2OConfig
-from .layout import heads_per_tile, segments, table_offsets
+from .layout import heads_per_tile, query_tiles, segments, table_offsets
 
 
 def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -128,7 +128,7 @@ def attention_with_table(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inde
     hpt = heads_per_tile(group, cfg.block_m, cfg.pack_gqa)
     BM, BN, tau = cfg.block_m // hpt, cfg.block_n, float(cfg.threshold)
     out = torch.empty(B, Hq, L_all, D, dtype=q.dtype, device=q.device)
-    visited = torch.zeros(B, Hq, math.ceil(N / BM) - q0 // BM, dtype=torch.int64,
+    visited = torch.zeros(B, Hq, query_tiles(L_all, N, BM), dtype=torch.int64,
                           device=q.device)
     pairs = torch.zeros(B, Hq, dtype=torch.int64, device=q.device)
     offsets = table_offsets(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window,

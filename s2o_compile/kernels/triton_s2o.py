@@ -33,8 +33,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from ..config import S2OConfig
-from .layout import (causal_pairs, heads_per_tile, num_segments, segments, table_heads,
-                     table_offsets, table_size)
+from .layout import (causal_pairs, heads_per_tile, num_segments, query_tiles, segments,
+                     table_heads, table_offsets, table_size)
 from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
@@ -764,7 +764,7 @@ def attention_with_table(q, k, v, table, offsets, scale: float, cfg: S2OConfig, 
     q0 = N - L
     BM = cfg.block_m
     hpt = heads_per_tile(Hq // Hkv, BM, cfg.pack_gqa)
-    n_mt = triton.cdiv(N, BM // hpt) - q0 // (BM // hpt)
+    n_mt = query_tiles(L, N, BM // hpt)
     out = torch.empty(B, Hq, L, D, dtype=q.dtype, device=q.device)
     visited = torch.empty(B, Hq, n_mt, dtype=torch.int32, device=q.device)
     bn = launch_options.pop("SUB_TILE_N", None) or sub_tile(cfg)  # A/B runs: another step width

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..config import S2OConfig
 from . import gluon_pair, triton_s2o
+from .layout import query_tiles
 
 # Keys whose first pair launch failed (compile or launch error) -> the reason; they run the
 # Triton kernel. Keys that launched once are trusted: a later error is raised, not hidden.
@@ -90,9 +91,8 @@ def pair_walk(q: Tensor, k: Tensor, v: Tensor, table: Tensor, offsets: Tensor, s
 @pair_walk.register_fake
 def _(q, k, v, table, offsets, scale, threshold, segment_size, block_m, *cfg_fields):
     B, Hq, L, D = q.shape
-    N = k.shape[2]
-    n_mt = -(-N // block_m) - (N - L) // block_m
-    return q.new_empty(B, Hq, L, D), q.new_empty(B, Hq, n_mt, dtype=torch.int32)
+    return q.new_empty(B, Hq, L, D), q.new_empty(B, Hq, query_tiles(L, k.shape[2], block_m),
+                                                 dtype=torch.int32)
 
 
 def attention(q, k, v, table, offsets, scale: float, cfg: S2OConfig):
