@@ -50,7 +50,8 @@ def check(variants, block_ms) -> bool:
                 for name, kw in variants.items():
                     out, vis = GP.attention_pair(q, k, v, table, offsets, D ** -0.5, cfg, **kw)
                     e = rel_err(out, ref)
-                    good = torch.equal(vis, ref_vis) and e < 5e-3 and bool(torch.isfinite(out).all())
+                    good = (torch.equal(vis, ref_vis) and e < 5e-3
+                            and bool(torch.isfinite(out).all()))
                     ok &= good
                     print(f"check {name:28s} B={B} Hq={Hq} N={N} D={D} {dtype} bm={bm} tau={tau}: "
                           f"visits equal {torch.equal(vis, ref_vis)}, err {e:.2e}"
