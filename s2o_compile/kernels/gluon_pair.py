@@ -50,33 +50,12 @@ try:  # Gluon ships with Triton >= 3.5
 except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
+LAZY_LIMIT = triton.language.constexpr(2.0 ** 20)  # EXPERIMENT (_pair_step's LAZY)
 BLOCK = 64  # query rows per tile (wgmma M = 64 per warpgroup)
 PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was checked on
 PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
 PRODUCER_WARPS = 4
 TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
-
-# exp2 on the FMA pipe (EXPERIMENT): 2^j * poly(f), j = round(x), |f| <= 1/2; NaN stays NaN
-# (max.NaN, then a product), -inf gives 2^-127 * poly(0) = 0
-_POLY = """max.NaN.f32 x, IN, 0fC2FE0000;
-add.rn.f32 t, x, 0f4B400000;
-sub.rn.f32 j, t, 0f4B400000;
-sub.rn.f32 f, x, j;
-fma.rn.f32 q, f, 0f3D61FC3B, 0f3E7870F4;
-fma.rn.f32 q, q, f, 0f3F3179D8;
-fma.rn.f32 q, q, f, 0f3F7FFB46;
-mov.b32 b, t;
-shl.b32 b, b, 23;
-add.s32 b, b, 0x3F800000;
-mov.b32 e, b;
-mul.rn.f32 OUT, q, e;
-"""
-_HEAD = "{\n.reg .f32 x, t, j, f, q, e;\n.reg .b32 b;\n"
-_EXP2_HALF = triton.language.constexpr(_HEAD + "ex2.approx.ftz.f32 $0, $2;\n"
-              + _POLY.replace("IN", "$3").replace("OUT", "$1") + "}")
-_EXP2_QUARTER = triton.language.constexpr(_HEAD + "ex2.approx.ftz.f32 $0, $4;\nex2.approx.ftz.f32 $1, $5;\n"
-                 "ex2.approx.ftz.f32 $2, $6;\n" + _POLY.replace("IN", "$7").replace("OUT", "$3")
-                 + "}")
 
 if HAVE_GLUON:
     @constexpr_function
@@ -132,41 +111,11 @@ if HAVE_GLUON:
                              is_async=True)
 
     @gluon.jit
-    def _row_max(sc, SOFTMAX: gl.constexpr):
-        """Row max of a [BM, BN] step (EXPERIMENT: SOFTMAX & 1 halves the columns pairwise
-        first, a tree instead of the reduce's linear chain)."""
-        if SOFTMAX & 1:
-            BM: gl.constexpr = sc.shape[0]
-            BN: gl.constexpr = sc.shape[1]
-            x = gl.max(sc.reshape([BM, 2, BN // 2]), axis=1)
-            x = gl.max(x.reshape([BM, 2, BN // 4]), axis=1)
-            x = gl.max(x.reshape([BM, 2, BN // 8]), axis=1)
-            return gl.convert_layout(gl.max(x, axis=1), gl.SliceLayout(1, sc.type.layout))
-        else:
-            return gl.max(sc, axis=1)
-
-    @gluon.jit
-    def _exp2(x, SOFTMAX: gl.constexpr):
-        """exp2 (EXPERIMENT: SOFTMAX & 2 computes every second element, SOFTMAX & 4 every
-        fourth, on the FMA pipe: a degree-3 polynomial instead of MUFU)."""
-        if SOFTMAX & 2:
-            return gl.inline_asm_elementwise(
-                asm=_EXP2_HALF,
-                constraints="=r,=r,r,r", args=[x], dtype=gl.float32, is_pure=True, pack=2)
-        elif SOFTMAX & 4:
-            return gl.inline_asm_elementwise(
-                asm=_EXP2_QUARTER,
-                constraints="=r,=r,=r,=r,r,r,r,r", args=[x], dtype=gl.float32, is_pure=True,
-                pack=4)
-        else:
-            return gl.exp2(x)
-
-    @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, SOFTMAX: gl.constexpr = 0):
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
         (m, l, o rescaled, p, alpha, gain)."""
-        m_new = gl.maximum(m_i, _row_max(sc, SOFTMAX) * qk_scale)
-        p = _exp2(sc * qk_scale - m_new[:, None], SOFTMAX)
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         gain = gl.sum(p, axis=1)
         l_i = l_i * alpha + gain
@@ -343,18 +292,37 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
-                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                   o, gsum, flags, n_me, qk_scale, tau, fresh, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, SOFTMAX: gl.constexpr):
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, LAZY: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
-        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me).
+        LAZY (EXPERIMENT): after the tile's first computed step (fresh), exponents are taken
+        against the running max as it stands, without the step's row max or o's rescale; only
+        where some row's gain passes LAZY_LIMIT (its max grew by ~20 binary orders) does the
+        step run again the full way (Q K^T reissued from the buffer, which is not released)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, SOFTMAX)
+        if LAZY:
+            if fresh:
+                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+            else:
+                p = gl.exp2(sc * qk_scale - m_i[:, None])
+                gain = gl.sum(p, axis=1)
+                if gl.max(gain, axis=0) > LAZY_LIMIT:
+                    sc = _scores_async(q_smem, k_buf, BM, BN)
+                    sc = warpgroup_mma_wait(0, deps=(sc, ))
+                    sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
+                    m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+                else:
+                    alpha = gl.full_like(gain, 1.0)
+                    l_i = l_i + gain
+        else:
+            m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -394,7 +362,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, SOFTMAX: gl.constexpr):
+                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, LAZY: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -422,6 +390,7 @@ if HAVE_GLUON:
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
+        fresh = True  # no step computed yet (LAZY)
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
@@ -431,11 +400,13 @@ if HAVE_GLUON:
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, D)
+                fresh = False
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
-                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT, SOFTMAX)
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, fresh, BM, BN,
+                    D, REMAINING, CHUNK, STOP_EVERY, JOINT, LAZY)
+                fresh = False
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -528,7 +499,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, SOFTMAX: gl.constexpr,
+                         CHUNKED: gl.constexpr, LAZY: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -553,11 +524,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, SOFTMAX)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, LAZY)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, SOFTMAX)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, LAZY)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -610,7 +581,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, softmax: int = 0):
+                   consumer_regs: int = 224, lazy: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -636,7 +607,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, SOFTMAX=softmax,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, LAZY=bool(lazy),
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
