@@ -26,6 +26,16 @@ from s2o_compile.workload import structured_qkv
 from kernel_ab import rel_err  # benchmarks/kernel_ab.py
 
 
+def walk(q, k, v, table, offsets, scale, cfg, kw):
+    """The pair kernel with keywords kw; persist=1: the persistent experiment
+    (benchmarks/gluon_persist.py)."""
+    kw = dict(kw)
+    if kw.pop("persist", 0):
+        from gluon_persist import attention_persist
+        return attention_persist(q, k, v, table, offsets, scale, cfg, **kw)
+    return GP.attention_pair(q, k, v, table, offsets, scale, cfg, **kw)
+
+
 def parse(spec: str) -> dict:
     """'base' or 'key=int,key=int' -> attention_pair keywords."""
     if spec == "base":
@@ -48,7 +58,7 @@ def check(variants, block_ms) -> bool:
                 table, offsets = T.build_index_table(q, k, D ** -0.5, cfg)
                 ref, ref_vis = T.attention_with_table(q, k, v, table, offsets, D ** -0.5, cfg)
                 for name, kw in variants.items():
-                    out, vis = GP.attention_pair(q, k, v, table, offsets, D ** -0.5, cfg, **kw)
+                    out, vis = walk(q, k, v, table, offsets, D ** -0.5, cfg, kw)
                     e = rel_err(out, ref)
                     good = (torch.equal(vis, ref_vis) and e < 5e-3
                             and bool(torch.isfinite(out).all()))
@@ -87,8 +97,8 @@ def main(argv=None) -> int:
             times = {name: [] for name in variants}
             for _ in range(args.rounds):
                 for name, kw in variants.items():
-                    times[name].append(_bench(lambda kw=kw: GP.attention_pair(
-                        q, k, v, table, offsets, 128 ** -0.5, cfg, **kw)))
+                    times[name].append(_bench(lambda kw=kw: walk(
+                        q, k, v, table, offsets, 128 ** -0.5, cfg, kw)))
             base = _median(times[args.variants[0]])
             for name in variants:
                 t = _median(times[name])

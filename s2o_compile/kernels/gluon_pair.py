@@ -50,7 +50,6 @@ try:  # Gluon ships with Triton >= 3.5
 except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
-LAZY_LIMIT = triton.language.constexpr(2.0 ** 20)  # EXPERIMENT (_pair_step's LAZY)
 BLOCK = 64  # query rows per tile (wgmma M = 64 per warpgroup)
 PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was checked on
 PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
@@ -292,39 +291,18 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
-                   o, gsum, flags, n_me, qk_scale, tau, fresh, BM: gl.constexpr, BN: gl.constexpr,
+                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, LAZY: gl.constexpr,
-                   NOFENCE: gl.constexpr):
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
-        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me).
-        LAZY (EXPERIMENT): after the tile's first computed step (fresh), exponents are taken
-        against the running max as it stands, without the step's row max or o's rescale; only
-        where some row's gain passes LAZY_LIMIT (its max grew by ~20 binary orders) does the
-        step run again the full way (Q K^T reissued from the buffer, which is not released)."""
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        if not NOFENCE:  # PROBE (NOFENCE: a race in principle; timing only)
-            fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        if LAZY:
-            if fresh:
-                m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-            else:
-                p = gl.exp2(sc * qk_scale - m_i[:, None])
-                gain = gl.sum(p, axis=1)
-                if gl.max(gain, axis=0) > LAZY_LIMIT:
-                    sc = _scores_async(q_smem, k_buf, BM, BN)
-                    sc = warpgroup_mma_wait(0, deps=(sc, ))
-                    sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-                    m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-                else:
-                    alpha = gl.full_like(gain, 1.0)
-                    l_i = l_i + gain
-        else:
-            m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -364,8 +342,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, LAZY: gl.constexpr,
-                       NOFENCE: gl.constexpr):
+                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -393,7 +370,6 @@ if HAVE_GLUON:
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
-        fresh = True  # no step computed yet (LAZY)
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
@@ -403,13 +379,11 @@ if HAVE_GLUON:
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, D)
-                fresh = False
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
-                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, fresh, BM, BN,
-                    D, REMAINING, CHUNK, STOP_EVERY, JOINT, LAZY, NOFENCE)
-                fresh = False
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -502,8 +476,8 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, LAZY: gl.constexpr,
-                         NOFENCE: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                         CHUNKED: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -527,11 +501,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, LAZY, NOFENCE)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED, LAZY, NOFENCE)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
                               lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
@@ -584,7 +558,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, lazy: int = 0, nofence: int = 0):
+                   consumer_regs: int = 224):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -610,7 +584,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, LAZY=bool(lazy), NOFENCE=bool(nofence),
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
