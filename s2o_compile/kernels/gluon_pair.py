@@ -257,10 +257,12 @@ if HAVE_GLUON:
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                        stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
                        n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, PW: gl.constexpr):
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, PAD: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem)."""
+        both consumers released it, up to the step where the pair stopped (stop_smem).
+        PAD (PROBE): that many rounds of dummy integer work after each step's copies."""
         rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
+        junk = gl.zeros_like(rows_g)
         j = 0
         n_end = n_total
         while j < n_end:
@@ -269,9 +271,14 @@ if HAVE_GLUON:
             if j < n_end:
                 idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
-                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                         cols_g)
+                _copy_kv(k_bufs, v_bufs, slot, rows + junk, N, k_base, v_base, stride_kn,
+                         stride_vn, cols_g)
                 cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                if PAD > 0:
+                    x = rows + j
+                    for i in gl.static_range(PAD):
+                        x = x * 3 + (x >> 7)
+                    junk = (x >> 31) & (N >> 30)  # 0: N < 2^30
             j += 1
         cp.commit_group()
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
@@ -476,7 +483,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr,
+                         CHUNKED: gl.constexpr, PAD: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -508,7 +515,7 @@ if HAVE_GLUON:
                               JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW)),
+                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, PAD)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -558,7 +565,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224):
+                   consumer_regs: int = 224, pad: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -584,7 +591,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, PAD=pad,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
