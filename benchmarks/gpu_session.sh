@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,12 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 16: a leaner producer in the pair kernel (lean=1: dense steps and walk in two loops,
+    # 32-bit row offsets, a row's halves from one address; walk step 316 -> 166 SASS
+    # instructions): checks against the Triton kernel, then the walk, five rounds
+    lean16) timeout 420 python benchmarks/pair_ab.py --seq-lens 32768 131072 65536 --rounds 5 \
+              --variants base lean=1 --out "$OUT/lean16_ab.json" 2>&1 | grep -v Warning \
+              | grep -v "visits equal True" | tee "$OUT/lean16_ab.log" ;;
     # session 16: probe: dummy integer work in the pair kernel's producer after each step's
     # copies (pad=8: +168, pad=16: +301 SASS instructions per step) - do the producer's
     # instructions slow the consumers (shared issue slots)?

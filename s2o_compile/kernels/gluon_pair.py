@@ -63,6 +63,11 @@ if HAVE_GLUON:
         return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                          instr_shape=[16, n, 16])
 
+    @constexpr_function
+    def _piece_cols(D, TPW_ROWS):
+        """Columns a warp copies of a row in one instruction (8 a thread), at most D."""
+        return min(D, 8 * (32 // TPW_ROWS))
+
     @gluon.jit
     def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
         """Walk step w's table entries (key indices); 0 where w < 0 or past the prefix P."""
@@ -254,32 +259,78 @@ if HAVE_GLUON:
             (v_base + rows.to(gl.int64) * stride_vn)[:, None] + cols_g[None, :], mask=ok)
 
     @gluon.jit
+    def _copy_kv_lean(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                      cols_h, D: gl.constexpr, OFF32: gl.constexpr):
+        """_copy_kv (EXPERIMENT LEAN): row offsets in 32 bits where they fit (OFF32), and a row's
+        two 64-column halves copied from one address, the second at a constant offset."""
+        ok = (rows < N)[:, None]
+        if OFF32:
+            k_rows = k_base + rows * stride_kn
+            v_rows = v_base + rows * stride_vn
+        else:
+            k_rows = k_base + rows.to(gl.int64) * stride_kn
+            v_rows = v_base + rows.to(gl.int64) * stride_vn
+        k_ptr = k_rows[:, None] + cols_h[None, :]
+        v_ptr = v_rows[:, None] + cols_h[None, :]
+        H: gl.constexpr = cols_h.shape[0]
+        k_buf = k_bufs.index(slot)
+        v_buf = v_bufs.index(slot)
+        if H < D:
+            cp.async_copy_global_to_shared(k_buf.slice(0, H, dim=1), k_ptr, mask=ok)
+            cp.async_copy_global_to_shared(k_buf.slice(H, H, dim=1), k_ptr + H, mask=ok)
+            cp.async_copy_global_to_shared(v_buf.slice(0, H, dim=1), v_ptr, mask=ok)
+            cp.async_copy_global_to_shared(v_buf.slice(H, H, dim=1), v_ptr + H, mask=ok)
+        else:
+            cp.async_copy_global_to_shared(k_buf, k_ptr, mask=ok)
+            cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
+
+    @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                        stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
                        n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, PAD: gl.constexpr):
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, LEAN: gl.constexpr,
+                       OFF32: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem).
-        PAD (PROBE): that many rounds of dummy integer work after each step's copies."""
+        LEAN (EXPERIMENT): the dense steps and the walk in two loops (the walk's rows straight
+        from the table), and _copy_kv_lean."""
         rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
-        junk = gl.zeros_like(rows_g)
         j = 0
         n_end = n_total
-        while j < n_end:
-            slot = j % NBUF
-            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            if j < n_end:
-                idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
-                rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
-                _copy_kv(k_bufs, v_bufs, slot, rows + junk, N, k_base, v_base, stride_kn,
-                         stride_vn, cols_g)
-                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-                if PAD > 0:
-                    x = rows + j
-                    for i in gl.static_range(PAD):
-                        x = x * 3 + (x >> 7)
-                    junk = (x >> 31) & (N >> 30)  # 0: N < 2^30
-            j += 1
+        if LEAN:
+            # a row's halves of 64 columns (one 16-byte piece a thread each) where D is 128
+            cols_h = gl.arange(0, _piece_cols(D, TPW_ROWS), layout=gl.SliceLayout(
+                0, gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [PW, 1], [1, 0])))
+            while j < gl.minimum(n_dense, n_end):
+                slot = j % NBUF
+                n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+                if j < n_end:
+                    rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, rows_g,
+                                      BN)
+                    _copy_kv_lean(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
+                                  stride_vn, cols_h, D, OFF32)
+                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                j += 1
+            while j < n_end:
+                slot = j % NBUF
+                n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+                if j < n_end:
+                    rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                    _copy_kv_lean(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
+                                  stride_vn, cols_h, D, OFF32)
+                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                j += 1
+        else:
+            while j < n_end:
+                slot = j % NBUF
+                n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+                if j < n_end:
+                    idx = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+                    rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g, BN)
+                    _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                             cols_g)
+                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                j += 1
         cp.commit_group()
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
 
@@ -483,7 +534,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, PAD: gl.constexpr,
+                         CHUNKED: gl.constexpr, LEAN: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
@@ -515,7 +566,7 @@ if HAVE_GLUON:
                               JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, PAD)),
+                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, LEAN, OFF32)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -565,7 +616,7 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, pad: int = 0):
+                   consumer_regs: int = 224, lean: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -591,7 +642,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
-        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, PAD=pad,
+        STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0, LEAN=bool(lean),
+        OFF32=max((N - 1) * max(k.stride(2), v.stride(2)), 1) < 2 ** 31,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
