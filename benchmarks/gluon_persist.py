@@ -73,7 +73,7 @@ if HAVE_GLUON:
                           SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                           D: gl.constexpr, GROUP: gl.constexpr, NBUF: gl.constexpr,
                           TPW_ROWS: gl.constexpr, PW: gl.constexpr):
-        rows_g, cols_g = _gather_index(BN, D, TPW_ROWS, PW)
+        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
         n_diag: gl.constexpr = 2 * BM // BN
         n_pt = (N_MT + 1) // 2
         j = 0  # steps issued, across pairs
@@ -94,11 +94,13 @@ if HAVE_GLUON:
                         n_end = gl.minimum(n_end, posted)
                 if j < n_end:
                     local = j - base
-                    idx = _table_rows(t_base, local - n_dense, P, rows_g, BN)
-                    rows = _pair_rows(local, m0, n_diag, n_dense, sink_end, lo, n_d, idx, rows_g,
-                                      BN)
+                    if local < n_dense:
+                        rows = _pair_rows(local, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g,
+                                          BN)
+                    else:
+                        rows = _table_rows(t_base, local - n_dense, P, rows_g, BN)
                     _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
-                             stride_vn, cols_g)
+                             stride_vn, cols_h, D, False)
                     _publish(tags, ready, slot, w, PW)
                     j += 1
             w = _next_pair(COUNTER, PW)

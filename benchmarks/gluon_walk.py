@@ -55,7 +55,7 @@ from s2o_compile.kernels.gluon_pair import HAVE_GLUON
 if HAVE_GLUON:  # Gluon, and the helpers these kernels share with the op's pair kernel
     from s2o_compile.kernels.gluon_pair import (  # noqa: F401
         cp, fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait,
-        _claim_slot, _copy_kv, _gather_index, _load_q, _mma, _online_softmax, _post_stop,
+        _claim_slot, _copy_kv, _load_q, _mma, _online_softmax, _post_stop,
         _scores_async, _softmax_state, _stop_step, _store_out, _table_rows, _walk_test)
 
 NBUF = 3  # K/V buffers: tiles issued NBUF - 1 steps ahead (Q + 3 x 32 KiB: two CTAs per SM)
@@ -126,10 +126,21 @@ if HAVE_GLUON:
         return mt, bh, m0, n_sink, n_dense, lo - sink_end, P, n_total, t_base, k_base, v_base
 
     @gluon.jit
+    def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
+                      WARPS: gl.constexpr):
+        """Row and column indices of a [BN, D] tile in the gathered copies' layout (columns
+        int64: a row's pieces are constant offsets from its address)."""
+        gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [WARPS, 1],
+                                                [1, 0])
+        return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
+                gl.arange(0, D, layout=gl.SliceLayout(0, gather)).to(gl.int64))
+
+    @gluon.jit
     def _issue_diagonal(k_bufs, v_bufs, k_base, v_base, stride_kn, stride_vn, m0, N, rows_g,
                         cols_g):
         """Step 0's copies into buffer 0: keys [m0, m0 + BN), past N zero-filled."""
-        _copy_kv(k_bufs, v_bufs, 0, m0 + rows_g, N, k_base, v_base, stride_kn, stride_vn, cols_g)
+        _copy_kv(k_bufs, v_bufs, 0, m0 + rows_g, N, k_base, v_base, stride_kn, stride_vn, cols_g,
+                 cols_g.shape[0], False)
 
     @gluon.jit
     def _softmax_pv(sc, v_buf, s, m0, N, offs_m, m_i, l_i, o, qk_scale, BM: gl.constexpr,
