@@ -23,13 +23,14 @@ for stage in "$@"; do
               | tee "$OUT/final16_bench.log" ;;
     # session 16: a leaner producer in the pair kernel (lean=1: dense steps and walk in two loops,
     # 32-bit row offsets, a row's halves from one address; walk step 316 -> 166 SASS
-    # instructions): checks against the Triton kernel, then the walk, five rounds
+    # instructions): checks against the Triton kernel, then the walk, five rounds. Kept: the
+    # op's producer since de336f2 (the switch, at 4b10b44, is removed)
     lean16) timeout 420 python benchmarks/pair_ab.py --seq-lens 32768 131072 65536 --rounds 5 \
               --variants base lean=1 --out "$OUT/lean16_ab.json" 2>&1 | grep -v Warning \
               | grep -v "visits equal True" | tee "$OUT/lean16_ab.log" ;;
     # session 16: probe: dummy integer work in the pair kernel's producer after each step's
     # copies (pad=8: +168, pad=16: +301 SASS instructions per step) - do the producer's
-    # instructions slow the consumers (shared issue slots)?
+    # instructions slow the consumers (shared issue slots)? Yes (switch at 8ccae90, removed)
     pad16)  timeout 300 python benchmarks/pair_ab.py --seq-lens 32768 131072 --block-ms 64 \
               --rounds 3 --skip-checks --variants base pad=8 pad=16 --out "$OUT/pad16_ab.json" \
               2>&1 | grep -v Warning | tee "$OUT/pad16_ab.log" ;;
@@ -39,7 +40,8 @@ for stage in "$@"; do
               --variants base persist=1 --out "$OUT/persist16_ab.json" 2>&1 | grep -v Warning \
               | tee "$OUT/persist16_ab.log" ;;
     # session 16: probes of the pair kernel's step: without the proxy fence before Q K^T
-    # (nofence=1, a race in principle: timing only), and the walk at density ~1 (tau 1e-6)
+    # (nofence=1, a race in principle: timing only; switch at 59c0001, removed), and the walk at
+    # density ~1 (tau 1e-6; lazy=1 is 4dd9045's switch)
     probe16) timeout 300 python benchmarks/pair_ab.py --seq-lens 131072 32768 --block-ms 64 \
               --rounds 3 --variants base nofence=1 --out "$OUT/probe16_fence.json" 2>&1 \
               | grep -v Warning | grep -v "visits equal True" | tee "$OUT/probe16_fence.log"
@@ -47,12 +49,14 @@ for stage in "$@"; do
               --rounds 3 --skip-checks --variants base lazy=1 --out "$OUT/probe16_dense.json" 2>&1 \
               | grep -v Warning | tee "$OUT/probe16_dense.log" ;;
     # session 16: the pair kernel with exponents against the running max as it stands (lazy=1:
-    # no row max and no rescale of o on a step, unless some row's gain passes 2^20)
+    # no row max and no rescale of o on a step, unless some row's gain passes 2^20): no gain
+    # (the switch is removed; its code is at commit 4dd9045)
     lazy16) timeout 560 python benchmarks/pair_ab.py --seq-lens 131072 32768 65536 --rounds 3 \
               --variants base lazy=1 --out "$OUT/lazy16_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/lazy16_ab.log" ;;
     # session 16: the pair kernel's softmax: a tree row max (softmax=1, same results) and exp2
-    # of every second (2) or fourth (4) score on the FMA pipe (a degree-3 polynomial)
+    # of every second (2) or fourth (4) score on the FMA pipe (a degree-3 polynomial): no gain
+    # or slower (the switch is removed; its code is at commit 91706dc)
     softmax16) timeout 560 python benchmarks/pair_ab.py --seq-lens 131072 32768 65536 --rounds 3 \
               --variants base softmax=1 softmax=3 softmax=5 --out "$OUT/softmax16_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/softmax16_ab.log" ;;

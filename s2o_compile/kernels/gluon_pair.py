@@ -6,7 +6,9 @@ on its common path; pair_unsupported says which calls it takes, the Triton kerne
 One CTA per SM takes two adjacent 64-row query tiles of one segment. They share the segment's
 ranked walk, so the K/V rows gathered through the index table are loaded once for both:
   - PW producer warps gather stream step j's K/V rows (cp.async) into ring buffer j % NBUF once
-    both consumers released it (mbarriers `ready`, `empty`);
+    both consumers released it (mbarriers `ready`, `empty`); their instructions take issue
+    slots from the consumers (session 16: +168 a step cost 1.5-3.4%), so the step is kept lean
+    (_copy_kv; the walk's rows straight from the table);
   - two consumer warpgroups, one per query tile, each run wgmma + online softmax + its own stop
     rule (block_m 64) or one stop rule for the pair's 128 rows (block_m 128, JOINT);
   - at each walk chunk's end the consumers exchange decisions (`sync`, `decide`): with block_m
