@@ -126,6 +126,14 @@ if HAVE_GLUON:
         return mt, bh, m0, n_sink, n_dense, lo - sink_end, P, n_total, t_base, k_base, v_base
 
     @gluon.jit
+    def _store_tile(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM: gl.constexpr,
+                    D: gl.constexpr, STOP_EVERY: gl.constexpr):
+        """The tile's output rows (gluon_pair._store_out) and its walked tiles (block_n)."""
+        _store_out(O, o, l_i, bh, m0, N, 0, BM, D, False)
+        n_vis = gl.maximum(s - n_dense, 0)
+        gl.store(VISITED + bh * N_MT + mt, (n_vis + STOP_EVERY - 1) // STOP_EVERY)
+
+    @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
                       WARPS: gl.constexpr):
         """Row and column indices of a [BN, D] tile in the gathered copies' layout (columns
@@ -204,10 +212,10 @@ if HAVE_GLUON:
                        k_base, v_base, stride_kn, stride_vn, cols_g)
             cp.commit_group()
         idx = _table_rows(t_base, NBUF - 1 - n_dense, P, rows_g, BN)  # carried one step ahead
-        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g,
-                cols_g.to(gl.int32), H_Q)
+        _load_q(Q, q_smem, bh, m0, N, 0, stride_qb, stride_qh, stride_qn, rows_g,
+                cols_g.to(gl.int32), H_Q, False)
 
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, 0, BM, BN, D, False)
         s = 0
         n_end = n_total
         while s < n_end:
@@ -224,13 +232,13 @@ if HAVE_GLUON:
             if s >= n_dense:
                 gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
                                                 gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                STOP_EVERY)
+                                                STOP_EVERY, False)
             # P @ V ran under the stop test only: kept in flight across the loop's back edge,
             # ptxas serializes every wgmma (C7515)
             o = warpgroup_mma_wait(0, deps=(o, ))
             s += 1
         cp.wait_group(0)  # copies issued ahead of a stop
-        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
+        _store_tile(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
     def _ws_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
@@ -266,7 +274,7 @@ if HAVE_GLUON:
                      STOP_EVERY: gl.constexpr, NBUF: gl.constexpr):
         """Consumer warpgroup: online softmax over the steps as they land, the stop rule;
         releases each buffer after its P @ V. Returns (o, l, steps done)."""
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, 0, BM, BN, D, False)
         s = 0
         n_end = n_total
         while s < n_end:
@@ -278,7 +286,7 @@ if HAVE_GLUON:
             if s >= n_dense:
                 gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
                                                 gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                STOP_EVERY)
+                                                STOP_EVERY, False)
                 if n_end == s + 1:  # tell the producer, before the release below
                     _post_stop(stop_smem, n_end)
             o = warpgroup_mma_wait(0, deps=(o, ))
@@ -318,7 +326,8 @@ if HAVE_GLUON:
             mbarrier.init(ready.index(i), count=32 * PW)  # every producer thread's copies
             mbarrier.init(empty.index(i), count=1)
         _post_stop(stop_smem, n_total)
-        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q)
+        _load_q(Q, q_smem, bh, m0, N, 0, stride_qb, stride_qh, stride_qn, rows_g, cols_g, H_Q,
+                False)
         gl.thread_barrier()  # the barriers and stop_smem, before either partition starts
 
         o, l_i, s = gl.warp_specialize([
@@ -329,7 +338,7 @@ if HAVE_GLUON:
                             stride_kn, stride_vn, m0, N, P, n_sink, n_dense, sink_gap,
                             n_total, BN, D, NBUF, TPW_ROWS, PW)),
         ], [PW], [PRODUCER_REGS])
-        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
+        _store_tile(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
     @gluon.jit
     def _s2o_gluon_ov_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -371,9 +380,9 @@ if HAVE_GLUON:
             _copy_rows(v_bufs, 1, rows1, v_base, stride_vn, cols_g)
         cp.commit_group()
         idx = _table_rows(t_base, 3 - n_dense, P, rows_g, BN)  # K rows of step 3
-        _load_q(Q, q_smem, bh, m0, N, stride_qb, stride_qh, stride_qn, rows_g,
-                cols_g.to(gl.int32), H_Q)
-        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, BM, BN, D)
+        _load_q(Q, q_smem, bh, m0, N, 0, stride_qb, stride_qh, stride_qn, rows_g,
+                cols_g.to(gl.int32), H_Q, False)
+        offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(m0, N, 0, BM, BN, D, False)
         cp.wait_group(1)
         sc = _scores_async(q_smem, k_bufs.index(0), BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
@@ -400,11 +409,11 @@ if HAVE_GLUON:
             if s >= n_dense:
                 gsum, flags, n_end = _walk_test(s - n_dense, s, n_end, P, gsum, flags, alpha,
                                                 gain, l_i, row_ok, tau, BN, REMAINING, CHUNK,
-                                                STOP_EVERY)
+                                                STOP_EVERY, False)
             sc, o = warpgroup_mma_wait(0, deps=(sc_next, o))
             s += 1
         cp.wait_group(0)  # copies issued ahead of a stop
-        _store_out(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
+        _store_tile(O, VISITED, o, l_i, s, n_dense, bh, mt, m0, N, N_MT, BM, D, STOP_EVERY)
 
 
 def gluon_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
