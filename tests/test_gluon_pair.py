@@ -220,6 +220,29 @@ def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transpos
     assert rel_err(out, dense(q, k, v)) < rel_err(ref, dense(q, k, v)) + 5e-3
 
 
+def test_row_offsets_fall_back_to_64_bits_where_32_would_overflow():
+    narrow = torch.empty(1, 1, 2, 64)  # D 64, a row stride of 64 elements
+    wide = torch.empty(1, 1, 2, 128)[..., :64]  # D 64 cut from 128: a row stride of 128
+    last = 2 ** 31 // 128 - 2 * GP.BLOCK  # rows up to a pair past N are addressed
+    assert GP.fits_32_bits(last - 1, wide, narrow) and GP.fits_32_bits(last - 1, narrow, wide)
+    assert not GP.fits_32_bits(last, wide, narrow) and not GP.fits_32_bits(last, narrow, wide)
+    assert GP.fits_32_bits(last, narrow, narrow)
+
+
+@pytest.mark.gpu
+@needs_pair
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_pair_kernel_with_64_bit_row_offsets_matches_32(block_m):
+    # the producer's 64-bit row offsets (taken where N x row stride passes 2^31) against the
+    # 32-bit ones on the same call: the same copies, so the same result bit for bit
+    q, k, v = _qkv(2, 8, 2, 8192 + 37, 128, torch.bfloat16, "cuda", seed=3)
+    cfg = LLAMA.replace(threshold=0.3, block_m=block_m)
+    table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+    out32, vis32 = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg, off32=True)
+    out64, vis64 = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg, off32=False)
+    assert torch.equal(vis32, vis64) and torch.equal(out32, out64)
+
+
 @pytest.mark.gpu
 @needs_pair
 @pytest.mark.parametrize("tau", [0.02, 0.3])

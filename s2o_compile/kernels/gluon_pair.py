@@ -588,16 +588,21 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
     return None
 
 
+def fits_32_bits(N: int, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether every gathered row's offset (rows up to a pair past N) fits in 32 bits."""
+    return (N + 2 * BLOCK) * max(k.stride(2), v.stride(2)) < 2 ** 31
+
+
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224):
+                   consumer_regs: int = 224, off32: bool | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
-    (benchmarks/pair_ab.py)."""
+    (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits)."""
     B, Hq, L, D = q.shape
     N = k.shape[2]
     q0 = N - L  # the first query's position
@@ -618,7 +623,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
-        OFF32=(N + 2 * BLOCK) * max(k.stride(2), v.stride(2)) < 2 ** 31,
+        OFF32=fits_32_bits(N, k, v) if off32 is None else off32,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
