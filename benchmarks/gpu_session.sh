@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,11 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 16: the leaner producer's other gather layouts (tpw_rows 2 and 8: a plain copy of
+    # the row, no halves) checked against the Triton kernel, and timed at 32K
+    tpw16)  timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 --block-ms 64 --rounds 2 \
+              --variants base tpw_rows=8 tpw_rows=2 --out "$OUT/tpw16_ab.json" 2>&1 \
+              | grep -v Warning | grep -v "visits equal True" | tee "$OUT/tpw16_ab.log" ;;
     # session 16: the producer's 64-bit row offsets against the 32-bit ones (same result)
     off16)  timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
               -k "64_bit or test_pair_kernel_declines" 2>&1 | tail -3 | tee "$OUT/off16_tests.log" ;;

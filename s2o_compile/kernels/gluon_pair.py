@@ -67,8 +67,10 @@ if HAVE_GLUON:
 
     @constexpr_function
     def _piece_cols(D, TPW_ROWS):
-        """Columns a warp copies of a row in one instruction (8 a thread), at most D."""
-        return min(D, 8 * (32 // TPW_ROWS))
+        """The columns _copy_kv addresses per row: half of D where the 32 // TPW_ROWS threads of
+        a warp-instruction (8 columns each) cover exactly half a row (the default: D 128,
+        TPW_ROWS 4), so the second half is a constant offset; else all of D (a plain copy)."""
+        return D // 2 if 8 * (32 // TPW_ROWS) == D // 2 else D
 
     @gluon.jit
     def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
