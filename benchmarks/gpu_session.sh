@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,12 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 16: the pair walk's time as a fixed cost per pair plus a cost per step, fitted
+    # over taus (benchmarks/walk_cost_fit.py), 32K and 128K
+    fit16)  timeout 200 python benchmarks/walk_cost_fit.py --seq-len 32768 --out "$OUT/fit16_32k.json" \
+              2>&1 | grep -v Warning | tee "$OUT/fit16_32k.log"
+            timeout 200 python benchmarks/walk_cost_fit.py --seq-len 131072 --taus 0.01 0.3 0.6 0.8 0.9 \
+              --out "$OUT/fit16_128k.json" 2>&1 | grep -v Warning | tee "$OUT/fit16_128k.log" ;;
     # session 16: the leaner producer's other gather layouts (tpw_rows 2 and 8: a plain copy of
     # the row, no halves) checked against the Triton kernel, and timed at 32K
     tpw16)  timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 --block-ms 64 --rounds 2 \
