@@ -14,9 +14,11 @@ another, longest first), so the tail is as the hardware's block scheduler would 
 
 Protocol (the old one's, benchmarks/pp_protocol_sim.py --items, with the pair carried by the
 tag): every buffer is tagged with the pair whose step it holds; a pair's end is posted as a
-global step; the producer may issue up to NBUF - 1 steps past an end, which the consumers
+global step, negated, so that gluon_pair._stop_step's minimum over the warps' copies is the
+newest end; the producer may issue up to NBUF - 1 steps past an end, which the consumers
 release unread (their tag is the pair they just ended); a tag of -1 ends the CTA. Block_m 64
-and 128 (JOINT), whole prefill only (no chunks).
+and 128 (JOINT), whole prefill only (no chunks). Measured at commit 9e2fe04 (with its own
+maximum in place of the negated posts; this form is compiled for sm_90, not rerun).
 """
 from __future__ import annotations
 
@@ -30,18 +32,7 @@ if HAVE_GLUON:
     from s2o_compile.kernels.gluon_pair import (
         cp, gl, gluon, mbarrier, _copy_kv, _exchange, _gather_index, _half_diagonal_step,
         _load_q, _pair_buffers, _pair_geometry, _pair_rows, _pair_step, _post_stop,
-        _softmax_state, _store_out, _table_rows)
-
-    @gluon.jit
-    def _newest_end(stop_smem, seen, j, PW: gl.constexpr):
-        """The newest posted end as all producer warps see it (gluon_pair._stop_step, but
-        posts only grow across pairs, so a stale copy is smaller: the maximum)."""
-        per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
-        every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
-        slots = seen.index(j % 2)
-        slots.store(stop_smem.load(per_warp))
-        gl.thread_barrier()
-        return gl.max(slots.load(every), axis=0)
+        _softmax_state, _stop_step, _store_out, _table_rows)
 
     @gluon.jit
     def _next_pair(COUNTER, PW: gl.constexpr):
@@ -89,7 +80,9 @@ if HAVE_GLUON:
                 slot = j % NBUF
                 if j >= NBUF:
                     mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-                    posted = _newest_end(stop_smem, seen, j, PW)
+                    # ends are posted negated: the newest (largest) is the smallest copy, as
+                    # _stop_step takes it; the initial 0 is above every post
+                    posted = -_stop_step(stop_smem, seen, j, PW)
                     if posted > base:
                         n_end = gl.minimum(n_end, posted)
                 if j < n_end:
@@ -174,14 +167,14 @@ if HAVE_GLUON:
                         if (~walks_on) & ((1 << TESTS) - 1):
                             n_end = s + 1
                             n_me = n_end
-                            _post_stop(stop_smem, n_end)
+                            _post_stop(stop_smem, -n_end)
                     else:
                         stopped = (n_me <= s + 1) | (~active)
                         other = _exchange(X, n_ex, stopped, decide, sync)
                         active = ~stopped
                         if stopped & (other != 0):
                             n_end = s + 1
-                            _post_stop(stop_smem, n_end)
+                            _post_stop(stop_smem, -n_end)
                     n_ex += 1
                 mbarrier.arrive(empty.index(slot))
                 s += 1
