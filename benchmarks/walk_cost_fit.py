@@ -24,20 +24,20 @@ from s2o_compile import S2OConfig
 from s2o_compile.bench import _bench
 from s2o_compile.kernels import gluon_pair as GP
 from s2o_compile.kernels import triton_s2o as T
+from s2o_compile.kernels.layout import query_tiles, segments
 from s2o_compile.workload import structured_qkv
 
 
 def pair_steps(visited: torch.Tensor, N: int, cfg: S2OConfig) -> int:
     """Steps streamed over all pairs (dense steps + walk steps to the pair's last stop)."""
     step = GP.pair_step(cfg)
-    n_pairs = (N + 2 * GP.BLOCK - 1) // (2 * GP.BLOCK)
-    m0 = torch.arange(n_pairs, device=visited.device) * 2 * GP.BLOCK
-    s0 = m0 // cfg.segment_size * cfg.segment_size
-    sink_end = torch.clamp(s0, max=cfg.sink_tokens)
-    lo = torch.maximum(s0 - cfg.local_window, sink_end)
-    n_dense = 2 * GP.BLOCK // step + (sink_end + m0 - lo + step - 1) // step
-    per_step = cfg.block_n // step  # walk steps per visited tile
-    v = visited.long() * per_step
+    pair = 2 * GP.BLOCK
+    segs = segments(N, cfg.segment_size, cfg.sink_tokens, cfg.local_window)
+    # a pair's dense keys: the sink, then the window and its segment's rows before it
+    n_d = torch.tensor([sg.sink_end + m0 - sg.lo for sg in segs
+                        for m0 in range(sg.start, sg.end, pair)], device=visited.device)
+    n_dense = pair // step + (n_d + step - 1) // step
+    v = visited.long() * (cfg.block_n // step)  # walk steps per visited tile
     if cfg.block_m == GP.BLOCK:  # two tiles a pair: the stream runs to the later stop
         v = torch.nn.functional.pad(v, (0, v.shape[-1] % 2)).reshape(*v.shape[:-1], -1, 2)
         v = v.max(dim=-1).values
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
         dense = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                               enable_gqa=True))
-    n_blocks = 32 * (N // 128) * (N // 128 + 1) // 2  # 128 x 128 causal blocks, all heads
+    n_blocks = q.shape[1] * (N // 128) * (N // 128 + 1) // 2  # 128 x 128 causal blocks
     dense_block = dense / n_blocks  # ms per block
     rows = []
     for bm in args.block_ms:
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         y = torch.tensor([p[1] for p in pts], dtype=torch.float64)
         A = torch.stack([torch.ones_like(x), x], dim=1)
         intercept, slope = torch.linalg.lstsq(A, y[:, None]).solution.flatten()
-        pairs = 32 * ((N + 127) // 128)
+        pairs = q.shape[1] * query_tiles(N, N, 2 * GP.BLOCK)
         resid = (A @ torch.stack([intercept, slope]) - y).abs().max().item()
         row = dict(N=N, block_m=bm, points=pts, cudnn_ms=dense, pairs=pairs,
                    fixed_ms=intercept.item(), step_us=slope.item() * 1e3,
