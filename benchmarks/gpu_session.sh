@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,12 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 17: where a pair's fixed cost goes - the pair kernel's CTAs time-stamped
+    # (benchmarks/pair_ramp.py), and the preprocessing kernels' timeline at 32K and 64K
+    ramp17) timeout 300 python benchmarks/pair_ramp.py --seq-lens 32768 65536 131072 \
+              --out "$OUT/ramp17.json" 2>&1 | grep -v Warning | tee "$OUT/ramp17.log"
+            timeout 200 python benchmarks/gpu_timeline.py 32768 65536 2>&1 | grep -v Warn \
+              | tee "$OUT/timeline17.log" ;;
     # session 16: the pair walk's time as a fixed cost per pair plus a cost per step, fitted
     # over taus (benchmarks/walk_cost_fit.py), 32K and 128K
     fit16)  timeout 200 python benchmarks/walk_cost_fit.py --seq-len 32768 --out "$OUT/fit16_32k.json" \

@@ -73,6 +73,16 @@ if HAVE_GLUON:
         return D // 2 if 8 * (32 // TPW_ROWS) == D // 2 else D
 
     @gluon.jit
+    def _stamp(STAMP, i: gl.constexpr, value=None):
+        """Debug timing (STAMPS, benchmarks/pair_ramp.py): slot i of this CTA's row of STAMP
+        [ctas, 12] int64 gets value, or the SM's clock (%clock64) where value is None."""
+        if value is None:
+            value = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
+                                              is_pure=False, pack=1)
+        cta = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
+        gl.store(STAMP + cta.to(gl.int64) * 12 + i, value.to(gl.int64))
+
+    @gluon.jit
     def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
         """Walk step w's table entries (key indices); 0 where w < 0 or past the prefix P."""
         pos = w * BN + rows_g
@@ -284,7 +294,8 @@ if HAVE_GLUON:
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
                        stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
                        n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr):
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem)."""
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
@@ -308,8 +319,12 @@ if HAVE_GLUON:
                          cols_h, D, OFF32)
                 cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
+        if STAMPS:
+            _stamp(STAMP, 8)
         cp.commit_group()
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
+        if STAMPS:
+            _stamp(STAMP, 9)
 
     @gluon.jit
     def _exchange(X: gl.constexpr, c, post, decide, sync):
@@ -377,7 +392,7 @@ if HAVE_GLUON:
                        qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr):
+                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -395,6 +410,8 @@ if HAVE_GLUON:
                 gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
                 gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
         gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
+        if STAMPS and X == 0:
+            _stamp(STAMP, 3)
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
         # a tile with no rows in [Q0, N) (a last one past N, or a chunk's first one before Q0)
         # only releases buffers
@@ -408,6 +425,9 @@ if HAVE_GLUON:
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            if STAMPS and X == 0:
+                if s == 0:
+                    _stamp(STAMP, 4)
             # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
             # the first tile's step 0)
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
@@ -439,8 +459,17 @@ if HAVE_GLUON:
                         _post_stop(stop_smem, n_end)
             mbarrier.arrive(empty.index(slot))
             s += 1
+        if STAMPS and X == 0:
+            _stamp(STAMP, 5)
         if has_rows:
             _store_out(O, o, l_i, bh, mx, N, Q0, BM, D, CHUNKED)
+        if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
+            _stamp(STAMP, 6 + 5 * X)
+            if X == 0:
+                _stamp(STAMP, 7, s)
+                _stamp(STAMP, 10, gl.inline_asm_elementwise(
+                    "mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False,
+                    pack=1))
         # walked tiles (block_n), counted from the query tile holding Q0; JOINT: one count for
         # the pair's 128 rows (both tiles reach the same end), stored by the first tile
         n_vis = gl.maximum(gl.minimum(n_me, n_end) - n_dense, 0)
@@ -514,11 +543,18 @@ if HAVE_GLUON:
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
+                         num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
         warpgroups, each with its own online softmax and stop rule (JOINT: one rule for both,
         block_m 128)."""
+        if STAMPS:  # 0: the CTA's start (globaltimer), 1: its clock, 2: its SM
+            _stamp(STAMP, 0, gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [],
+                                                       dtype=gl.int64, is_pure=False, pack=1))
+            _stamp(STAMP, 1)
+            _stamp(STAMP, 2, gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [],
+                                                       dtype=gl.int32, is_pure=True, pack=1))
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
         n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
@@ -536,14 +572,17 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
+                              STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED)),
+                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
+                              STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, OFF32)),
+                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, OFF32, STAMP,
+                              STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -598,13 +637,15 @@ def fits_32_bits(N: int, k: torch.Tensor, v: torch.Tensor) -> bool:
 def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None = None,
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
-                   consumer_regs: int = 224, off32: bool | None = None):
+                   consumer_regs: int = 224, off32: bool | None = None,
+                   stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
-    (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits)."""
+    (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits);
+    stamps: an int64 [ctas, 12] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     B, Hq, L, D = q.shape
     N = k.shape[2]
     q0 = N - L  # the first query's position
@@ -631,6 +672,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
+        STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
         maxnreg=65536 // (32 * (8 + producer_warps)) // 8 * 8)

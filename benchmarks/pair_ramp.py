@@ -1,0 +1,113 @@
+"""Where a tile pair's fixed cost goes: the pair kernel's CTAs time-stamped (session 17).
+
+walk_cost_fit.py found a fixed cost of 1.3-2.4 steps per pair (H200, session 16) without saying
+where it goes. Here the pair kernel runs once with STAMPS (gluon_pair._stamp): each CTA records
+its SM and, on that SM's clock, its start, its Q tiles stored, its first step landed, its
+consumers' last step, their output stored and the producer's last copies landed. On each SM the
+CTAs run one after another, so its time splits exactly into
+  - ramp: a CTA's start to its first step landed (geometry, Q, the first gather),
+  - walk: the first step landed to the last step done (the steps, and their waits),
+  - drain: the last step done to the CTA's last warp done (the output, the last copies),
+  - gap: a CTA's end to the next CTA's start on the SM (exit and launch),
+  - tail: the SM's last CTA's end to the kernel's end (load balance).
+Each is given in ms summed over SMs / SMs, and per pair in steps (the walk's mean step).
+
+    python benchmarks/pair_ramp.py --seq-lens 32768 131072 --block-ms 64 128 --tau 0.8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from s2o_compile import S2OConfig
+from s2o_compile.kernels import gluon_pair as GP
+from s2o_compile.kernels import triton_s2o as T
+from s2o_compile.kernels.layout import query_tiles
+from s2o_compile.workload import structured_qkv
+
+SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, prod_loop=8,
+             prod_end=9, gt_end=10, out1=11)
+
+
+def split(st: torch.Tensor) -> dict:
+    """The SMs' time, split as the module says, from one run's stamps [ctas, 12]."""
+    st = st.double()
+    col = {k: st[:, i] for k, i in SLOTS.items()}
+    end = torch.stack([col["out0"], col["out1"], col["prod_end"]]).max(0).values
+    # ns per clock, from the CTAs' globaltimer and clock spans (the longest, least quantized)
+    span_gt = col["gt_end"] - col["gt_start"]
+    span_clk = col["out0"] - col["start"]
+    ns_per_clk = float(span_gt.sum() / span_clk.sum())
+    parts = dict(ramp=0.0, walk=0.0, drain=0.0, gap=0.0, tail=0.0)
+    q_part = 0.0
+    sms = col["sm"].long()
+    per_sm = []
+    for sm in sms.unique().tolist():
+        idx = (sms == sm).nonzero().flatten()
+        idx = idx[col["start"][idx].argsort()]
+        s, f, lp, e = col["start"][idx], col["first"][idx], col["loop"][idx], end[idx]
+        parts["ramp"] += float((f - s).sum())
+        q_part += float((col["q"][idx] - s).sum())
+        parts["walk"] += float((lp - f).sum())
+        parts["drain"] += float((e - lp).sum())
+        parts["gap"] += float((s[1:] - e[:-1]).sum())
+        # the SM's last end on the globaltimer (SMs' clocks are not aligned)
+        last = int(idx[-1])
+        per_sm.append((float(col["gt_end"][last]) + float(e[-1] - col["out0"][last]) * ns_per_clk,
+                       float(col["gt_start"][idx[0]])))
+    t0 = min(p[1] for p in per_sm)
+    t1 = max(p[0] for p in per_sm)
+    parts["tail"] = sum(t1 - p[0] for p in per_sm) / ns_per_clk
+    n_sm = len(per_sm)
+    steps = float(col["steps"].sum())
+    step_clk = parts["walk"] / steps  # a step's mean time on its SM, waits included
+    pairs = st.shape[0]
+    out = {k: dict(ms_per_sm=v * ns_per_clk / n_sm / 1e6, steps_per_pair=v / step_clk / pairs)
+           for k, v in parts.items()}
+    out["q_stored"] = dict(ms_per_sm=q_part * ns_per_clk / n_sm / 1e6,
+                           steps_per_pair=q_part / step_clk / pairs)
+    out.update(kernel_ms=(t1 - t0) / 1e6, sms=n_sm, pairs=pairs, steps=steps,
+               step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
+    ap.add_argument("--block-ms", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--tau", type=float, default=0.8)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    print(dict(card=torch.cuda.get_device_name(), torch=torch.__version__), flush=True)
+    rows = []
+    for N in args.seq_lens:
+        q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
+        for bm in args.block_ms:
+            cfg = S2OConfig(min_seq_len=0, block_m=bm, threshold=args.tau)
+            table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+            ctas = q.shape[1] * query_tiles(N, N, 2 * GP.BLOCK)
+            stamps = torch.zeros(ctas, 12, dtype=torch.int64, device="cuda")
+            run = lambda: GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa
+                                            stamps=stamps)
+            for _ in range(3):
+                run()
+            torch.cuda.synchronize()
+            res = split(stamps.cpu())
+            res.update(N=N, block_m=bm, tau=args.tau)
+            rows.append(res)
+            print(f"N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, {res['pairs']} pairs on "
+                  f"{res['sms']} SMs, a step {res['step_us_on_sm']:.2f} us on its SM", flush=True)
+            for part in ("q_stored", "ramp", "walk", "drain", "gap", "tail"):
+                r = res[part]
+                print(f"    {part:9s} {r['ms_per_sm']:7.3f} ms/SM  {r['steps_per_pair']:6.2f} "
+                      "steps/pair", flush=True)
+    if args.out:
+        json.dump(rows, open(args.out, "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
