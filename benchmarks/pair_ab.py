@@ -28,11 +28,15 @@ from kernel_ab import rel_err  # benchmarks/kernel_ab.py
 
 def walk(q, k, v, table, offsets, scale, cfg, kw):
     """The pair kernel with keywords kw; persist=1: the persistent experiment
-    (benchmarks/gluon_persist.py)."""
+    (benchmarks/gluon_persist.py); old=1: benchmarks/old_pair.py, an uncommitted copy of an
+    earlier gluon_pair.py (a whole kernel against another, without a switch)."""
     kw = dict(kw)
     if kw.pop("persist", 0):
         from gluon_persist import attention_persist
         return attention_persist(q, k, v, table, offsets, scale, cfg, **kw)
+    if kw.pop("old", 0):
+        import old_pair
+        return old_pair.attention_pair(q, k, v, table, offsets, scale, cfg, **kw)
     return GP.attention_pair(q, k, v, table, offsets, scale, cfg, **kw)
 
 

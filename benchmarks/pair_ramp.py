@@ -69,6 +69,11 @@ def split(st: torch.Tensor) -> dict:
            for k, v in parts.items()}
     out["q_stored"] = dict(ms_per_sm=q_part * ns_per_clk / n_sm / 1e6,
                            steps_per_pair=q_part / step_clk / pairs)
+    # the drain's parts: each warp group's end after consumer 0's last step
+    for name in ("out0", "out1", "prod_loop", "prod_end"):
+        d = float((col[name] - col["loop"]).sum())
+        out[f"drain_{name}"] = dict(ms_per_sm=d * ns_per_clk / n_sm / 1e6,
+                                    steps_per_pair=d / step_clk / pairs)
     out.update(kernel_ms=(t1 - t0) / 1e6, sms=n_sm, pairs=pairs, steps=steps,
                step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
     return out
@@ -79,8 +84,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--block-ms", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--tau", type=float, default=0.8)
+    ap.add_argument("--module", default="gluon_pair",
+                    help="the pair kernel's module: the op's, or a copy of an older one under "
+                         "benchmarks/ (A/B)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    pair = GP if args.module == "gluon_pair" else __import__(args.module)
     print(dict(card=torch.cuda.get_device_name(), torch=torch.__version__), flush=True)
     rows = []
     for N in args.seq_lens:
@@ -90,17 +99,18 @@ def main(argv=None) -> int:
             table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
             ctas = q.shape[1] * query_tiles(N, N, 2 * GP.BLOCK)
             stamps = torch.zeros(ctas, 12, dtype=torch.int64, device="cuda")
-            run = lambda: GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa
+            run = lambda: pair.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa
                                             stamps=stamps)
             for _ in range(3):
                 run()
             torch.cuda.synchronize()
             res = split(stamps.cpu())
-            res.update(N=N, block_m=bm, tau=args.tau)
+            res.update(N=N, block_m=bm, tau=args.tau, module=args.module)
             rows.append(res)
-            print(f"N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, {res['pairs']} pairs on "
+            print(f"{args.module} N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, {res['pairs']} pairs on "
                   f"{res['sms']} SMs, a step {res['step_us_on_sm']:.2f} us on its SM", flush=True)
-            for part in ("q_stored", "ramp", "walk", "drain", "gap", "tail"):
+            for part in ("q_stored", "ramp", "walk", "drain", "drain_out0", "drain_out1",
+                         "drain_prod_loop", "drain_prod_end", "gap", "tail"):
                 r = res[part]
                 print(f"    {part:9s} {r['ms_per_sm']:7.3f} ms/SM  {r['steps_per_pair']:6.2f} "
                       "steps/pair", flush=True)

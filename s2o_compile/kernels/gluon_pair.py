@@ -59,6 +59,8 @@ PRODUCER_WARPS = 4
 TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
 
 if HAVE_GLUON:
+    NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
+
     @constexpr_function
     def _mma(n):
         """wgmma accumulator layout of a [64, n] tile on one warpgroup."""
@@ -89,19 +91,25 @@ if HAVE_GLUON:
         return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
 
     @gluon.jit
-    def _load_q(Q, q_smem, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+    def _q_rows(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
                 H_Q: gl.constexpr, CHUNKED: gl.constexpr):
-        """The query tile (positions m0 ...) into shared memory, fenced for wgmma (async proxy)
-        reads. CHUNKED: row p of Q is position Q0 + p; positions before Q0 read as 0."""
+        """The query tile (positions m0 ...), loaded. CHUNKED: row p of Q is position Q0 + p;
+        positions before Q0 read as 0."""
         pos = m0 + rows_g
         ok = pos < N
         if CHUNKED:
             ok = ok & (pos >= Q0)
             pos = pos - Q0
-        q = gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-                    + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                    mask=ok[:, None], other=0.0)
-        q_smem.store(q)
+        return gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+                       + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+                       mask=ok[:, None], other=0.0)
+
+    @gluon.jit
+    def _load_q(Q, q_smem, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                H_Q: gl.constexpr, CHUNKED: gl.constexpr):
+        """The query tile into shared memory, fenced for wgmma (async proxy) reads."""
+        q_smem.store(_q_rows(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                             H_Q, CHUNKED))
         fence_async_shared()
 
     @gluon.jit
@@ -210,7 +218,7 @@ if HAVE_GLUON:
         the barrier of step j + 1, which every warp reaches after its read at step j. A minimum
         over warps by gl.min alone is not enough: the compiler lets each warp load every copy.
         Only the copy stored by the consumer's arriving thread is sure to be visible after its
-        release; a stale copy here is the initial n_total, so the minimum is the newest end."""
+        release; a stale copy here is the initial NO_STOP, so the minimum is the newest end."""
         per_warp: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         every: gl.constexpr = gl.BlockedLayout([PW], [32], [PW], [0])
         slots = seen.index(j % 2)
@@ -291,25 +299,27 @@ if HAVE_GLUON:
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
-    def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base, t_base,
-                       stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end, lo, n_d,
-                       n_total, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+    def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
+                       stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL, n_diag,
+                       n_dense, sink_end, lo, n_d, BN: gl.constexpr, D: gl.constexpr,
+                       NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                       OFF32: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem)."""
+        both consumers released it, up to the step where the pair stopped (stop_smem). The
+        walk's bounds load under the dense steps' copies, which need no load."""
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
+        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
         j = 0
-        n_end = n_total
-        while j < gl.minimum(n_dense, n_end):  # the pair's own rows, the sink and the window
+        n_end = NO_STOP
+        while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            if j < n_end:
-                rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                         cols_h, D, OFF32)
-                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+            _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                     cols_h, D, OFF32)
+            cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
+        n_end = gl.minimum(n_end, n_total)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
@@ -388,8 +398,9 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
-                       qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
+                       TOTAL, n_dense, n_d, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                       D: gl.constexpr,
                        REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
                        NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
                        stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
@@ -404,11 +415,14 @@ if HAVE_GLUON:
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
-        # the tile's Q, loaded under the producer's first gathers
+        # the tile's Q and the walk's bounds, loaded together under the producer's first gathers
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        _load_q(Q, q_smem, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
-                gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
-                gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
+        q = _q_rows(Q, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
+                    gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
+                    gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
+        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+        q_smem.store(q)
+        fence_async_shared()
         gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
         if STAMPS and X == 0:
             _stamp(STAMP, 3)
@@ -481,16 +495,13 @@ if HAVE_GLUON:
             gl.store(VISITED + bh * N_VIS + mt + X - Q0 // BM, n_vis)
 
     @gluon.jit
-    def _pair_geometry(rank, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
-                       H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG: gl.constexpr,
-                       BM: gl.constexpr, BN: gl.constexpr, GROUP: gl.constexpr):
-        """The stream of the tile pair of rank `rank` (0: the longest prefixes) of head bh:
-        (its first tile mt, first row m0, the sink's end, the window's start lo, the n_d dense
-        keys, the n_dense steps before the walk, the walk's P ranked keys, n_total steps, and
-        the table, K and V bases)."""
+    def _pair_start(rank, bh, N_MT, SINK, LOCAL, SEG: gl.constexpr, BM: gl.constexpr,
+                    BN: gl.constexpr):
+        """What the stream of the tile pair of rank `rank` (0: the longest prefixes) of head bh
+        needs before its walk, without a load: (its first tile mt, first row m0, its segment
+        g, the sink's end, the window's start lo, the n_d dense keys, the n_dense steps before
+        the walk)."""
         mt = ((N_MT + 1) // 2 - 1 - rank) * 2
-        b = bh // H_Q
-        hk = (bh % H_Q) // GROUP
         m0 = mt * BM
         g = m0 // SEG
         s0 = g * SEG
@@ -498,12 +509,35 @@ if HAVE_GLUON:
         lo = gl.maximum(s0 - LOCAL, sink_end)
         n_d = sink_end + (m0 - lo)  # dense keys before the pair: the sink, then [lo, m0)
         n_dense = 2 * BM // BN + (n_d + BN - 1) // BN
+        return mt, m0, g, sink_end, lo, n_d, n_dense
+
+    @gluon.jit
+    def _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN: gl.constexpr):
+        """The pair's walk: (its P ranked keys, the stream's n_total steps, the table's base).
+        Two dependent loads: each partition issues them under its first copies (session 17)."""
         off = gl.load(OFFSETS + g)
         P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
-        n_total = n_dense + (P + BN - 1) // BN
         t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
-        k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-        v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+        return P, n_dense + (P + BN - 1) // BN, t_base
+
+    @gluon.jit
+    def _kv_bases(bh, K, V, stride_kb, stride_kh, stride_vb, stride_vh, H_Q, GROUP: gl.constexpr):
+        """Head bh's K and V (its kv head's)."""
+        b = bh // H_Q
+        hk = (bh % H_Q) // GROUP
+        return (K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh,
+                V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh)
+
+    @gluon.jit
+    def _pair_geometry(rank, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb, stride_vh,
+                       H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG: gl.constexpr,
+                       BM: gl.constexpr, BN: gl.constexpr, GROUP: gl.constexpr):
+        """_pair_start, _pair_walk and _kv_bases at once (benchmarks/gluon_persist.py): (mt, m0,
+        sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base)."""
+        mt, m0, g, sink_end, lo, n_d, n_dense = _pair_start(rank, bh, N_MT, SINK, LOCAL, SEG, BM,
+                                                            BN)
+        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+        k_base, v_base = _kv_bases(bh, K, V, stride_kb, stride_kh, stride_vb, stride_vh, H_Q, GROUP)
         return mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base
 
     @gluon.jit
@@ -559,30 +593,31 @@ if HAVE_GLUON:
         tau = tau.to(gl.float32)
         n_diag: gl.constexpr = 2 * BM // BN  # steps over the pair's own rows
         bh = gl.program_id(1)
-        mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = _pair_geometry(
-            gl.program_id(0), bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_vb,
-            stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG, BM, BN, GROUP)
+        mt, m0, g, sink_end, lo, n_d, n_dense = _pair_start(gl.program_id(0), bh, N_MT, SINK,
+                                                            LOCAL, SEG, BM, BN)
+        k_base, v_base = _kv_bases(bh, K, V, stride_kb, stride_kh, stride_vb, stride_vh, H_Q,
+                                   GROUP)
 
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
             Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
-        _post_stop(stop_smem, n_total)
+        _post_stop(stop_smem, NO_STOP)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
+                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
                               JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
                               STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_VIS, P, n_dense, n_d, n_total,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
+                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
                               JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
                               STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
-                              t_base, stride_kn, stride_vn, m0, N, P, n_diag, n_dense, sink_end,
-                              lo, n_d, n_total, BN, D, NBUF, TPW_ROWS, PW, OFF32, STAMP,
-                              STAMPS)),
+                              stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL,
+                              n_diag, n_dense, sink_end, lo, n_d, BN, D, NBUF, TPW_ROWS, PW,
+                              OFF32, STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
