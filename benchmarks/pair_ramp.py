@@ -29,11 +29,12 @@ from s2o_compile.kernels.layout import query_tiles
 from s2o_compile.workload import structured_qkv
 
 SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, prod_loop=8,
-             prod_end=9, gt_end=10, out1=11)
+             prod_end=9, gt_end=10, out1=11, c0_start=12, loop1=13, first_issued=14,
+             q_landed=15)
 
 
 def split(st: torch.Tensor) -> dict:
-    """The SMs' time, split as the module says, from one run's stamps [ctas, 12]."""
+    """The SMs' time, split as the module says, from one run's stamps [ctas, 16]."""
     st = st.double()
     col = {k: st[:, i] for k, i in SLOTS.items()}
     end = torch.stack([col["out0"], col["out1"], col["prod_end"]]).max(0).values
@@ -69,10 +70,14 @@ def split(st: torch.Tensor) -> dict:
            for k, v in parts.items()}
     out["q_stored"] = dict(ms_per_sm=q_part * ns_per_clk / n_sm / 1e6,
                            steps_per_pair=q_part / step_clk / pairs)
-    # the drain's parts: each warp group's end after consumer 0's last step
-    for name in ("out0", "out1", "prod_loop", "prod_end"):
-        d = float((col[name] - col["loop"]).sum())
-        out[f"drain_{name}"] = dict(ms_per_sm=d * ns_per_clk / n_sm / 1e6,
+    # the ramp's and the drain's parts: each event after the CTA's start or consumer 0's last
+    # step
+    events = [(f"ramp_{n}", n, "start") for n in ("c0_start", "q_landed", "first_issued")]
+    events += [(f"drain_{n}", n, "loop") for n in ("loop1", "out0", "out1", "prod_loop",
+                                                   "prod_end")]
+    for key, name, since in events:
+        d = float((col[name] - col[since]).sum())
+        out[key] = dict(ms_per_sm=d * ns_per_clk / n_sm / 1e6,
                                     steps_per_pair=d / step_clk / pairs)
     out.update(kernel_ms=(t1 - t0) / 1e6, sms=n_sm, pairs=pairs, steps=steps,
                step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
@@ -87,8 +92,10 @@ def main(argv=None) -> int:
     ap.add_argument("--module", default="gluon_pair",
                     help="the pair kernel's module: the op's, or a copy of an older one under "
                          "benchmarks/ (A/B)")
+    ap.add_argument("--kw", default="", help="attention_pair keywords, 'key=int,key=int'")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    kw = {k: int(v) for k, v in (f.split("=") for f in args.kw.split(",") if f)}
     pair = GP if args.module == "gluon_pair" else __import__(args.module)
     print(dict(card=torch.cuda.get_device_name(), torch=torch.__version__), flush=True)
     rows = []
@@ -98,18 +105,19 @@ def main(argv=None) -> int:
             cfg = S2OConfig(min_seq_len=0, block_m=bm, threshold=args.tau)
             table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
             ctas = q.shape[1] * query_tiles(N, N, 2 * GP.BLOCK)
-            stamps = torch.zeros(ctas, 12, dtype=torch.int64, device="cuda")
+            stamps = torch.zeros(ctas, 16, dtype=torch.int64, device="cuda")
             run = lambda: pair.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa
-                                            stamps=stamps)
+                                            stamps=stamps, **kw)
             for _ in range(3):
                 run()
             torch.cuda.synchronize()
             res = split(stamps.cpu())
-            res.update(N=N, block_m=bm, tau=args.tau, module=args.module)
+            res.update(N=N, block_m=bm, tau=args.tau, module=args.module, kw=args.kw)
             rows.append(res)
-            print(f"{args.module} N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, {res['pairs']} pairs on "
+            print(f"{args.module} {args.kw} N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, {res['pairs']} pairs on "
                   f"{res['sms']} SMs, a step {res['step_us_on_sm']:.2f} us on its SM", flush=True)
-            for part in ("q_stored", "ramp", "walk", "drain", "drain_out0", "drain_out1",
+            for part in ("ramp_c0_start", "ramp_q_landed", "q_stored", "ramp_first_issued",
+                         "ramp", "walk", "drain", "drain_loop1", "drain_out0", "drain_out1",
                          "drain_prod_loop", "drain_prod_end", "gap", "tail"):
                 r = res[part]
                 print(f"    {part:9s} {r['ms_per_sm']:7.3f} ms/SM  {r['steps_per_pair']:6.2f} "
