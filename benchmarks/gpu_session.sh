@@ -17,8 +17,8 @@ for stage in "$@"; do
     pf17)   timeout 300 python benchmarks/pair_ab.py --seq-lens 32768 131072 65536 --rounds 3 \
               --skip-checks --variants base prefetch=132 prefetch=264 --out "$OUT/pf17_ab.json" \
               2>&1 | grep -v Warning | tee "$OUT/pf17_ab.log"
-            for kw in "" prefetch=132; do timeout 100 python benchmarks/pair_ramp.py \
-              --seq-lens 32768 131072 --kw "$kw" --out "$OUT/pf17_ramp$kw.json" 2>&1 \
+            for pf in 0 132; do timeout 100 python benchmarks/pair_ramp.py \
+              --seq-lens 32768 131072 --kw "prefetch=$pf" --out "$OUT/pf17_ramp_$pf.json" 2>&1 \
               | grep -v Warning | tee -a "$OUT/pf17_ramp.log"; done ;;
     # session 17: the pair kernel's walk bounds loaded under its first copies and Q (its CTAs
     # started their first copies ~2 us after their start) against the kernel before
