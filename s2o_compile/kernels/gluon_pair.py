@@ -188,6 +188,28 @@ if HAVE_GLUON:
                  + cols_o[None, :], out.to(O.dtype.element_ty), mask=ok[:, None])
 
     @gluon.jit
+    def _store_out_staged(O, o, l_i, stage, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
+                          CHUNKED: gl.constexpr):
+        """_store_out through shared memory (stage: the tile's Q buffer, free after its last
+        Q K^T): the accumulator layout's stores write 4 bytes a thread over 8 rows, 128 of
+        them per warp for a 64 x 128 tile, which kept a CTA's end waiting ~2 us (H100, session
+        17 stamps); from a row-major layout a thread stores 16 bytes and a warp whole rows."""
+        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
+        stage.store((o * (1.0 / gl.convert_layout(l_i, row_o))[:, None]).to(stage.dtype))
+        gl.thread_barrier()  # the warpgroup's rows, before any thread reads them back
+        TPR: gl.constexpr = D // 8  # threads a row, 8 elements (16 bytes) each
+        rows_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 // TPR, TPR], [4, 1], [1, 0])
+        out = stage.load(rows_l)
+        rows_o = m0 + gl.arange(0, BM, layout=gl.SliceLayout(1, rows_l))
+        ok = rows_o < N
+        if CHUNKED:
+            ok = ok & (rows_o >= Q0)
+            rows_o = rows_o - Q0
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, rows_l))
+        gl.store(O + (bh.to(gl.int64) * (N - Q0) + rows_o.to(gl.int64))[:, None] * D
+                 + cols_o[None, :], out, mask=ok[:, None])
+
+    @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
                       WARPS: gl.constexpr):
         """Row indices of a [BN, D] tile in the gathered copies' layout, and the columns of one
@@ -345,7 +367,8 @@ if HAVE_GLUON:
         both consumers released it, up to the step where the pair stopped (stop_smem). The
         walk's bounds load under the dense steps' copies, which need no load."""
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
-        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+        off = gl.load(OFFSETS + g)  # used after the dense steps (_walk_from)
+        off_next = gl.load(OFFSETS + g + 1)
         j = 0
         n_end = NO_STOP
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
@@ -364,6 +387,7 @@ if HAVE_GLUON:
                            Q, K, V, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
                            stride_kn, stride_vb, stride_vh, stride_vn, N, Q0, H_Q, N_MT, BM, D,
                            GROUP, PW)
+        P, n_total, t_base = _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN)
         n_end = gl.minimum(n_end, n_total)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
@@ -525,7 +549,7 @@ if HAVE_GLUON:
         if STAMPS:
             _stamp(STAMP, 5 + 8 * X)  # the loop's end: consumer 0's (5), consumer 1's (13)
         if has_rows:
-            _store_out(O, o, l_i, bh, mx, N, Q0, BM, D, CHUNKED)
+            _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D, CHUNKED)
         if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
             _stamp(STAMP, 6 + 5 * X)
             if X == 0:
@@ -562,10 +586,16 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN: gl.constexpr):
-        """The pair's walk: (its P ranked keys, the stream's n_total steps, the table's base).
-        Two dependent loads: each partition issues them under its first copies (session 17)."""
-        off = gl.load(OFFSETS + g)
-        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
+        """The pair's walk: (its P ranked keys, the stream's n_total steps, the table's base)."""
+        return _walk_from(gl.load(OFFSETS + g), gl.load(OFFSETS + g + 1), bh, n_dense, TABLE,
+                          T_DIV, TOTAL, BN)
+
+    @gluon.jit
+    def _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN: gl.constexpr):
+        """_pair_walk from the segment's two table offsets, loaded earlier: the producer loads
+        them before its first copies and uses them after (session 17: used where loaded, they
+        held the first copies back ~0.5 us, which the consumers waited for)."""
+        P = (off_next - off).to(gl.int32)
         t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
         return P, n_dense + (P + BN - 1) // BN, t_base
 
