@@ -1,5 +1,14 @@
-"""EXPERIMENT (session 16; not used by the op): the pair kernel, persistent, with a dynamic
+"""EXPERIMENT (sessions 16-17; not used by the op): the pair kernel, persistent, with a dynamic
 work queue.
+
+Session 17 (v2): the pair kernel's CTAs were stamped (pair_ramp.py): a pair's start (its first
+copies issued ~1.7 us after the CTA's, its Q ~1.8 us) and end (the output's stores, ~2 us in
+the accumulator layout) cost ~3.4 steps a pair at 32K, on top of the CTA's exit and the next's
+launch. v1 below removed only the launch: its consumers stored the output, then loaded the next
+pair's geometry and Q, one after the other. v2: the producer takes the next pair from the queue
+when it starts a pair and tags each step with both; the consumers load the next pair's Q into
+registers before they store the current output (through shared memory, as the op's kernel now
+does), and its bounds during the current pair.
 
 Why: at 32K the pair walk costs 1.34x cuDNN per computed pair at tau 0.8 (~21 steps per CTA)
 but 1.17x when it walks the whole prefix (tau 1e-6, ~130 steps per CTA; H200,
@@ -30,9 +39,10 @@ from s2o_compile.kernels.gluon_pair import BLOCK, HAVE_GLUON
 
 if HAVE_GLUON:
     from s2o_compile.kernels.gluon_pair import (
-        cp, gl, gluon, mbarrier, _copy_kv, _exchange, _gather_index, _half_diagonal_step,
-        _load_q, _pair_buffers, _pair_geometry, _pair_rows, _pair_step, _post_stop,
-        _softmax_state, _stop_step, _store_out, _table_rows)
+        cp, gl, gluon, mbarrier, fence_async_shared, _copy_kv, _exchange, _gather_index,
+        _half_diagonal_step, _pair_buffers, _pair_geometry, _pair_rows, _pair_start, _pair_step,
+        _pair_walk, _post_stop, _q_rows, _softmax_state, _stop_step, _store_out_staged,
+        _table_rows)
 
     @gluon.jit
     def _next_pair(COUNTER, PW: gl.constexpr):
@@ -48,17 +58,20 @@ if HAVE_GLUON:
         return gl.max(tags.index(slot).load(one), axis=0)
 
     @gluon.jit
-    def _publish(tags, ready, slot, w, PW: gl.constexpr):
-        """Tag buffer `slot` with pair w (-1: no more pairs) and make it ready: the tag's own
-        arrival after every producer warp stored it (ready: 32 PW cp.async arrivals + 1)."""
+    def _publish(tags, nexts, ready, slot, w, w_next, PW: gl.constexpr):
+        """Tag buffer `slot` with pair w (-1: no more pairs) and the pair after it, and make it
+        ready: the tag's own arrival after every producer warp stored it (ready: 32 PW
+        cp.async arrivals + 1)."""
         every: gl.constexpr = gl.BlockedLayout([1], [32], [PW], [0])
         cp.mbarrier_arrive(ready.index(slot), increment_count=False)
         tags.index(slot).store(gl.full([1], 1, gl.int32, layout=every) * w)
+        nexts.index(slot).store(gl.full([1], 1, gl.int32, layout=every) * w_next)
         gl.thread_barrier()
         mbarrier.arrive(ready.index(slot))
 
     @gluon.jit
-    def _persist_producer(k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, COUNTER, OFFSETS,
+    def _persist_producer(k_bufs, v_bufs, ready, empty, tags, nexts, stop_smem, seen, COUNTER,
+                          OFFSETS,
                           TABLE, K, V, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                           stride_vn, N, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, n_items,
                           SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
@@ -70,6 +83,8 @@ if HAVE_GLUON:
         j = 0  # steps issued, across pairs
         w = _next_pair(COUNTER, PW)
         while w < n_items:
+            w_next = _next_pair(COUNTER, PW)  # now: the consumers prefetch its Q
+            w_next = gl.where(w_next < n_items, w_next, -1)
             mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
                 _pair_geometry(w % n_pt, w // n_pt, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
                                stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
@@ -94,28 +109,30 @@ if HAVE_GLUON:
                         rows = _table_rows(t_base, local - n_dense, P, rows_g, BN)
                     _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
                              stride_vn, cols_h, D, False)
-                    _publish(tags, ready, slot, w, PW)
+                    _publish(tags, nexts, ready, slot, w, w_next, PW)
                     j += 1
-            w = _next_pair(COUNTER, PW)
+            w = gl.where(w_next >= 0, w_next, n_items)
             gl.thread_barrier()  # every warp's last read of `seen` before its next store
         slot = j % NBUF  # the end: a buffer tagged -1
         if j >= NBUF:
             mbarrier.wait(empty.index(slot), ((j // NBUF) - 1) & 1)
-        _publish(tags, ready, slot, -1, PW)
+        _publish(tags, nexts, ready, slot, -1, -1, PW)
         cp.commit_group()
         cp.wait_group(0)
 
     @gluon.jit
-    def _persist_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, tags, sync,
-                          decide, stop_smem, O, VISITED, OFFSETS, TABLE, K, V, Q, stride_qb,
-                          stride_qh, stride_qn, stride_kb, stride_kh, stride_vb, stride_vh, N,
-                          H_Q, T_DIV, N_MT, N_VIS, TOTAL, SINK, LOCAL, qk_scale, tau,
-                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+    def _persist_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, tags, nexts,
+                          sync, decide, stop_smem, O, VISITED, OFFSETS, TABLE, K, V, Q,
+                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
+                          stride_vh, N, H_Q, T_DIV, N_MT, N_VIS, TOTAL, SINK, LOCAL, qk_scale,
+                          tau, SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                           D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                           CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, NBUF: gl.constexpr,
                           JOINT: gl.constexpr):
         """gluon_pair._pair_consumer over the pairs the tags name, with the step (s), phase
-        and exchange (n_ex) counts carried across pairs."""
+        and exchange (n_ex) counts carried across pairs. v2: a pair's bounds are loaded during
+        the pair before it, and its Q (into registers) before the pair before it stores its
+        output."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1
@@ -125,25 +142,37 @@ if HAVE_GLUON:
         n_pt = (N_MT + 1) // 2
         s = 0
         n_ex = 0
-        w_prev = -1
         mbarrier.wait(ready.index(0), 0)
         w = _tag_of(tags, 0)
+        # the first pair's Q and bounds (w < 0: no pair; the values go unused)
+        wq = gl.maximum(w, 0)
+        mt, m0, g, sink_end, lo, n_d, n_dense = _pair_start(wq % n_pt, wq // n_pt, N_MT, SINK,
+                                                            LOCAL, SEG, BM, BN)
+        P, n_total, t_base = _pair_walk(g, wq // n_pt, n_dense, OFFSETS, TABLE, T_DIV, TOTAL,
+                                        BN)
+        q_smem.store(_q_rows(Q, wq // n_pt, m0 + X * BM, gl.where(w >= 0, N, 0), 0, stride_qb,
+                             stride_qh, stride_qn, rows_q, cols_q, H_Q, False))
+        fence_async_shared()
+        gl.thread_barrier()
         while w >= 0:
+            w_next = _tag_of(nexts, s % NBUF)  # the pair after this one (-1: none)
             bh = w // n_pt
-            mt, m0, sink_end, lo, n_d, n_dense, P, n_total, t_base, k_base, v_base = \
-                _pair_geometry(w % n_pt, bh, OFFSETS, TABLE, K, V, stride_kb, stride_kh,
-                               stride_vb, stride_vh, H_Q, T_DIV, N_MT, TOTAL, SINK, LOCAL, SEG,
-                               BM, BN, GROUP)
+            mt, m0, g, sink_end, lo, n_d, n_dense = _pair_start(w % n_pt, bh, N_MT, SINK, LOCAL,
+                                                                SEG, BM, BN)
             base = s
             mx = m0 + X * BM
-            _load_q(Q, q_smem, bh, mx, N, 0, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
-                    H_Q, False)
-            gl.thread_barrier()
             offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, 0, BM, BN, D, False)
             active = mx < N
             has_rows = active
             n_end = base + n_total
             n_me = n_end
+            # the next pair's bounds, loaded under this pair's steps
+            wn = gl.maximum(w_next, 0)
+            mt_n, m0_n, g_n, se_n, lo_n, nd_n, ndense_n = _pair_start(wn % n_pt, wn // n_pt,
+                                                                      N_MT, SINK, LOCAL, SEG,
+                                                                      BM, BN)
+            P_n, n_total_n, t_base_n = _pair_walk(g_n, wn // n_pt, ndense_n, OFFSETS, TABLE,
+                                                  T_DIV, TOTAL, BN)
             while s < n_end:
                 slot = s % NBUF
                 t = s - base
@@ -178,8 +207,11 @@ if HAVE_GLUON:
                     n_ex += 1
                 mbarrier.arrive(empty.index(slot))
                 s += 1
+            # the next pair's Q into registers, under this pair's output
+            q_next = _q_rows(Q, wn // n_pt, m0_n + X * BM, gl.where(w_next >= 0, N, 0), 0,
+                             stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q, False)
             if has_rows:
-                _store_out(O, o, l_i, bh, mx, N, 0, BM, D, False)
+                _store_out_staged(O, o, l_i, q_smem, bh, mx, N, 0, BM, D, False)
             n_vis = gl.maximum(gl.minimum(n_me, n_end) - base - n_dense, 0)
             n_vis = (n_vis + STOP_EVERY - 1) // STOP_EVERY
             if JOINT:
@@ -187,6 +219,12 @@ if HAVE_GLUON:
                     gl.store(VISITED + bh * N_VIS + mt // 2, n_vis)
             elif has_rows:
                 gl.store(VISITED + bh * N_VIS + mt + X, n_vis)
+            gl.thread_barrier()  # every thread's read of the staged output, before Q lands
+            q_smem.store(q_next)
+            fence_async_shared()
+            gl.thread_barrier()
+            P = P_n
+            n_total = n_total_n
             # the next pair: release the steps issued past this one's end, unread
             w_prev = w
             mbarrier.wait(ready.index(s % NBUF), (s // NBUF) & 1)
@@ -214,23 +252,25 @@ if HAVE_GLUON:
             Q, BM, BN, D, NBUF, PW, 32 * PW + 1, SMEM, SMEM_KV)
         tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1],
                                          gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        nexts = gl.allocate_shared_memory(gl.int32, [NBUF, 1],
+                                          gl.SwizzledSharedLayout(1, 1, 1, [0]))
         _post_stop(stop_smem, 0)  # no end posted: every pair's steps are > 0
         gl.thread_barrier()
         gl.warp_specialize([
-            (_persist_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, tags, sync, decide,
+            (_persist_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, tags, nexts, sync, decide,
                                  stop_smem, O, VISITED, OFFSETS, TABLE, K, V, Q, stride_qb,
                                  stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
                                  stride_vh, N, H_Q, T_DIV, N_MT, N_VIS, TOTAL, SINK, LOCAL,
                                  qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING, CHUNK,
                                  STOP_EVERY, NBUF, JOINT)),
-            (_persist_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, tags, sync, decide,
+            (_persist_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, tags, nexts, sync, decide,
                                  stop_smem, O, VISITED, OFFSETS, TABLE, K, V, Q, stride_qb,
                                  stride_qh, stride_qn, stride_kb, stride_kh, stride_vb,
                                  stride_vh, N, H_Q, T_DIV, N_MT, N_VIS, TOTAL, SINK, LOCAL,
                                  qk_scale, tau, SEG, BM, BN, D, GROUP, REMAINING, CHUNK,
                                  STOP_EVERY, NBUF, JOINT)),
-            (_persist_producer, (k_bufs, v_bufs, ready, empty, tags, stop_smem, seen, COUNTER,
-                                 OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_kn,
+            (_persist_producer, (k_bufs, v_bufs, ready, empty, tags, nexts, stop_smem, seen,
+                                 COUNTER, OFFSETS, TABLE, K, V, stride_kb, stride_kh, stride_kn,
                                  stride_vb, stride_vh, stride_vn, N, H_Q, T_DIV, N_MT, TOTAL,
                                  SINK, LOCAL, n_items, SEG, BM, BN, D, GROUP, NBUF, TPW_ROWS,
                                  PW)),

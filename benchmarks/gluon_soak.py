@@ -8,7 +8,8 @@ Cases: the Llama shapes on the structured workload (the op's default table, tau 
 given lengths, and random inputs with odd lengths, batch 2 and GQA at several taus (many
 different stop points, so the producer's reads of the walk's end race with the consumers'
 writes often). Per case: the kernel `reps` times back to back, its visits compared with the
-Triton kernel's every 25 calls.
+Triton kernel's every 25 calls. Variant `persist`: benchmarks/gluon_persist.py (the persistent
+pair kernel), `pair`: the op's pair kernel.
 """
 import argparse
 import subprocess
@@ -29,7 +30,18 @@ def child(args):
     import gluon_walk as GL
     from s2o_compile.workload import structured_qkv
 
-    _, gkw = gluon_ab.parse_variant(args.variant)
+    if args.variant in ("persist", "pair"):
+        from s2o_compile.kernels import gluon_pair as GP
+        from gluon_persist import attention_persist
+        run = attention_persist if args.variant == "persist" else GP.attention_pair
+        unsupported = lambda q, k, v, table, cfg, scale: GP.pair_unsupported(  # noqa: E731
+            q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale))
+    else:
+        _, gkw = gluon_ab.parse_variant(args.variant)
+        run = lambda *a: GL.attention_gluon(*a, **gkw)  # noqa: E731
+        unsupported = lambda q, k, v, table, cfg, scale: GL.gluon_unsupported(  # noqa: E731
+            q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale),
+            gluon_ab.pair_step(cfg, gkw))
     if args.case.startswith("llama"):
         N = int(args.case[5:])
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
@@ -42,15 +54,14 @@ def child(args):
         cfg = S2OConfig(min_seq_len=0, threshold=tau, block_m=args.block_m)
     scale = q.shape[-1] ** -0.5
     table, offsets = T.build_index_table(q, k, scale, cfg)
-    why = GL.gluon_unsupported(q, k, v, table, cfg, scale, T.whole_tiles(cfg, cfg.block_m, scale),
-                               gluon_ab.pair_step(cfg, gkw))
+    why = unsupported(q, k, v, table, cfg, scale)
     if why:
         print(f"not taken: {why}", flush=True)
         return
     _, vis_t = T.attention_with_table(q, k, v, table, offsets, scale, cfg)
     start, bad = time.perf_counter(), 0
     for i in range(args.reps):
-        _, vis = GL.attention_gluon(q, k, v, table, offsets, scale, cfg, **gkw)
+        _, vis = run(q, k, v, table, offsets, scale, cfg)
         if i % 25 == 24:
             bad += int(not torch.equal(vis, vis_t))
     torch.cuda.synchronize()

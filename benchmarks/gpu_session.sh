@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,15 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 17: the persistent pair kernel v2 (benchmarks/gluon_persist.py: the next pair's
+    # bounds and Q loaded under the current pair, the output through shared memory): checks,
+    # the walk against the op's pair kernel in 3 rounds, then a short soak (block_m 64 and 128)
+    persist17) timeout 330 python benchmarks/pair_ab.py --seq-lens 32768 131072 65536 --rounds 3 \
+              --variants base persist=1 --out "$OUT/persist17_ab.json" 2>&1 | grep -v Warning \
+              | grep -v "visits equal True" | tee "$OUT/persist17_ab.log"
+            for bm in 64 128; do timeout 100 python benchmarks/gluon_soak.py --variants persist \
+              --seq-lens 32768 --reps 100 --timeout 40 --block-m $bm 2>&1 \
+              | tee -a "$OUT/persist17_soak.log"; done ;;
     # session 17: the output stored through shared memory (16 bytes a thread, whole rows a
     # warp) and the producer's table offsets used only after its dense copies: GPU tests,
     # checks, the walk against the session's start (old_pair.py) in 3 rounds, the stamps
