@@ -17,8 +17,8 @@ for stage in "$@"; do
     persist17) timeout 330 python benchmarks/pair_ab.py --seq-lens 32768 131072 65536 --rounds 3 \
               --variants base persist=1 --out "$OUT/persist17_ab.json" 2>&1 | grep -v Warning \
               | grep -v "visits equal True" | tee "$OUT/persist17_ab.log"
-            for bm in 64 128; do timeout 100 python benchmarks/gluon_soak.py --variants persist \
-              --seq-lens 32768 --reps 100 --timeout 40 --block-m $bm 2>&1 \
+            for bm in 64 128; do timeout 200 python benchmarks/gluon_soak.py --variants persist \
+              --seq-lens 32768 --reps 100 --timeout 90 --block-m $bm 2>&1 \
               | tee -a "$OUT/persist17_soak.log"; done ;;
     # session 17: the output stored through shared memory (16 bytes a thread, whole rows a
     # warp) and the producer's table offsets used only after its dense copies: GPU tests,
