@@ -18,7 +18,8 @@ A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: t
 2 x 64 rows (causal; with 128-key steps the first tile computes only the step's first half,
 _half_diagonal_step), the dense keys (the sink, then the local window) as a gathered list, then
 the walk; a partial last dense or walk step is masked. Each consumer loads its own Q tile
-while the producer gathers the first steps. Chunked prefill (q the last L of N positions): the
+while the producer gathers the first steps, and stores its output through its Q tile's shared
+memory (whole rows a warp). Chunked prefill (q the last L of N positions): the
 pairs from the one holding the first query (CHUNKED; rows before it masked).
 
 Measured (H100, torch 2.11, triton 3.6, Llama shapes, structured workload, tau 0.8, attention
