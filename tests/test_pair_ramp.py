@@ -1,0 +1,50 @@
+"""benchmarks/pair_ramp.py: the pair kernel's per-CTA stamps split into an SM's ramp, walk,
+drain, gap and tail. Synthetic stamps with known parts (two SMs whose clocks are not aligned,
+CTAs of different lengths) must come back as those parts, per pair and in steps."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import pair_ramp as R  # noqa: E402
+
+
+def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None):
+    """One CTA's stamps: starts at clk0 on its SM (globaltimer gt0, 1 ns a clock), its first
+    step lands after `ramp`, `steps` steps of `step`, its last warp ends `drain` after."""
+    row = [0] * 16
+    first = clk0 + ramp
+    loop = first + steps * step
+    slots = dict(gt_start=gt0, start=clk0, sm=sm, q=clk0 + (q or ramp), first=first, loop=loop,
+                 out0=loop + drain, steps=steps, prod_loop=loop, prod_end=loop + drain // 2,
+                 gt_end=gt0 + (loop + drain - clk0), out1=loop + drain // 3,
+                 c0_start=clk0 + 1, loop1=loop, first_issued=clk0 + ramp // 2,
+                 q_landed=clk0 + (q or ramp))
+    for name, i in R.SLOTS.items():
+        row[i] = slots[name]
+    return row
+
+
+def test_split_recovers_the_parts():
+    rows, gap, step = [], 30, 10
+    for sm, (clk0, gt0) in enumerate([(1000, 0), (500_000, 40)]):  # clocks not aligned
+        t = clk0
+        for steps in (20, 12):
+            rows.append(_cta(sm, t, gt0 + (t - clk0), ramp=25, steps=steps, step=step,
+                             drain=8, q=15))
+            t += 25 + steps * step + 8 + gap
+    out = R.split(torch.tensor(rows))
+    pairs = len(rows)
+    assert out["pairs"] == pairs and out["sms"] == 2
+    assert out["ns_per_clk"] == pytest.approx(1.0)
+    assert out["step_us_on_sm"] * 1e3 == pytest.approx(step)
+    assert out["ramp"]["steps_per_pair"] == pytest.approx(25 / step)
+    assert out["q_stored"]["steps_per_pair"] == pytest.approx(15 / step)
+    assert out["walk"]["steps_per_pair"] == pytest.approx(16)  # (20 + 12) / 2
+    assert out["drain"]["steps_per_pair"] == pytest.approx(8 / step)
+    assert out["gap"]["steps_per_pair"] == pytest.approx(gap / 2 / step)  # one gap per SM
+    # SM 1 starts 40 ns later on the globaltimer and runs as long: it ends last, SM 0 waits
+    assert out["tail"]["steps_per_pair"] == pytest.approx(40 / pairs / step)
+    assert out["drain_out1"]["steps_per_pair"] == pytest.approx((8 // 3) / step)
