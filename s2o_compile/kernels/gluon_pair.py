@@ -101,8 +101,8 @@ if HAVE_GLUON:
         if CHUNKED:
             ok = ok & (pos >= Q0)
             pos = pos - Q0
-        return gl.load(Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-                       + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
+        head = Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+        return gl.load(head + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
                        mask=ok[:, None], other=0.0)
 
     @gluon.jit
@@ -428,10 +428,10 @@ if HAVE_GLUON:
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                        stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
                        TOTAL, n_dense, n_d, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
-                       D: gl.constexpr,
-                       REMAINING: gl.constexpr, CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr,
-                       NBUF: gl.constexpr, JOINT: gl.constexpr, Q, stride_qb, stride_qh,
-                       stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                       STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q,
+                       stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -644,14 +644,14 @@ if HAVE_GLUON:
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
-                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
-                              STAMP, STAMPS)),
+                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                              STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
+                              Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
-                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED,
-                              STAMP, STAMPS)),
+                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
+                              STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
+                              Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL,
                               n_diag, n_dense, sink_end, lo, n_d, BN, D, NBUF, TPW_ROWS, PW,
