@@ -192,9 +192,9 @@ if HAVE_GLUON:
     def _store_out_staged(O, o, l_i, stage, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
                           CHUNKED: gl.constexpr):
         """_store_out through shared memory (stage: the tile's Q buffer, free after its last
-        Q K^T): the accumulator layout's stores write 4 bytes a thread over 8 rows, 128 of
-        them per warp for a 64 x 128 tile, which kept a CTA's end waiting ~2 us (H100, session
-        17 stamps); from a row-major layout a thread stores 16 bytes and a warp whole rows."""
+        Q K^T): from the accumulator layout a thread makes 32 stores of 4 bytes, a warp
+        instruction over 8 rows, which kept a CTA's end waiting ~2 us (H100, session 17
+        stamps); from a row-major layout a thread stores 16 bytes and a warp whole rows."""
         row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
         stage.store((o * (1.0 / gl.convert_layout(l_i, row_o))[:, None]).to(stage.dtype))
         gl.thread_barrier()  # the warpgroup's rows, before any thread reads them back
