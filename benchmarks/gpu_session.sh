@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,15 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 17: K and V of a step on separate mbarriers (Q K^T starts on K alone): the stamps,
+    # then checks and the walk against e3f3f36 (old_pair.py) in 2 rounds, then the GPU tests
+    split17) timeout 60 python benchmarks/pair_ramp.py --seq-lens 32768 131072 \
+              --out "$OUT/split17_ramp.json" 2>&1 | grep -v Warning | tee "$OUT/split17_ramp.log"
+            timeout 150 python benchmarks/pair_ab.py --seq-lens 32768 131072 --rounds 2 \
+              --variants base old=1 --out "$OUT/split17_ab.json" 2>&1 | grep -v Warning \
+              | grep -v "visits equal True" | tee "$OUT/split17_ab.log"
+            timeout 170 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+              | tail -3 | tee "$OUT/split17_tests.log" ;;
     # session 17: L2 and memory counters of the pair walk and cuDNN at 32K and 128K
     l2_17)  for n in 32768 131072; do timeout 240 bash benchmarks/profile_l2.sh $n; done ;;
     # session 17: the kept kernel against the session's start (old_pair.py: gluon_pair.py at
