@@ -180,15 +180,13 @@ if HAVE_GLUON:
                 need = active & ((t >= n_diag) | (m0 + (n_diag - 1 - t) * BN < mx + BM))
                 if HALF & (t == 0) & need:
                     m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot),
-                                                      v_bufs.index(slot), ready.index(slot),
-                                                      (s // NBUF) & 1, m0, N, offs_m, l_i, o,
+                                                      v_bufs.index(slot), m0, N, offs_m, l_i, o,
                                                       qk_scale, BM, D)
                 elif need:
                     m_i, l_i, o, gsum, flags, n_me = _pair_step(
-                        q_smem, k_bufs.index(slot), v_bufs.index(slot), ready.index(slot),
-                        (s // NBUF) & 1, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
-                        o, gsum, flags, n_me, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                        STOP_EVERY, JOINT)
+                        q_smem, k_bufs.index(slot), v_bufs.index(slot), t, s, m0, N, offs_m,
+                        row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
+                        BM, BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT)
                 wk = t - n_dense
                 if (wk >= 0) & ((wk + 1) % CHUNK == 0) & (s + 1 < n_end):
                     if JOINT:

@@ -12,7 +12,8 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     # session 17: K and V of a step on separate mbarriers (Q K^T starts on K alone): the stamps,
-    # then checks and the walk against e3f3f36 (old_pair.py) in 2 rounds, then the GPU tests
+    # then checks and the walk against e3f3f36 (old_pair.py) in 2 rounds, then the GPU tests.
+    # Not kept (no ramp gain; the tests were cut by the device budget): code at 52e127a
     split17) timeout 60 python benchmarks/pair_ramp.py --seq-lens 32768 131072 \
               --out "$OUT/split17_ramp.json" 2>&1 | grep -v Warning | tee "$OUT/split17_ramp.log"
             timeout 150 python benchmarks/pair_ab.py --seq-lens 32768 131072 --rounds 2 \

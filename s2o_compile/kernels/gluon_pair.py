@@ -293,14 +293,13 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                 D: gl.constexpr, OFF32: gl.constexpr, k_ready=None):
+                 D: gl.constexpr, OFF32: gl.constexpr):
         """cp.async of the K and V rows `rows` into buffer `slot`; rows past N (a diagonal step
         of the last pair) zero-filled. A thread copies one 16-byte piece of a row per cols_h
         columns: with D 128, a row's two halves from one address, the second at a constant
         offset (no address arithmetic of its own); row offsets in 32 bits where they fit
         (OFF32). Session 16: the producer's step 316 -> 166 SASS instructions, the walk 0-4.6%
-        faster (its instructions take issue slots from the consumers). k_ready: an mbarrier that
-        the K copies arrive on, before the V copies are issued (Q K^T may start on K alone)."""
+        faster (its instructions take issue slots from the consumers)."""
         ok = (rows < N)[:, None]
         if OFF32:
             k_rows = k_base + rows * stride_kn
@@ -316,14 +315,10 @@ if HAVE_GLUON:
         if H < D:
             cp.async_copy_global_to_shared(k_buf.slice(0, H, dim=1), k_ptr, mask=ok)
             cp.async_copy_global_to_shared(k_buf.slice(H, H, dim=1), k_ptr + H, mask=ok)
-        else:
-            cp.async_copy_global_to_shared(k_buf, k_ptr, mask=ok)
-        if k_ready is not None:
-            cp.mbarrier_arrive(k_ready, increment_count=False)
-        if H < D:
             cp.async_copy_global_to_shared(v_buf.slice(0, H, dim=1), v_ptr, mask=ok)
             cp.async_copy_global_to_shared(v_buf.slice(H, H, dim=1), v_ptr + H, mask=ok)
         else:
+            cp.async_copy_global_to_shared(k_buf, k_ptr, mask=ok)
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
@@ -345,8 +340,8 @@ if HAVE_GLUON:
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                     cols_h, D, OFF32, ready.index(slot))
-            cp.mbarrier_arrive(ready.index(NBUF + slot), increment_count=False)
+                     cols_h, D, OFF32)
+            cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             if STAMPS:
                 if j == 0:
                     _stamp(STAMP, 14)  # the first copies issued
@@ -359,8 +354,8 @@ if HAVE_GLUON:
             if j < n_end:
                 rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                         cols_h, D, OFF32, ready.index(slot))
-                cp.mbarrier_arrive(ready.index(NBUF + slot), increment_count=False)
+                         cols_h, D, OFF32)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
         if STAMPS:
             _stamp(STAMP, 8)
@@ -383,22 +378,19 @@ if HAVE_GLUON:
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
 
     @gluon.jit
-    def _pair_step(q_smem, k_buf, v_buf, v_ready, phase, t, s, m0, N, offs_m, row_ok, n_dense,
-                   n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr,
-                   BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
-                   CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
-        """A consumer's step t of its pair's stream over the landed K tile: Q K^T, the step's
-        mask, the online softmax, P @ V once the V tile landed too (v_ready at this phase), and
-        on a walk step the stop rule (whose end is s + 1: s is step t as the producer counts
-        it). Returns (m, l, o, gsum, flags, n_me)."""
+    def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
+                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                   D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
+        """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
+        mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
         m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-        mbarrier.wait(v_ready, phase)
-        fence_async_shared()
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -408,8 +400,8 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
-    def _half_diagonal_step(q_smem, k_buf, v_buf, v_ready, phase, m0, N, offs_m, l_i, o,
-                            qk_scale, BM: gl.constexpr, D: gl.constexpr):
+    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
+                            BM: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
         pair's diagonal step precede some of its rows (the other half follows them all), so
         Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
@@ -427,8 +419,6 @@ if HAVE_GLUON:
         m_h = gl.max(sc, axis=1) * qk_scale
         p = gl.exp2(sc * qk_scale - m_h[:, None])
         l_h = gl.sum(p, axis=1)
-        mbarrier.wait(v_ready, phase)
-        fence_async_shared()
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf.slice(0, BM), o,
                           use_acc=False, is_async=True)
         o = warpgroup_mma_wait(0, deps=(o, ))
@@ -487,17 +477,14 @@ if HAVE_GLUON:
             # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
             # the first tile's step 0)
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            phase = (s // NBUF) & 1
-            v_ready = ready.index(NBUF + slot)  # the V tile's copies (K's: ready[slot])
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                  v_ready, phase, m0, N, offs_m, l_i, o,
-                                                  qk_scale, BM, D)
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
-                    q_smem, k_bufs.index(slot), v_bufs.index(slot), v_ready, phase, s, s, m0, N,
-                    offs_m, row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale,
-                    tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT)
+                    q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -516,7 +503,6 @@ if HAVE_GLUON:
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
                         _post_stop(stop_smem, n_end)
-            mbarrier.wait(v_ready, phase)  # a step read or not: its copies landed before reuse
             mbarrier.arrive(empty.index(slot))
             s += 1
         if STAMPS:
@@ -597,8 +583,7 @@ if HAVE_GLUON:
                       PW: gl.constexpr, READY_ARRIVALS: gl.constexpr, SMEM: gl.constexpr,
                       SMEM_KV: gl.constexpr):
         """A pair kernel's shared memory, its mbarriers initialized: the two Q tiles, NBUF K and
-        V buffers, `ready` (READY_ARRIVALS per phase; 2 NBUF: buffer i's K tile, then its V tile
-        at NBUF + i), `empty` (both consumers), `sync` (the
+        V buffers, `ready` (READY_ARRIVALS per phase), `empty` (both consumers), `sync` (the
         consumers' exchange), stop_smem (a copy of the walk's end per producer warp), seen (the
         warps' reads, _stop_step) and decide (the exchanged decisions)."""
         dtype: gl.constexpr = Q.dtype.element_ty
@@ -606,7 +591,7 @@ if HAVE_GLUON:
         q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
         k_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
         v_bufs = gl.allocate_shared_memory(dtype, [NBUF, BN, D], SMEM_KV)
-        ready = gl.allocate_shared_memory(gl.int64, [2 * NBUF, 1], mbarrier.MBarrierLayout())
+        ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
@@ -615,7 +600,6 @@ if HAVE_GLUON:
         decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
         for i in gl.static_range(NBUF):
             mbarrier.init(ready.index(i), count=READY_ARRIVALS)
-            mbarrier.init(ready.index(NBUF + i), count=READY_ARRIVALS)
             mbarrier.init(empty.index(i), count=2)
         mbarrier.init(sync, count=2)
         return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide
