@@ -43,7 +43,6 @@ def split(st: torch.Tensor) -> dict:
     span_clk = col["out0"] - col["start"]
     ns_per_clk = float(span_gt.sum() / span_clk.sum())
     parts = dict(ramp=0.0, walk=0.0, drain=0.0, gap=0.0, tail=0.0)
-    q_part = 0.0
     sms = col["sm"].long()
     per_sm = []
     for sm in sms.unique().tolist():
@@ -51,7 +50,6 @@ def split(st: torch.Tensor) -> dict:
         idx = idx[col["start"][idx].argsort()]
         s, f, lp, e = col["start"][idx], col["first"][idx], col["loop"][idx], end[idx]
         parts["ramp"] += float((f - s).sum())
-        q_part += float((col["q"][idx] - s).sum())
         parts["walk"] += float((lp - f).sum())
         parts["drain"] += float((e - lp).sum())
         parts["gap"] += float((s[1:] - e[:-1]).sum())
@@ -68,11 +66,10 @@ def split(st: torch.Tensor) -> dict:
     pairs = st.shape[0]
     out = {k: dict(ms_per_sm=v * ns_per_clk / n_sm / 1e6, steps_per_pair=v / step_clk / pairs)
            for k, v in parts.items()}
-    out["q_stored"] = dict(ms_per_sm=q_part * ns_per_clk / n_sm / 1e6,
-                           steps_per_pair=q_part / step_clk / pairs)
     # the ramp's and the drain's parts: each event after the CTA's start or consumer 0's last
     # step
     events = [(f"ramp_{n}", n, "start") for n in ("c0_start", "q_landed", "first_issued")]
+    events += [("q_stored", "q", "start")]
     events += [(f"drain_{n}", n, "loop") for n in ("loop1", "out0", "out1", "prod_loop",
                                                    "prod_end")]
     for key, name, since in events:

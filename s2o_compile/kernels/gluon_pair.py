@@ -76,6 +76,12 @@ if HAVE_GLUON:
         return D // 2 if 8 * (32 // TPW_ROWS) == D // 2 else D
 
     @gluon.jit
+    def _globaltimer():
+        """The GPU's nanosecond timer (one clock for all SMs; _stamp)."""
+        return gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64,
+                                         is_pure=False, pack=1)
+
+    @gluon.jit
     def _stamp(STAMP, i: gl.constexpr, value=None):
         """Debug timing (STAMPS, benchmarks/pair_ramp.py): slot i of this CTA's row of STAMP
         [ctas, 16] int64 gets value, or the SM's clock (%clock64) where value is None."""
@@ -174,19 +180,27 @@ if HAVE_GLUON:
         return gsum, flags, n_end
 
     @gluon.jit
-    def _store_out(O, o, l_i, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
-                   CHUNKED: gl.constexpr):
-        """The tile's output rows: contiguous [B, Hq, N - Q0, D], position p at row p - Q0."""
-        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
-        out = o / gl.convert_layout(l_i, row_o)[:, None]
-        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+    def _out_ptrs(O, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr, LAY: gl.constexpr,
+                  CHUNKED: gl.constexpr):
+        """The tile's output addresses and their row mask, in layout LAY: contiguous [B, Hq,
+        N - Q0, D], position p at row p - Q0."""
+        rows_o = m0 + gl.arange(0, BM, layout=gl.SliceLayout(1, LAY))
         ok = rows_o < N
         if CHUNKED:
             ok = ok & (rows_o >= Q0)
             rows_o = rows_o - Q0
-        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, _mma(D)))
-        gl.store(O + (bh.to(gl.int64) * (N - Q0) + rows_o.to(gl.int64))[:, None] * D
-                 + cols_o[None, :], out.to(O.dtype.element_ty), mask=ok[:, None])
+        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, LAY))
+        return (O + (bh.to(gl.int64) * (N - Q0) + rows_o.to(gl.int64))[:, None] * D
+                + cols_o[None, :]), ok[:, None]
+
+    @gluon.jit
+    def _store_out(O, o, l_i, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
+                   CHUNKED: gl.constexpr):
+        """The tile's output rows (_out_ptrs), stored from the accumulator layout."""
+        row_o: gl.constexpr = gl.SliceLayout(1, _mma(D))
+        out = o / gl.convert_layout(l_i, row_o)[:, None]
+        ptrs, ok = _out_ptrs(O, bh, m0, N, Q0, BM, D, _mma(D), CHUNKED)
+        gl.store(ptrs, out.to(O.dtype.element_ty), mask=ok)
 
     @gluon.jit
     def _store_out_staged(O, o, l_i, stage, bh, m0, N, Q0, BM: gl.constexpr, D: gl.constexpr,
@@ -201,14 +215,8 @@ if HAVE_GLUON:
         TPR: gl.constexpr = D // 8  # threads a row, 8 elements (16 bytes) each
         rows_l: gl.constexpr = gl.BlockedLayout([1, 8], [32 // TPR, TPR], [4, 1], [1, 0])
         out = stage.load(rows_l)
-        rows_o = m0 + gl.arange(0, BM, layout=gl.SliceLayout(1, rows_l))
-        ok = rows_o < N
-        if CHUNKED:
-            ok = ok & (rows_o >= Q0)
-            rows_o = rows_o - Q0
-        cols_o = gl.arange(0, D, layout=gl.SliceLayout(0, rows_l))
-        gl.store(O + (bh.to(gl.int64) * (N - Q0) + rows_o.to(gl.int64))[:, None] * D
-                 + cols_o[None, :], out, mask=ok[:, None])
+        ptrs, ok = _out_ptrs(O, bh, m0, N, Q0, BM, D, rows_l, CHUNKED)
+        gl.store(ptrs, out, mask=ok)
 
     @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
@@ -513,9 +521,7 @@ if HAVE_GLUON:
             _stamp(STAMP, 6 + 5 * X)
             if X == 0:
                 _stamp(STAMP, 7, s)
-                _stamp(STAMP, 10, gl.inline_asm_elementwise(
-                    "mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False,
-                    pack=1))
+                _stamp(STAMP, 10, _globaltimer())
         # walked tiles (block_n), counted from the query tile holding Q0; JOINT: one count for
         # the pair's 128 rows (both tiles reach the same end), stored by the first tile
         n_vis = gl.maximum(gl.minimum(n_me, n_end) - n_dense, 0)
@@ -622,8 +628,7 @@ if HAVE_GLUON:
         warpgroups, each with its own online softmax and stop rule (JOINT: one rule for both,
         block_m 128)."""
         if STAMPS:  # 0: the CTA's start (globaltimer), 1: its clock, 2: its SM
-            _stamp(STAMP, 0, gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [],
-                                                       dtype=gl.int64, is_pure=False, pack=1))
+            _stamp(STAMP, 0, _globaltimer())
             _stamp(STAMP, 1)
             _stamp(STAMP, 2, gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [],
                                                        dtype=gl.int32, is_pure=True, pack=1))
