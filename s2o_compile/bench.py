@@ -9,8 +9,13 @@ S2O total time, its preprocessing (ranking + index table) and attention kernel s
 op's walk kernel, named: "pair" for the Gluon pair kernel, "triton"; and the Triton walk's time
 beside it), dense
 SDPA with the default backend, the FLASH backend and cuDNN, density, relative error and MSE
-against dense. Medians from triton.testing.do_bench (with --rounds R, everything R times,
-alternating, and the medians of the R readings; the JSON keeps every reading). Writes JSON (--out) and prints a table.
+against dense. Medians from triton.testing.do_bench. With --rounds R everything is timed R
+times in alternating rounds, each round dense first and then every tau; the times reported are
+the medians of the R readings, and speedup and efficiency the medians of the rounds' own ratios
+(each round's op reading over the same round's dense reading). Paired rounds matter: the cards
+run at their power cap, so the SM clock moves with what ran just before, and a dense reading and
+an op reading taken far apart moved the ratio by up to 15% (BENCHMARKS.md session 18). The JSON
+keeps every reading. Writes JSON (--out) and prints a table.
 It lives in the package so that it runs after `pip install`; it needs a CUDA GPU (speed of the
 Triton kernels is what it measures: the CPU reference says nothing about it).
 """
@@ -76,9 +81,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="time everything this many times, alternating; report medians (the "
-                         "card's speed drifts by up to ~15%% between readings, BENCHMARKS.md "
-                         "session 13)")
+                    help="time everything this many times in alternating rounds, dense first "
+                         "in each; report medians, and the medians of the rounds' own speedups "
+                         "and efficiencies (the card's speed moves by up to ~15%% between "
+                         "readings, BENCHMARKS.md sessions 13 and 18)")
     ap.add_argument("--out", default=None, help="JSON results file")
     add_config_arguments(ap, exclude=("threshold", "min_seq_len"))
 
@@ -96,12 +102,58 @@ def check_arguments(ap: argparse.ArgumentParser, args) -> S2OConfig:
     return config_from_args(ap, args, threshold=0.0, min_seq_len=0)
 
 
+def _case(q, k, v, ref, scale, cfg) -> dict:
+    """One tau: density and error of the op's output, and what is timed (the op, its parts, the
+    Triton walk where the op takes another kernel), each with its list of readings."""
+    from .kernels import triton_s2o as T
+    from .kernels import walk as W
+
+    out, density = W.s2o_attention(q, k, v, scale, cfg)  # the op's path
+    table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
+    kernel, _ = W.kernel_for(q, k, v, table, scale, cfg)
+    timed = {"s2o": lambda: W.s2o_attention(q, k, v, scale, cfg),  # the op, its parts
+             "att": lambda: W.attention(q, k, v, table, offsets, scale, cfg)}
+    if table is not None:  # tau 0 builds none
+        timed["pre"] = lambda: T.build_index_table(q, k, scale, cfg)
+    if kernel != "triton":  # the Triton walk, for comparison
+        timed["triton"] = lambda: T.attention_with_table(q, k, v, table, offsets, scale, cfg)
+    return dict(N=k.shape[2], cfg=cfg, density=density.mean().item(),
+                err=((out.float() - ref).norm() / ref.norm()).item(),
+                mse=((out.float() - ref) ** 2).mean().item(), kernel=kernel,
+                table_mib=0 if table is None else table.numel() * 4 / 2**20,
+                kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20,
+                timed=timed, readings={name: [] for name in timed})
+
+
+def _row(case, dts, best, best_rounds, dense_rounds) -> dict:
+    """The JSON row of one (N, tau), printed as one line."""
+    cfg, d, readings = case["cfg"], case["density"], case["readings"]
+    t_all, t_att = _median(readings["s2o"]), _median(readings["att"])
+    t_pre = _median(readings["pre"]) if "pre" in readings else 0.0
+    t_tri = _median(readings["triton"]) if "triton" in readings else t_att
+    speedups = [b / t for b, t in zip(best_rounds, readings["s2o"])]
+    effs = [t / (d * b) for b, t in zip(best_rounds, readings["s2o"])]
+    row = dict(N=case["N"], tau=cfg.threshold, config=repr(cfg), density=d,
+               rel_err=case["err"], mse=case["mse"], s2o_ms=t_all, preprocess_ms=t_pre,
+               attention_ms=t_att, kernel=case["kernel"], triton_attention_ms=t_tri,
+               readings_ms=readings, dense_readings_ms=dense_rounds, dense_ms=dts,
+               best_dense_ms=best, speedup=_median(speedups), efficiency=_median(effs),
+               speedup_rounds=speedups, efficiency_rounds=effs,
+               table_mib=case["table_mib"], kv_mib=case["kv_mib"])
+    print(f"{cfg.stop_rule[:4]} {cfg.ordering[:4]} {cfg.pooling} N={row['N']:6d} "
+          f"tau={cfg.threshold:<7g} density={d:.4f} err={case['err']:.4f} s2o={t_all:8.2f}ms "
+          f"(pre {t_pre:6.2f} att {t_att:8.2f} {case['kernel']}, triton {t_tri:8.2f}) "
+          f"dense={best:8.2f}ms "
+          f"{' '.join(f'{k_}={v_:.2f}' for k_, v_ in dts.items() if v_)} "
+          f"speedup={row['speedup']:5.2f}x eff={row['efficiency']:4.2f} "
+          f"(rounds {min(effs):.2f}-{max(effs):.2f}) "
+          f"table={row['table_mib']:.0f}MiB kv={row['kv_mib']:.0f}MiB", flush=True)
+    return row
+
+
 def run(args, cfg0: S2OConfig) -> list[dict]:
     """The benchmark proper (CUDA): one row per (N, tau)."""
     import triton
-
-    from .kernels import triton_s2o as T
-    from .kernels import walk as W
 
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__,
                 triton=triton.__version__, python=platform.python_version(),
@@ -112,47 +164,20 @@ def run(args, cfg0: S2OConfig) -> list[dict]:
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, args.heads, args.kv_heads, N, args.head_dim, device="cuda")
         ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).float()
-        dense_rounds = [dense_times(q, k, v) for _ in range(args.rounds)]
+        scale = args.head_dim ** -0.5
+        cases = [_case(q, k, v, ref, scale, cfg0.replace(threshold=tau)) for tau in args.taus]
+        dense_rounds = []
+        for _ in range(args.rounds):  # a round: dense, then every tau's op and parts
+            dense_rounds.append(dense_times(q, k, v))
+            for case in cases:
+                for name, fn in case["timed"].items():
+                    case["readings"][name].append(_bench(fn))
         dts = {name: _median([r[name] for r in dense_rounds]) for name in dense_rounds[0]}
         best = min(t for t in dts.values() if t is not None)
-        scale = args.head_dim ** -0.5
-        for tau in args.taus:
-            cfg = cfg0.replace(threshold=tau)
-            out, density = W.s2o_attention(q, k, v, scale, cfg)  # the op's path
-            err = ((out.float() - ref).norm() / ref.norm()).item()
-            mse = ((out.float() - ref) ** 2).mean().item()
-            table, offsets = T.walk_table(q, k, scale, cfg)  # tau 0: no ranking, no table
-            kernel, _ = W.kernel_for(q, k, v, table, scale, cfg)
-            timed = {"s2o": lambda: W.s2o_attention(q, k, v, scale, cfg),  # the op, its parts
-                     "att": lambda: W.attention(q, k, v, table, offsets, scale, cfg)}
-            if table is not None:  # tau 0 builds none
-                timed["pre"] = lambda: T.build_index_table(q, k, scale, cfg)
-            if kernel != "triton":  # the Triton walk, for comparison
-                timed["triton"] = lambda: T.attention_with_table(q, k, v, table, offsets, scale,
-                                                                 cfg)
-            readings = {name: [] for name in timed}
-            for _ in range(args.rounds):
-                for name, fn in timed.items():
-                    readings[name].append(_bench(fn))
-            t_all, t_att = _median(readings["s2o"]), _median(readings["att"])
-            t_pre = _median(readings["pre"]) if "pre" in readings else 0.0
-            t_tri = _median(readings["triton"]) if "triton" in readings else t_att
-            d = density.mean().item()
-            row = dict(N=N, tau=tau, config=repr(cfg), density=d, rel_err=err, mse=mse,
-                       s2o_ms=t_all, preprocess_ms=t_pre, attention_ms=t_att, kernel=kernel,
-                       triton_attention_ms=t_tri, readings_ms=readings,
-                       dense_readings_ms=dense_rounds, dense_ms=dts,
-                       best_dense_ms=best, speedup=best / t_all, efficiency=t_all / (d * best),
-                       table_mib=0 if table is None else table.numel() * 4 / 2**20,
-                       kv_mib=(k.numel() + v.numel()) * k.element_size() / 2**20)
-            rows.append(row)
-            print(f"{cfg.stop_rule[:4]} {cfg.ordering[:4]} {cfg.pooling} N={N:6d} tau={tau:<7g} "
-                  f"density={d:.4f} err={err:.4f} s2o={t_all:8.2f}ms "
-                  f"(pre {t_pre:6.2f} att {t_att:8.2f} {kernel}, triton {t_tri:8.2f}) dense={best:8.2f}ms "
-                  f"{' '.join(f'{k_}={v_:.2f}' for k_, v_ in dts.items() if v_)} "
-                  f"speedup={best / t_all:5.2f}x eff={t_all / (d * best):4.2f} "
-                  f"table={row['table_mib']:.0f}MiB kv={row['kv_mib']:.0f}MiB", flush=True)
-        del q, k, v, ref
+        best_rounds = [min(t for t in r.values() if t is not None) for r in dense_rounds]
+        for case in cases:
+            rows.append(_row(case, dts, best, best_rounds, dense_rounds))
+        del q, k, v, ref, cases
         torch.cuda.empty_cache()
     if args.out:
         with open(args.out, "w") as f:

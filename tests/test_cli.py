@@ -95,3 +95,21 @@ def test_explain_other_built_in_models(name, tmp_path, capsys):
                              capsys)
     assert code == 0, err
     assert "2 SDPA call(s), 2 rewritten" in out
+
+
+def test_bench_ratios_pair_each_round_with_its_own_dense_reading(capsys):
+    """Speedup and efficiency are the medians of the rounds' own ratios, not a ratio of medians
+    taken from readings far apart (the card's clock moves with what ran before: session 18)."""
+    from s2o_compile import S2OConfig
+    from s2o_compile.bench import _row
+
+    case = dict(N=4096, cfg=S2OConfig(threshold=0.5), density=0.5, err=0.01, mse=1e-4,
+                kernel="pair", table_mib=1.0, kv_mib=2.0,
+                readings={"s2o": [2.0, 4.0, 3.0], "att": [1.5, 3.5, 2.5], "pre": [0.5] * 3})
+    dense_rounds = [{"cudnn": 10.0, "flash": 12.0}, {"cudnn": 10.0, "flash": None},
+                    {"cudnn": 40.0, "flash": 30.0}]
+    row = _row(case, {"cudnn": 10.0, "flash": 12.0}, 10.0, [10.0, 10.0, 30.0], dense_rounds)
+    assert row["efficiency_rounds"] == [0.4, 0.8, 0.2] and row["efficiency"] == 0.4
+    assert row["speedup_rounds"] == [5.0, 2.5, 10.0] and row["speedup"] == 5.0
+    assert row["s2o_ms"] == 3.0 and row["triton_attention_ms"] == 2.5  # no Triton reading
+    assert "eff=0.40 (rounds 0.20-0.80)" in capsys.readouterr().out
