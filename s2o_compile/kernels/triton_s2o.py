@@ -5,8 +5,9 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      pooling="max", per segment averaged over the table row's query heads for pooling="mean".
      A table row is a query head (rank_per_head, its own ranking) or a kv head (its group's).
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
-     flat float32 buffer laid out like the index table; a key chunk is loaded once and scored
-     against all segments (a real matrix product), with the segment's best score by atomic max.
+     flat float32 buffer laid out like the index table; a program streams a run of key chunks
+     (pipelined loads) against a block of segments (a real matrix product), keeping each
+     segment's best score in registers, merged across programs by one atomic max.
   3. ordering="sort" (default): a stable counting sort of 7-bit priorities over blocks, each
      block's keys placed by one warp, 32 a round (_sorted_table); ordering="tiers":
      _tier_table_kernel, a stable counting sort by tier (two passes: histogram, then scatter).
@@ -40,7 +41,9 @@ from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
-SCORE_TILES = (16, 128, 4)  # prefix-score kernel: segments per step, keys per program, warps
+SCORE_TILES = (16, 128, 4)  # prefix-score kernel: segments per program, keys per step, warps
+SCORE_PROGRAMS = 2048  # prefix-score kernel: about this many programs (_score_split)
+SCORE_STAGES = 3  # prefix-score kernel: K chunks in flight (Triton's software pipelining)
 # query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
 # were slower (H200, 128K, BENCHMARKS.md session 15)
 POOL_TILES = (32, 4)
@@ -162,38 +165,50 @@ def _max_keep_nan(a, b):
 
 @triton.jit
 def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                          N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, scale, SINK, LOCAL,
-                          SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
+                          N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, KEYS_PER_PROGRAM, scale,
+                          SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
                           REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
                           BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
                           IEEE: tl.constexpr, CHUNKED: tl.constexpr):
-    """CHUNKED: chunked prefill, the queries are positions [Q0, N) (see the attention kernel)."""
+    """Scores of SB segments (program 1) against KEYS_PER_PROGRAM keys (program 2) of a table
+    row (program 0), BK keys a step: each step's K chunk is streamed (the loop's loads are
+    pipelined) against the segments' representative queries, the scores stored where the
+    table's slot of each (segment, key) is, and each segment's running max kept in registers
+    (one atomic max per segment at the end). A segment's score of a key: the max over its TP rep
+    slots (a NaN stays NaN, tl.max would drop it, so that the key ranks first: priority_of).
+    The steps of one K chunk once per program with all segments of the program (session 18:
+    the chunk per program and a loop over the segments, 4 warps waiting on one 32 KiB load,
+    took 0.79 ms at 128K on the H200). CHUNKED: chunked prefill, the queries are positions
+    [Q0, N) (see the attention kernel)."""
     scale = tl.cast(scale, tl.float32)
-    bhk = tl.program_id(0)  # fastest: the heads of a GQA group load the same K chunk together
-    c0 = tl.program_id(1) * BK
-    b = bhk // H_KV
+    bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
+    segs = tl.program_id(1) * SB + tl.arange(0, SB)
     hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
-    cols = c0 + tl.arange(0, BK)
-    offs_d = tl.arange(0, D)
-    kc = tl.load(K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
-                 + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
-                 mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
-    n_rep = N_SEG * TP
-    # A key j is in segment g's prefix iff sink_end(g) <= j < g * SEG - LOCAL; chunked prefill:
-    # the segments before the one holding the first query (Q0) have none.
-    g_first = (c0 + LOCAL + SINK) // SEG
+    b = bhk // H_KV
+    # A key j is in segment g's prefix iff sink_end(g) <= j < lo(g) = g * SEG - LOCAL (at least
+    # sink_end); chunked prefill: the segments before the one holding the first query have none.
+    seg_ok = segs < N_SEG
     if CHUNKED:
-        g_first = tl.maximum(g_first, Q0 // SEG)
-    rep_base = REP + bhk.to(tl.int64) * n_rep * D
-    for sb in range(g_first // SB * SB, N_SEG, SB):
-        segs = sb + tl.arange(0, SB)
-        # a segment's score: the max over its TP rep slots, one product per slot (a max over a
-        # reshaped [SB, TP, BK] product moved it through shared memory); a NaN score stays NaN
-        # (tl.max drops it), so that the key ranks first (priority_of)
+        seg_ok = seg_ok & (segs >= Q0 // SEG)
+    s0 = segs * SEG
+    sink_end = tl.minimum(s0, SINK)
+    lo = tl.where(seg_ok, tl.maximum(s0 - LOCAL, sink_end), 0)
+    c_lo = tl.program_id(2) * KEYS_PER_PROGRAM
+    c_hi = tl.minimum(c_lo + KEYS_PER_PROGRAM, tl.max(lo, axis=0))  # past every prefix: none
+    off = tl.load(OFFSETS + segs, mask=seg_ok, other=0)
+    dst_row = SCORES + bhk.to(tl.int64) * TOTAL + off - sink_end  # + key: the table's slot
+    k_head = K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
+    rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
+    offs_d = tl.arange(0, D)
+    best = tl.full([SB], float("-inf"), dtype=tl.float32)
+    for c0 in range(c_lo, c_hi, BK):
+        cols = c0 + tl.arange(0, BK)
+        kc = tl.load(k_head + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
+                     mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
         smax = tl.full([SB, BK], float("-inf"), dtype=tl.float32)
-        for j in range(0, TP):
-            first_row = segs * SEG + (j // (GROUP // HPR)) * ROWS
-            row_ok = (segs < N_SEG) & (j < REPS) & (first_row < N)
+        for j in tl.static_range(0, TP):
+            first_row = s0 + (j // (GROUP // HPR)) * ROWS
+            row_ok = seg_ok & (j < REPS) & (first_row < N)
             if CHUNKED:  # a group of ROWS positions before the first query has no rep
                 row_ok = row_ok & (first_row + ROWS > Q0)
             rep = tl.load(rep_base + (segs * TP + j)[:, None] * D + offs_d[None, :],
@@ -203,19 +218,21 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
             else:
                 s = tl.dot(rep, tl.trans(kc)) * scale
             smax = _max_keep_nan(smax, tl.where(row_ok[:, None], s, float("-inf")))
-        s0 = segs * SEG
-        sink_end = tl.minimum(s0, SINK)
-        lo = tl.maximum(s0 - LOCAL, sink_end)
-        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < lo[:, None]) \
-            & (segs < N_SEG)[:, None]
-        if CHUNKED:  # the segments before the first query's have no prefix
-            valid = valid & (segs >= Q0 // SEG)[:, None]
-        off = tl.load(OFFSETS + segs, mask=segs < N_SEG, other=0)
-        dst = SCORES + bhk.to(tl.int64) * TOTAL + off[:, None] + (cols[None, :] - sink_end[:, None])
-        tl.store(dst, smax, mask=valid)
-        rowmax = tl.max(tl.where(valid & (smax == smax), smax, float("-inf")), axis=1)
-        has = tl.max(valid.to(tl.int32), axis=1) > 0
-        tl.atomic_max(SEGMAX + bhk * N_SEG + segs, rowmax, mask=has)
+        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < lo[:, None])
+        tl.store(dst_row[:, None] + cols[None, :], smax, mask=valid)
+        best = tl.maximum(best, tl.max(tl.where(valid & (smax == smax), smax, float("-inf")),
+                                       axis=1))
+    has = seg_ok & (sink_end < c_hi) & (c_lo < lo) & (sink_end < lo)
+    tl.atomic_max(SEGMAX + bhk * N_SEG + segs, best, mask=has)
+
+
+def _score_split(N: int, rows: int, seg_blocks: int, BK: int) -> int:
+    """Keys per program of _prefix_scores_kernel (a multiple of BK): ~SCORE_PROGRAMS programs
+    in all (32K: 512 keys a program, 128K: 8192, with 32 table rows), so that short sequences
+    still fill the card and long ones stream long runs of chunks."""
+    chunks = triton.cdiv(N, BK)
+    splits = max(1, min(chunks, SCORE_PROGRAMS // max(1, rows * seg_blocks)))
+    return triton.cdiv(chunks, splits) * BK
 
 
 @triton.jit
@@ -553,10 +570,13 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     SB, BK, warps = SCORE_TILES
-    _launch(_prefix_scores_kernel, (B * R, triton.cdiv(N, BK)), k, rep, scores, segmax, offsets,
-            k.stride(0), k.stride(1), k.stride(2), N, q0, R, group, kv_div, G, total, scale,
-            cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
-            IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps, **meta)
+    seg_blocks = triton.cdiv(G, SB)
+    per_program = _score_split(N, B * R, seg_blocks, BK)
+    _launch(_prefix_scores_kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
+            scores, segmax, offsets, k.stride(0), k.stride(1), k.stride(2), N, q0, R, group,
+            kv_div, G, total, per_program, scale, cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
+            IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps,
+            num_stages=SCORE_STAGES, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * R), scores, segmax, offsets, table, G, total,
