@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,16 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 18: launch shapes of the run-starts and keys kernels (the starts kernel held 255
+    # registers, one program an SM), then the GPU tests of the op and the pair kernel in full
+    # (final18's were cut by their timeout)
+    sort18) timeout 150 python benchmarks/pre_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --prev "" --variants base "SORT_STARTS_ROWS=32;SORT_STARTS_WARPS=4" \
+              "SORT_STARTS_ROWS=64;SORT_STARTS_WARPS=8" "SORT_STARTS_ROWS=16;SORT_STARTS_WARPS=2" \
+              SORT_KEYS_WARPS=2 SORT_KEYS_WARPS=8 --out "$OUT/sort18_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/sort18_ab.log"
+            timeout 420 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
+              tests/test_gpu.py tests/test_op.py 2>&1 | tail -3 | tee "$OUT/sort18_tests.log" ;;
     # session 18: the op with the streaming prefix-score kernel, 5 paired rounds (each round's
     # efficiency from its own dense reading), then the GPU tests of the op and the pair kernel
     final18) timeout 330 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 \

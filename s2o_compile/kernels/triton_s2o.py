@@ -590,6 +590,8 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
 SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
+SORT_STARTS_WARPS = 8  # warps of _block_starts_kernel
+SORT_KEYS_WARPS = 4  # warps of _block_keys_kernel
 # blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
@@ -630,9 +632,10 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     bpp = KEYS_BLOCKS_PER_PROGRAM
     _launch(_block_keys_kernel, (triton.cdiv(n_blocks, bpp), B * R), table.view(torch.float32),
             segmax, offsets, block_offsets, block_segment, keys, counts, total, G, n_blocks,
-            STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, BPP=bpp, **meta)
+            STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, BPP=bpp,
+            num_warps=SORT_KEYS_WARPS, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
-            NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=8)
+            NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=SORT_STARTS_WARPS)
     # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
     # CUDA only (the interpreter and other GPUs compare keys instead)
     bpp = RANK_BLOCKS_PER_PROGRAM
