@@ -589,9 +589,13 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
 
 SORT_BLOCK = 512  # keys per block of the counting sort (a power of two; BENCHMARKS.md session 7)
 SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX_KEY, padding
-SORT_STARTS_ROWS = 128  # blocks per step of _block_starts_kernel's loops
-SORT_STARTS_WARPS = 8  # warps of _block_starts_kernel
-SORT_KEYS_WARPS = 4  # warps of _block_keys_kernel
+# blocks per step of _block_starts_kernel's loops, its warps, and the warps of _block_keys_kernel:
+# 128 blocks with 8 warps held 255 registers (one program an SM); 16 with 2 warps took 0.104
+# against 0.206 ms at 128K, and the keys kernel with 2 warps 0.449 against 0.518 with 4
+# (H200, BENCHMARKS.md session 18; 64 / 8, 32 / 4 and 8 keys warps were slower)
+SORT_STARTS_ROWS = 16
+SORT_STARTS_WARPS = 2
+SORT_KEYS_WARPS = 2
 # blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
