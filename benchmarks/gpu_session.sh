@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,10 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 18: the op as kept (all of the session's preprocessing changes), 3 paired rounds
+    op18) timeout 270 python -m s2o_compile bench --seq-lens 131072 32768 65536 --taus 0.8 \
+              --rounds 3 --out "$OUT/op18_bench.json" 2>&1 | grep -v "it/s\]" \
+              | tee "$OUT/op18_bench.log" ;;
     # session 18: the preprocessing as kept (streaming scores, starts 16 blocks / 2 warps, keys 2
     # warps) against the session's start (_ab_prev.py: triton_s2o.py at 28faa5a, uncommitted),
     # with one warp for the keys kernel and 8 blocks / 1 warp for the starts kernel beside it
