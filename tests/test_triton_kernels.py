@@ -95,11 +95,15 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
 def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, programs):
     """The prefix-score kernel's programs each take a block of 16 segments and a run of key
     chunks: one run per row (programs 1), a few, or one chunk each; with more than one block of
-    segments (G 21) and two rep slots per segment (max pooling), the table is the reference's."""
+    segments (G 21) and two rep slots per segment (max pooling), the table is the reference's,
+    also for a chunked prefill's queries."""
     monkeypatch.setattr(T, "SCORE_PROGRAMS", programs)
     cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=16,
                         sink_tokens=5, local_window=9)
     q, k, _ = qkv(1, 4, 2, 650, 64, device=DEV, seed=1)
+    table, _ = T.build_index_table(q, k, 0.125, cfg)
+    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+    q = q[:, :, 301:]  # chunked prefill: the segments before position 301's have no prefix
     table, _ = T.build_index_table(q, k, 0.125, cfg)
     assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
 
