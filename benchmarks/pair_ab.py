@@ -3,7 +3,8 @@
 First each variant against the Triton kernel on random inputs (the same visits, outputs within
 bf16 rounding), then the walk alone on the structured workload with one table per (N, block_m),
 in alternating rounds (medians), beside cuDNN's dense time for the walk's efficiency
-(walk ms / (density x dense ms)).
+(walk ms / (density x dense ms), the median of the rounds' own ratios: each round reads cuDNN
+first, then every variant).
 
     python benchmarks/pair_ab.py --seq-lens 131072 32768 --variants base q_by_consumer=1 \
         half_diag=1 q_by_consumer=1,half_diag=1
@@ -89,9 +90,11 @@ def main(argv=None) -> int:
     rows = []
     for N in args.seq_lens:
         q, k, v = structured_qkv(1, 32, 8, N, 128, device="cuda")
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            dense = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                  enable_gqa=True))
+
+        def cudnn():
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                return _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                     enable_gqa=True))
         for bm in args.block_ms:
             cfg = S2OConfig(threshold=args.tau, min_seq_len=0, block_m=bm)
             table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
@@ -99,18 +102,22 @@ def main(argv=None) -> int:
             density = (T.pairs_from_visited(vis, N, cfg, 4).double()
                        / T.causal_pairs(N, N)).mean().item()
             times = {name: [] for name in variants}
+            dense = []  # one cuDNN reading a round: each round's ratio from its own (session 18)
             for _ in range(args.rounds):
+                dense.append(cudnn())
                 for name, kw in variants.items():
                     times[name].append(_bench(lambda kw=kw: walk(
                         q, k, v, table, offsets, 128 ** -0.5, cfg, kw)))
             base = _median(times[args.variants[0]])
             for name in variants:
                 t = _median(times[name])
+                eff = _median([x / (density * d) for x, d in zip(times[name], dense)])
                 rows.append(dict(N=N, block_m=bm, tau=args.tau, variant=name, ms=t,
-                                 readings=times[name], density=density, cudnn_ms=dense))
+                                 readings=times[name], density=density, cudnn_ms=_median(dense),
+                                 cudnn_readings=dense, walk_eff=eff))
                 print(f"N={N:6d} bm={bm:3d} {name:28s} walk {t:7.3f} ms ({t / base - 1:+.1%}) "
-                      f"walk_eff {t / (density * dense):.3f} (density {density:.4f}, cuDNN "
-                      f"{dense:.2f} ms)", flush=True)
+                      f"walk_eff {eff:.3f} (density {density:.4f}, cuDNN "
+                      f"{_median(dense):.2f} ms)", flush=True)
             del table
         del q, k, v
         torch.cuda.empty_cache()
