@@ -30,11 +30,12 @@ from s2o_compile.workload import structured_qkv
 
 SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, prod_loop=8,
              prod_end=9, gt_end=10, out1=11, c0_start=12, loop1=13, first_issued=14,
-             q_landed=15)
+             q_landed=15, prod_start=16, first_rows=17)
+WIDTH = 32  # slots a CTA (gluon_pair.STAMP_SLOTS)
 
 
 def split(st: torch.Tensor) -> dict:
-    """The SMs' time, split as the module says, from one run's stamps [ctas, 16]."""
+    """The SMs' time, split as the module says, from one run's stamps [ctas, WIDTH]."""
     st = st.double()
     col = {k: st[:, i] for k, i in SLOTS.items()}
     end = torch.stack([col["out0"], col["out1"], col["prod_end"]]).max(0).values
@@ -68,7 +69,8 @@ def split(st: torch.Tensor) -> dict:
            for k, v in parts.items()}
     # the ramp's and the drain's parts: each event after the CTA's start or consumer 0's last
     # step
-    events = [(f"ramp_{n}", n, "start") for n in ("c0_start", "q_landed", "first_issued")]
+    events = [(f"ramp_{n}", n, "start") for n in ("c0_start", "prod_start", "first_rows",
+                                                  "first_issued", "q_landed")]
     events += [("q_stored", "q", "start")]
     events += [(f"drain_{n}", n, "loop") for n in ("loop1", "out0", "out1", "prod_loop",
                                                    "prod_end")]
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
             cfg = S2OConfig(min_seq_len=0, block_m=bm, threshold=args.tau)
             table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
             ctas = q.shape[1] * query_tiles(N, N, 2 * GP.BLOCK)
-            stamps = torch.zeros(ctas, 16, dtype=torch.int64, device="cuda")
+            stamps = torch.zeros(ctas, WIDTH, dtype=torch.int64, device="cuda")
             run = lambda: pair.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,  # noqa
                                             stamps=stamps, **kw)
             for _ in range(3):

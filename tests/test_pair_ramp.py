@@ -14,14 +14,14 @@ import pair_ramp as R  # noqa: E402
 def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None):
     """One CTA's stamps: starts at clk0 on its SM (globaltimer gt0, 1 ns a clock), its first
     step lands after `ramp`, `steps` steps of `step`, its last warp ends `drain` after."""
-    row = [0] * 16
+    row = [0] * R.WIDTH
     first = clk0 + ramp
     loop = first + steps * step
     slots = dict(gt_start=gt0, start=clk0, sm=sm, q=clk0 + (q or ramp), first=first, loop=loop,
                  out0=loop + drain, steps=steps, prod_loop=loop, prod_end=loop + drain // 2,
                  gt_end=gt0 + (loop + drain - clk0), out1=loop + drain // 3,
                  c0_start=clk0 + 1, loop1=loop, first_issued=clk0 + ramp // 2,
-                 q_landed=clk0 + (q or ramp))
+                 q_landed=clk0 + (q or ramp), prod_start=clk0 + 2, first_rows=clk0 + 3)
     for name, i in R.SLOTS.items():
         row[i] = slots[name]
     return row
@@ -48,3 +48,5 @@ def test_split_recovers_the_parts():
     # SM 1 starts 40 ns later on the globaltimer and runs as long: it ends last, SM 0 waits
     assert out["tail"]["steps_per_pair"] == pytest.approx(40 / pairs / step)
     assert out["drain_out1"]["steps_per_pair"] == pytest.approx((8 // 3) / step)
+    assert out["ramp_prod_start"]["steps_per_pair"] == pytest.approx(2 / step)
+    assert out["ramp_first_rows"]["steps_per_pair"] == pytest.approx(3 / step)

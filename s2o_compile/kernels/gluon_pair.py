@@ -61,6 +61,7 @@ TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slow
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
+    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 18 used)
 
     @constexpr_function
     def _mma(n):
@@ -84,12 +85,13 @@ if HAVE_GLUON:
     @gluon.jit
     def _stamp(STAMP, i: gl.constexpr, value=None):
         """Debug timing (STAMPS, benchmarks/pair_ramp.py): slot i of this CTA's row of STAMP
-        [ctas, 16] int64 gets value, or the SM's clock (%clock64) where value is None."""
+        [ctas, STAMP_SLOTS] int64 gets value, or the SM's clock (%clock64) where value is
+        None."""
         if value is None:
             value = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
                                               is_pure=False, pack=1)
         cta = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
-        gl.store(STAMP + cta.to(gl.int64) * 16 + i, value.to(gl.int64))
+        gl.store(STAMP + cta.to(gl.int64) * STAMP_SLOTS + i, value.to(gl.int64))
 
     @gluon.jit
     def _table_rows(t_base, w, P, rows_g, BN: gl.constexpr):
@@ -338,6 +340,8 @@ if HAVE_GLUON:
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). The
         walk's bounds load under the dense steps' copies, which need no load."""
+        if STAMPS:
+            _stamp(STAMP, 16)  # the partition's start
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
         off = gl.load(OFFSETS + g)  # used after the dense steps (_walk_from)
         off_next = gl.load(OFFSETS + g + 1)
@@ -347,6 +351,9 @@ if HAVE_GLUON:
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+            if STAMPS:
+                if j == 0:
+                    _stamp(STAMP, 17)  # the first copies' rows known, before their issue
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                      cols_h, D, OFF32)
             cp.mbarrier_arrive(ready.index(slot), increment_count=False)
@@ -723,7 +730,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits);
-    stamps: an int64 [ctas, 16] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
+    stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     B, Hq, L, D = q.shape
     N = k.shape[2]
     q0 = N - L  # the first query's position
