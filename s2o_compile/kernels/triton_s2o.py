@@ -41,9 +41,12 @@ from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 # Keys per attention step. A 64 x 128 fp32 score tile per 4 warps ran 30-50% slower than two
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
-SCORE_TILES = (16, 128, 4)  # prefix-score kernel: segments per program, keys per step, warps
-SCORE_PROGRAMS = 2048  # prefix-score kernel: about this many programs (_score_split)
-SCORE_STAGES = 3  # prefix-score kernel: K chunks in flight (Triton's software pipelining)
+# prefix-score kernel: segments per program, keys per step, warps; about this many programs
+# (_score_split); K chunks in flight (Triton's software pipelining). 64-key steps, 8 warps, 2 or
+# 4 stages and 1,024 or 4,096 programs were slower at 128K (H200, BENCHMARKS.md session 18)
+SCORE_TILES = (16, 128, 4)
+SCORE_PROGRAMS = 2048
+SCORE_STAGES = 3
 # query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
 # were slower (H200, 128K, BENCHMARKS.md session 15)
 POOL_TILES = (32, 4)
@@ -176,10 +179,9 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     table's slot of each (segment, key) is, and each segment's running max kept in registers
     (one atomic max per segment at the end). A segment's score of a key: the max over its TP rep
     slots (a NaN stays NaN, tl.max would drop it, so that the key ranks first: priority_of).
-    The steps of one K chunk once per program with all segments of the program (session 18:
-    the chunk per program and a loop over the segments, 4 warps waiting on one 32 KiB load,
-    took 0.79 ms at 128K on the H200). CHUNKED: chunked prefill, the queries are positions
-    [Q0, N) (see the attention kernel)."""
+    Session 18: one K chunk a program with a loop over the segments (4 warps waiting on one
+    32 KiB load) took 0.76 ms at 128K on the H200, this 0.56 (same table). CHUNKED: chunked
+    prefill, the queries are positions [Q0, N) (see the attention kernel)."""
     scale = tl.cast(scale, tl.float32)
     bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
     segs = tl.program_id(1) * SB + tl.arange(0, SB)
