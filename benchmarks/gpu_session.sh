@@ -226,10 +226,12 @@ for stage in "$@"; do
     # variant slower (the side-by-side blocks' code is at commit c9f9a48, removed)
     sort15) timeout 200 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
               -k "sort or table" 2>&1 | tail -4 | tee "$OUT/sort15_tests.log"
-            timeout 380 python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 \
-              --prev _ab_prev --per-program 1,1 2,1 4,1 8,1 1,2 1,4 1,8 4,4 \
-              --pool-tiles 64,4 32,8 64,8 128,8 16,4 2>&1 | grep -v Warning \
-              | tee "$OUT/sort15_ab.log" ;;
+            v=(base)  # ran as sort_ab.py (folded into pre_ab.py in session 18)
+            for p in 2,1 4,1 8,1 1,2 1,4 1,8 4,4; do
+              v+=("KEYS_BLOCKS_PER_PROGRAM=${p%,*};RANK_BLOCKS_PER_PROGRAM=${p#*,}"); done
+            for t in 64,4 32,8 64,8 128,8 16,4; do v+=("POOL_TILES=$t"); done
+            timeout 380 python benchmarks/pre_ab.py --seq-lens 131072 32768 --variants "${v[@]}" \
+              2>&1 | grep -v Warning | tee "$OUT/sort15_ab.log" ;;
     # session 15: the pair kernel in FA3's order (overlap=1: a step's softmax under the previous
     # step's P @ V), checked and timed against the op's kernel (pair_ab.py): 5-9% slower, its
     # code removed (gluon_pair.py at commit 8fb6ed0 has it)
@@ -303,14 +305,15 @@ for stage in "$@"; do
     # module (s2o_compile/kernels/_ab_prev.py, a copy of HEAD~ placed there, untracked), then the op
     sort14) timeout 300 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
               tests/test_gpu.py 2>&1 | tail -6 | tee "$OUT/sort14_tests.log"
-            timeout 200 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
-              --prev _ab_prev 2>&1 | tee "$OUT/sort14_ab.log" ;;
+            timeout 200 python benchmarks/pre_ab.py --seq-lens 32768 131072 2>&1 \
+              | tee "$OUT/sort14_ab.log" ;;  # ran as sort_ab.py (folded into pre_ab.py)
     # blocks per program of the keys and rank kernels (one: ~262K programs each at 128K)
     sort14b) timeout 100 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
               -k "sort or permutation" 2>&1 | tail -3 | tee "$OUT/sort14b_tests.log"
-            timeout 300 python benchmarks/sort_ab.py --seq-lens 32768 131072 --blocks 512 \
-              --prev _ab_prev --per-program 4,4 16,16 64,64 2>&1 | grep -v "^ *$\|---\|Activity\|Stream\|CPU time" \
-              | tee "$OUT/sort14b_ab.log" ;;
+            v=(base); for p in 4 16 64; do
+              v+=("KEYS_BLOCKS_PER_PROGRAM=$p;RANK_BLOCKS_PER_PROGRAM=$p"); done
+            timeout 300 python benchmarks/pre_ab.py --seq-lens 32768 131072 --variants "${v[@]}" \
+              2>&1 | tee "$OUT/sort14b_ab.log" ;;  # ran as sort_ab.py (folded into pre_ab.py)
     # fa314 (the pair kernel in FA3's order and with ping-pong, variant fa3[:ping=1]) ran the
     # code of commit 04e54ea (benchmarks/gluon_walk.py _s2o_pair_fa3_kernel), removed since
     bench14) timeout 400 python -m s2o_compile bench --seq-lens 131072 65536 32768 --taus 0.8 \
@@ -379,8 +382,9 @@ for stage in "$@"; do
                 --local-window $W --out "$OUT/bench_local$W.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/bench_local$W.log"; done ;;
     # sort (session 7): the counting sort's block size, sort warps and prefix-score tiles against
     # session 6's torch.sort; needs git show ea96fcd:s2o_compile/kernels/triton_s2o.py > s2o_compile/kernels/_ab_prev.py
-    sort)   python benchmarks/sort_ab.py --seq-lens 131072 32768 --blocks 512 256 1024 --sort-variants 4 \
-              --score-tiles 32,128,8 2>&1 | tee "$OUT/sort_ab.log" ;;
+    # (ran as sort_ab.py with its sort-warps variants, which the rank scatter no longer has)
+    sort)   python benchmarks/pre_ab.py --seq-lens 131072 32768 --variants base SORT_BLOCK=256 \
+              SORT_BLOCK=1024 "SCORE_TILES=32,128,8" 2>&1 | tee "$OUT/sort_ab.log" ;;
     # ab14 (session 8): the walk ends with the walk_chunk-key chunk in which the stop rule held
     # (every loaded step used, one row reduction per chunk), against session 7's walk, which tested
     # every tile and dropped the steps after a stop; needs

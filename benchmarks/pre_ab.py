@@ -3,7 +3,9 @@ module constants set per variant (e.g. SCORE_PROGRAMS=1024, SCORE_TILES=16,128,8
 earlier module (default _ab_prev: a copy of an earlier triton_s2o.py placed in
 s2o_compile/kernels/, not committed), same inputs, same run, alternating rounds. Prints each
 variant's whole preprocessing (do_bench median) and its kernels' times (profiler), and whether
-its table equals the earlier module's.
+its table equals the earlier module's. Session 18 folded sort_ab.py (one flag per constant) into
+it: `--blocks 256` is `SORT_BLOCK=256`, `--per-program 4,4` is
+`KEYS_BLOCKS_PER_PROGRAM=4;RANK_BLOCKS_PER_PROGRAM=4`, `--pool-tiles 64,8` is `POOL_TILES=64,8`.
 
     python benchmarks/pre_ab.py --seq-lens 32768 131072 --variants base SCORE_STAGES=2
 """

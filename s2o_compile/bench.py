@@ -47,7 +47,7 @@ def _bench(fn, ms_budget=400):
 
 
 def _median(values):
-    """The median of a round's readings (None where a backend refused)."""
+    """The upper median of readings or ratios, None (a backend that refused) left out."""
     values = sorted(v for v in values if v is not None)
     return values[len(values) // 2] if values else None
 
