@@ -116,7 +116,8 @@ def main(argv=None) -> int:
             print(f"{args.module} {args.kw} N={N} bm={bm}: kernel {res['kernel_ms']:.3f} ms, "
                   f"{res['pairs']} pairs on "
                   f"{res['sms']} SMs, a step {res['step_us_on_sm']:.2f} us on its SM", flush=True)
-            for part in ("ramp_c0_start", "ramp_q_landed", "q_stored", "ramp_first_issued",
+            for part in ("ramp_c0_start", "ramp_prod_start", "ramp_first_rows",
+                         "ramp_q_landed", "q_stored", "ramp_first_issued",
                          "ramp", "walk", "drain", "drain_loop1", "drain_out0", "drain_out1",
                          "drain_prod_loop", "drain_prod_end", "gap", "tail"):
                 r = res[part]

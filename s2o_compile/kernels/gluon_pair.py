@@ -122,6 +122,26 @@ if HAVE_GLUON:
         fence_async_shared()
 
     @gluon.jit
+    def _copy_q(q_smem, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_h, H_Q,
+                D: gl.constexpr, CHUNKED: gl.constexpr):
+        """cp.async of the query tile (positions m0 ...; as _q_rows, rows outside [Q0, N)
+        zero-filled) into q_smem, in _copy_kv's layout (cols_h: a row's first half where
+        _piece_cols halves it)."""
+        pos = m0 + rows_g
+        ok = pos < N
+        if CHUNKED:
+            ok = ok & (pos >= Q0)
+            pos = pos - Q0
+        head = Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
+        ptr = (head + pos.to(gl.int64) * stride_qn)[:, None] + cols_h[None, :]
+        H: gl.constexpr = cols_h.shape[0]
+        if H < D:
+            cp.async_copy_global_to_shared(q_smem.slice(0, H, dim=1), ptr, mask=ok[:, None])
+            cp.async_copy_global_to_shared(q_smem.slice(H, H, dim=1), ptr + H, mask=ok[:, None])
+        else:
+            cp.async_copy_global_to_shared(q_smem, ptr, mask=ok[:, None])
+
+    @gluon.jit
     def _softmax_state(m0, N, Q0, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                        CHUNKED: gl.constexpr):
         """A query tile's rows and its initial online-softmax and stop-rule state:
@@ -334,18 +354,24 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                        stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL, n_diag,
-                       n_dense, sink_end, lo, n_d, BN: gl.constexpr, D: gl.constexpr,
-                       NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
-                       OFF32: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       n_dense, sink_end, lo, n_d, P, n_total, t_base, BN: gl.constexpr,
+                       D: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr,
+                       PW: gl.constexpr, OFF32: gl.constexpr, PROLOGUE: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem). The
-        walk's bounds load under the dense steps' copies, which need no load."""
+        both consumers released it, up to the step where the pair stopped (stop_smem).
+        PROLOGUE: step 0 was issued by the prologue, and the walk's bounds (P, n_total,
+        t_base) loaded there; else the bounds load under the dense steps' copies, which need
+        no load."""
         if STAMPS:
             _stamp(STAMP, 16)  # the partition's start
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
-        off = gl.load(OFFSETS + g)  # used after the dense steps (_walk_from)
-        off_next = gl.load(OFFSETS + g + 1)
-        j = 0
+        if PROLOGUE:
+            j = 1
+        else:
+            off = gl.load(OFFSETS + g)  # used after the dense steps (_walk_from)
+            off_next = gl.load(OFFSETS + g + 1)
+            j = 0
         n_end = NO_STOP
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
@@ -361,7 +387,8 @@ if HAVE_GLUON:
                 if j == 0:
                     _stamp(STAMP, 14)  # the first copies issued
             j += 1
-        P, n_total, t_base = _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN)
+        if not PROLOGUE:
+            P, n_total, t_base = _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN)
         n_end = gl.minimum(n_end, n_total)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
@@ -445,7 +472,8 @@ if HAVE_GLUON:
                        TOTAL, n_dense, n_d, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q,
-                       stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, STAMP,
+                       stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, P,
+                       n_total, t_base, q_bar, PROLOGUE: gl.constexpr, STAMP,
                        STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
@@ -453,24 +481,31 @@ if HAVE_GLUON:
         keeps releasing buffers unread until the other stops too. JOINT (block_m 128): one rule
         for the pair's 128 rows, held after a test iff no row of either tile walks on after it,
         so both tiles walk to the same end. The pair's end goes to the producer before the
-        release of its last step."""
+        release of its last step. PROLOGUE: the Q tile comes from the prologue's copies
+        (q_bar), the walk's bounds as arguments."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
         if STAMPS and X == 0:
             _stamp(STAMP, 12)  # the partition's start
-        # the tile's Q and the walk's bounds, loaded together under the producer's first gathers
-        gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        q = _q_rows(Q, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
-                    gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
-                    gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
-        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
-        q_smem.store(q)
-        if STAMPS and X == 0:
-            _stamp(STAMP, 15)  # the thread's Q landed and stored
-        fence_async_shared()
-        gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
+        if PROLOGUE:
+            mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async, the prologue's)
+            if STAMPS and X == 0:
+                _stamp(STAMP, 15)
+        else:
+            # the tile's Q and the walk's bounds, loaded together under the producer's first
+            # gathers
+            gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+            q = _q_rows(Q, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
+                        gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
+                        gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
+            P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+            q_smem.store(q)
+            if STAMPS and X == 0:
+                _stamp(STAMP, 15)  # the thread's Q landed and stored
+            fence_async_shared()
+            gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
         if STAMPS and X == 0:
             _stamp(STAMP, 3)
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
@@ -598,7 +633,8 @@ if HAVE_GLUON:
         """A pair kernel's shared memory, its mbarriers initialized: the two Q tiles, NBUF K and
         V buffers, `ready` (READY_ARRIVALS per phase), `empty` (both consumers), `sync` (the
         consumers' exchange), stop_smem (a copy of the walk's end per producer warp), seen (the
-        warps' reads, _stop_step) and decide (the exchanged decisions)."""
+        warps' reads, _stop_step), decide (the exchanged decisions) and q_bar (the Q tiles'
+        copies, READY_ARRIVALS)."""
         dtype: gl.constexpr = Q.dtype.element_ty
         q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
         q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
@@ -607,6 +643,7 @@ if HAVE_GLUON:
         ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
         sync = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)
         seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)
@@ -615,7 +652,8 @@ if HAVE_GLUON:
             mbarrier.init(ready.index(i), count=READY_ARRIVALS)
             mbarrier.init(empty.index(i), count=2)
         mbarrier.init(sync, count=2)
-        return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide
+        mbarrier.init(q_bar, count=READY_ARRIVALS)
+        return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar
 
     @gluon.jit
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
@@ -628,12 +666,18 @@ if HAVE_GLUON:
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
-                         num_warps: gl.constexpr):
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, PROLOGUE: gl.constexpr,
+                         STAMP, STAMPS: gl.constexpr, num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
         warpgroups, each with its own online softmax and stop rule (JOINT: one rule for both,
-        block_m 128)."""
+        block_m 128).
+
+        PROLOGUE: the CTA's first warps issue the pair's first copies (both Q tiles and step
+        0, whose rows need no load) and load the walk's bounds before the partitions start.
+        Session 19's stamps: otherwise the producer's first copies went out ~1 step after the
+        CTA's start (0.4 to the producer's start, the partitions' register hand-over; 0.34 for
+        the table offsets, which the compiler waits for before its loop; 0.25 to issue)."""
         if STAMPS:  # 0: the CTA's start (globaltimer), 1: its clock, 2: its SM
             _stamp(STAMP, 0, _globaltimer())
             _stamp(STAMP, 1)
@@ -648,26 +692,48 @@ if HAVE_GLUON:
         k_base, v_base = _kv_bases(bh, K, V, stride_kb, stride_kh, stride_vb, stride_vh, H_Q,
                                    GROUP)
 
-        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide = _pair_buffers(
-            Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
+        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar = \
+            _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, NO_STOP)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
+        if PROLOGUE:  # as many arrivals on ready[0] and q_bar as the producer's
+            gl.static_assert(PW == num_warps, "PROLOGUE: the producer's warps as the CTA's")
+            P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+            rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, num_warps)
+            _copy_q(q_a, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q,
+                    D, CHUNKED)
+            _copy_q(q_b, Q, bh, m0 + BM, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
+                    H_Q, D, CHUNKED)
+            cp.mbarrier_arrive(q_bar, increment_count=False)
+            rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, num_warps)
+            rows = _pair_rows(0, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+            if STAMPS:
+                _stamp(STAMP, 17)  # the first copies' rows known, before their issue
+            _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
+                     D, OFF32)
+            cp.mbarrier_arrive(ready.index(0), increment_count=False)
+            if STAMPS:
+                _stamp(STAMP, 14)  # the first copies issued
+        else:
+            P = 0
+            n_total = 0
+            t_base = TABLE
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
                               TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
                               STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
-                              Q0, CHUNKED, STAMP, STAMPS)),
+                              Q0, CHUNKED, P, n_total, t_base, q_bar, PROLOGUE, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
                               TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
                               STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
-                              Q0, CHUNKED, STAMP, STAMPS)),
+                              Q0, CHUNKED, P, n_total, t_base, q_bar, PROLOGUE, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL,
-                              n_diag, n_dense, sink_end, lo, n_d, BN, D, NBUF, TPW_ROWS, PW,
-                              OFF32, STAMP, STAMPS)),
+                              n_diag, n_dense, sink_end, lo, n_d, P, n_total, t_base, BN, D,
+                              NBUF, TPW_ROWS, PW, OFF32, PROLOGUE, STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -723,13 +789,14 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None):
+                   prologue: bool = True, stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
-    (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits);
+    (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
+    prologue: the pair's first copies from the prologue, with the default 4 producer warps);
     stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     B, Hq, L, D = q.shape
     N = k.shape[2]
@@ -757,6 +824,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
+        PROLOGUE=bool(prologue) and producer_warps == 4,
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
