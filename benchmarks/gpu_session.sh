@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,13 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 19: the producer prefetches into L2 the first copies (Q, diagonal K/V) of the CTA
+    # one or two waves later (132 SMs), on top of PROLOGUE; then the pair kernel's GPU tests
+    pf19) timeout 200 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --block-ms 64 --variants base prefetch=132 prefetch=264 --out "$OUT/pf19_ab.json" \
+              2>&1 | grep -v Warning | tee "$OUT/pf19_ab.log"
+            timeout 330 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
+              tests/test_chunked_prefill.py 2>&1 | tail -3 | tee "$OUT/pf19_tests.log" ;;
     # session 19: the pair's first copies (both Q tiles, step 0) and the walk's bounds from the
     # prologue's warps (PROLOGUE, the new default) against the partitions' (prologue=0): checks
     # and the walk paired with cuDNN, the stamps, then the pair kernel's GPU tests
