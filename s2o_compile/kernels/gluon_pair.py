@@ -352,53 +352,17 @@ if HAVE_GLUON:
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
-    def _prefetch_rows(base, rows, stride, ok, D: gl.constexpr, LAY: gl.constexpr):
-        """prefetch.global.L2 of the rows' 128-byte lines (D 16-bit elements a row); rows and ok
-        in SliceLayout(1, LAY)."""
-        cols = gl.arange(0, D // 64, layout=gl.SliceLayout(0, LAY)) * 64
-        ptrs = base + rows.to(gl.int64)[:, None] * stride + cols[None, :]
-        flag = gl.zeros([rows.shape[0], D // 64], gl.int32, layout=LAY) + ok.to(gl.int32)[:, None]
-        gl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.u32 $0, 0; }",
-            "=r,l,r", [ptrs, flag], dtype=gl.int32, is_pure=False, pack=1)
-
-    @gluon.jit
-    def _prefetch_pair(cta, Q, K, V, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-                       stride_kn, stride_vb, stride_vh, stride_vn, N, Q0, H_Q, N_MT,
-                       BM: gl.constexpr,
-                       D: gl.constexpr, GROUP: gl.constexpr, PW: gl.constexpr):
-        """Into L2: the Q rows and the diagonal K/V rows of CTA `cta`'s pair, the prologue's
-        first copies (a later CTA: one a wave later likely starts about when this one ends)."""
-        rank = cta % gl.num_programs(0)
-        bh = cta // gl.num_programs(0)
-        if bh < gl.num_programs(1):
-            lay: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [PW, 1], [1, 0])
-            m0 = ((N_MT + 1) // 2 - 1 - rank) * 2 * BM
-            rows = m0 + gl.arange(0, 2 * BM, layout=gl.SliceLayout(1, lay))
-            ok = (rows < N) & (rows >= Q0)
-            b = bh // H_Q
-            _prefetch_rows(Q + b.to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh,
-                           rows - Q0, stride_qn, ok, D, lay)
-            hk = (bh % H_Q) // GROUP
-            _prefetch_rows(K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh, rows,
-                           stride_kn, rows < N, D, lay)
-            _prefetch_rows(V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh, rows,
-                           stride_vn, rows < N, D, lay)
-
-    @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                        stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL, n_diag,
                        n_dense, sink_end, lo, n_d, P, n_total, t_base, BN: gl.constexpr,
                        D: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr,
                        PW: gl.constexpr, OFF32: gl.constexpr, PROLOGUE: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr, PF_AHEAD, Q, K, V, stride_qb, stride_qh, stride_qn,
-                       stride_kb, stride_kh, stride_vb, stride_vh, Q0, H_Q, N_MT,
-                       BM: gl.constexpr, GROUP: gl.constexpr):
+                       STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem).
         PROLOGUE: step 0 was issued by the prologue, and the walk's bounds (P, n_total,
         t_base) loaded there; else the bounds load under the dense steps' copies, which need
-        no load. PF_AHEAD > 0: at its end, _prefetch_pair of the CTA PF_AHEAD later."""
+        no load."""
         if STAMPS:
             _stamp(STAMP, 16)  # the partition's start
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
@@ -437,11 +401,6 @@ if HAVE_GLUON:
             j += 1
         if STAMPS:
             _stamp(STAMP, 8)
-        if PF_AHEAD > 0:
-            _prefetch_pair(gl.program_id(0) + gl.program_id(1) * gl.num_programs(0) + PF_AHEAD,
-                           Q, K, V, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-                           stride_kn, stride_vb, stride_vh, stride_vn, N, Q0, H_Q, N_MT, BM, D,
-                           GROUP, PW)
         cp.commit_group()
         cp.wait_group(0)  # copies issued ahead of a stop land before the CTA exits
         if STAMPS:
@@ -701,7 +660,7 @@ if HAVE_GLUON:
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
                          N, Q0, H_Q, T_DIV, N_MT, N_VIS, TOTAL, qk_scale, tau, SINK, LOCAL,
-                         PF_AHEAD, SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
+                         SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
@@ -774,9 +733,7 @@ if HAVE_GLUON:
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL,
                               n_diag, n_dense, sink_end, lo, n_d, P, n_total, t_base, BN, D,
-                              NBUF, TPW_ROWS, PW, OFF32, PROLOGUE, STAMP, STAMPS, PF_AHEAD,
-                              Q, K, V, stride_qb, stride_qh, stride_qn, stride_kb, stride_kh,
-                              stride_vb, stride_vh, Q0, H_Q, N_MT, BM, GROUP)),
+                              NBUF, TPW_ROWS, PW, OFF32, PROLOGUE, STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -832,17 +789,14 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   prologue: bool = True, prefetch: int = 0,
-                   stamps: torch.Tensor | None = None):
+                   prologue: bool = True, stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
-    prologue: the pair's first copies from the prologue, with the default 4 producer warps;
-    prefetch: k > 0 has each CTA's producer prefetch into L2 the first copies of the CTA k
-    later);
+    prologue: the pair's first copies from the prologue, with the default 4 producer warps);
     stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     B, Hq, L, D = q.shape
     N = k.shape[2]
@@ -860,7 +814,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         v.stride(0), v.stride(1), v.stride(2),
         N, q0, Hq, Hq // table.shape[1], n_mt, n_vis, table.shape[-1],
         scale * 1.4426950408889634,
-        float(cfg.threshold), cfg.sink_tokens, cfg.local_window, prefetch,
+        float(cfg.threshold), cfg.sink_tokens, cfg.local_window,
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
