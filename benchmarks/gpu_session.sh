@@ -40,7 +40,8 @@ main('bench --seq-lens 131072 32768 65536 --taus 0.8 --rounds 3 --out $OUT/sb19_
               tests/test_chunked_prefill.py 2>&1 | tail -3 | tee "$OUT/pf19_tests.log" ;;
     # session 19: the pair's first copies (both Q tiles, step 0) and the walk's bounds from the
     # prologue's warps (PROLOGUE, the new default) against the partitions' (prologue=0): checks
-    # and the walk paired with cuDNN, the stamps, then the pair kernel's GPU tests
+    # and the walk paired with cuDNN, the stamps, then the pair kernel's GPU tests (the
+    # prologue=0 switch was removed after this A/B: code at ba96693)
     pro19) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --variants base prologue=0 --out "$OUT/pro19_ab.json" 2>&1 | grep -v Warning \
               | tee "$OUT/pro19_ab.log"

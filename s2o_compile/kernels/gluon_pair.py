@@ -353,42 +353,27 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
-                       stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL, n_diag,
-                       n_dense, sink_end, lo, n_d, P, n_total, t_base, BN: gl.constexpr,
-                       D: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr,
-                       PW: gl.constexpr, OFF32: gl.constexpr, PROLOGUE: gl.constexpr, STAMP,
+                       stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
+                       n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr, STAMP,
                        STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
-        both consumers released it, up to the step where the pair stopped (stop_smem).
-        PROLOGUE: step 0 was issued by the prologue, and the walk's bounds (P, n_total,
-        t_base) loaded there; else the bounds load under the dense steps' copies, which need
-        no load."""
+        both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
+        was issued by the kernel's prologue (_first_copies), which also loaded the walk's
+        bounds (P, n_total, t_base)."""
         if STAMPS:
             _stamp(STAMP, 16)  # the partition's start
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
-        if PROLOGUE:
-            j = 1
-        else:
-            off = gl.load(OFFSETS + g)  # used after the dense steps (_walk_from)
-            off_next = gl.load(OFFSETS + g + 1)
-            j = 0
+        j = 1
         n_end = NO_STOP
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-            if STAMPS:
-                if j == 0:
-                    _stamp(STAMP, 17)  # the first copies' rows known, before their issue
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                      cols_h, D, OFF32)
             cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-            if STAMPS:
-                if j == 0:
-                    _stamp(STAMP, 14)  # the first copies issued
             j += 1
-        if not PROLOGUE:
-            P, n_total, t_base = _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN)
         n_end = gl.minimum(n_end, n_total)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
@@ -468,44 +453,28 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
-                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
-                       TOTAL, n_dense, n_d, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total,
+                       q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                       STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q,
-                       stride_qb, stride_qh, stride_qn, H_Q, Q0, CHUNKED: gl.constexpr, P,
-                       n_total, t_base, q_bar, PROLOGUE: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+                       STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
+                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
         keeps releasing buffers unread until the other stops too. JOINT (block_m 128): one rule
         for the pair's 128 rows, held after a test iff no row of either tile walks on after it,
         so both tiles walk to the same end. The pair's end goes to the producer before the
-        release of its last step. PROLOGUE: the Q tile comes from the prologue's copies
-        (q_bar), the walk's bounds as arguments."""
+        release of its last step. Its Q tile comes from the prologue's copies (q_bar), the
+        walk's P ranked keys and n_total steps from its loads (_first_copies)."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
         if STAMPS and X == 0:
             _stamp(STAMP, 12)  # the partition's start
-        if PROLOGUE:
-            mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async, the prologue's)
-            if STAMPS and X == 0:
-                _stamp(STAMP, 15)
-        else:
-            # the tile's Q and the walk's bounds, loaded together under the producer's first
-            # gathers
-            gather: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-            q = _q_rows(Q, bh, mx, N, Q0, stride_qb, stride_qh, stride_qn,
-                        gl.arange(0, BM, layout=gl.SliceLayout(1, gather)),
-                        gl.arange(0, D, layout=gl.SliceLayout(0, gather)), H_Q, CHUNKED)
-            P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
-            q_smem.store(q)
-            if STAMPS and X == 0:
-                _stamp(STAMP, 15)  # the thread's Q landed and stored
-            fence_async_shared()
-            gl.thread_barrier()  # the warpgroup's stores, before its wgmmas read them
+        mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async)
+        if STAMPS and X == 0:
+            _stamp(STAMP, 15)
         if STAMPS and X == 0:
             _stamp(STAMP, 3)
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
@@ -656,6 +625,38 @@ if HAVE_GLUON:
         return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar
 
     @gluon.jit
+    def _first_copies(q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb,
+                      stride_qh, stride_qn, H_Q, k_base, v_base, stride_kn, stride_vn, g, n_diag,
+                      n_dense, sink_end, lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM: gl.constexpr,
+                      BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
+                      WARPS: gl.constexpr, OFF32: gl.constexpr, CHUNKED: gl.constexpr, STAMP,
+                      STAMPS: gl.constexpr):
+        """The kernel's prologue, by its first WARPS warps before the partitions start: issue
+        both Q tiles (arriving on q_bar) and step 0, the pair's own rows (on ready[0], with the
+        producer's count of arrivals), and load the walk's bounds: (P, n_total, t_base).
+        Session 19's stamps: issued by the producer, the first copies went out ~1 step after
+        the CTA's start (0.4 to its start, the partitions' register hand-over; 0.34 waiting on
+        the table offsets, which ptxas moves to uniform registers before the copy loop; 0.25
+        to issue); from here at 0.6, and the walk took 1-3.4% less."""
+        P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
+        rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, WARPS)
+        _copy_q(q_a, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q, D,
+                CHUNKED)
+        _copy_q(q_b, Q, bh, m0 + BM, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q,
+                D, CHUNKED)
+        cp.mbarrier_arrive(q_bar, increment_count=False)
+        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, WARPS)
+        rows = _pair_rows(0, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+        if STAMPS:
+            _stamp(STAMP, 17)  # the first copies' rows known, before their issue
+        _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h, D,
+                 OFF32)
+        cp.mbarrier_arrive(ready.index(0), increment_count=False)
+        if STAMPS:
+            _stamp(STAMP, 14)  # the first copies issued
+        return P, n_total, t_base
+
+    @gluon.jit
     def _s2o_pair_kernel(Q, K, V, O, TABLE, OFFSETS, VISITED,
                          stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn,
@@ -666,18 +667,13 @@ if HAVE_GLUON:
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, PROLOGUE: gl.constexpr,
-                         STAMP, STAMPS: gl.constexpr, num_warps: gl.constexpr):
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
+                         num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
         warpgroups, each with its own online softmax and stop rule (JOINT: one rule for both,
-        block_m 128).
-
-        PROLOGUE: the CTA's first warps issue the pair's first copies (both Q tiles and step
-        0, whose rows need no load) and load the walk's bounds before the partitions start.
-        Session 19's stamps: otherwise the producer's first copies went out ~1 step after the
-        CTA's start (0.4 to the producer's start, the partitions' register hand-over; 0.34 for
-        the table offsets, which the compiler waits for before its loop; 0.25 to issue)."""
+        block_m 128). The CTA's first warps issue the pair's first copies before the partitions
+        start (_first_copies)."""
         if STAMPS:  # 0: the CTA's start (globaltimer), 1: its clock, 2: its SM
             _stamp(STAMP, 0, _globaltimer())
             _stamp(STAMP, 1)
@@ -696,44 +692,26 @@ if HAVE_GLUON:
             _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, NO_STOP)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
-        if PROLOGUE:  # as many arrivals on ready[0] and q_bar as the producer's
-            gl.static_assert(PW == num_warps, "PROLOGUE: the producer's warps as the CTA's")
-            P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
-            rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, num_warps)
-            _copy_q(q_a, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q,
-                    D, CHUNKED)
-            _copy_q(q_b, Q, bh, m0 + BM, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q,
-                    H_Q, D, CHUNKED)
-            cp.mbarrier_arrive(q_bar, increment_count=False)
-            rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, num_warps)
-            rows = _pair_rows(0, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-            if STAMPS:
-                _stamp(STAMP, 17)  # the first copies' rows known, before their issue
-            _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                     D, OFF32)
-            cp.mbarrier_arrive(ready.index(0), increment_count=False)
-            if STAMPS:
-                _stamp(STAMP, 14)  # the first copies issued
-        else:
-            P = 0
-            n_total = 0
-            t_base = TABLE
+        gl.static_assert(PW == num_warps, "step 0's copies: as many arrivals as the producer's")
+        P, n_total, t_base = _first_copies(
+            q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb, stride_qh,
+            stride_qn, H_Q, k_base, v_base, stride_kn, stride_vn, g, n_diag, n_dense, sink_end,
+            lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM, BN, D, TPW_ROWS, num_warps, OFF32,
+            CHUNKED, STAMP, STAMPS)
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
-                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                              STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
-                              Q0, CHUNKED, P, n_total, t_base, q_bar, PROLOGUE, STAMP, STAMPS)),
+                              O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
-                              O, VISITED, bh, mt, m0, N, N_VIS, g, OFFSETS, TABLE, T_DIV,
-                              TOTAL, n_dense, n_d, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                              STOP_EVERY, NBUF, JOINT, Q, stride_qb, stride_qh, stride_qn, H_Q,
-                              Q0, CHUNKED, P, n_total, t_base, q_bar, PROLOGUE, STAMP, STAMPS)),
+                              O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
-                              stride_kn, stride_vn, m0, N, g, bh, OFFSETS, TABLE, T_DIV, TOTAL,
-                              n_diag, n_dense, sink_end, lo, n_d, P, n_total, t_base, BN, D,
-                              NBUF, TPW_ROWS, PW, OFF32, PROLOGUE, STAMP, STAMPS)),
+                              stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
+                              n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, STAMP,
+                              STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -789,15 +767,18 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   prologue: bool = True, stamps: torch.Tensor | None = None):
+                   stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
-    prologue: the pair's first copies from the prologue, with the default 4 producer warps);
+    producer_warps: 4, the kernel prologue's warps, which issue the first step);
     stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
+    if producer_warps != 4:
+        raise ValueError("producer_warps must be 4: the kernel's 4 prologue warps issue step 0 "
+                         "for the producer, with its count of arrivals")
     B, Hq, L, D = q.shape
     N = k.shape[2]
     q0 = N - L  # the first query's position
@@ -824,7 +805,6 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        PROLOGUE=bool(prologue) and producer_warps == 4,
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
