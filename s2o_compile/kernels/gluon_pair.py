@@ -100,18 +100,25 @@ if HAVE_GLUON:
         return gl.load(t_base + pos, mask=(pos < P) & (w >= 0), other=0)
 
     @gluon.jit
-    def _q_rows(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
-                H_Q: gl.constexpr, CHUNKED: gl.constexpr):
-        """The query tile (positions m0 ...), loaded. CHUNKED: row p of Q is position Q0 + p;
-        positions before Q0 read as 0."""
+    def _q_row_starts(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, H_Q,
+                      CHUNKED: gl.constexpr):
+        """Where the query tile's rows (positions m0 + rows_g) start, and which hold a query:
+        CHUNKED, row p of Q is position Q0 + p; rows outside [Q0, N) are not read."""
         pos = m0 + rows_g
         ok = pos < N
         if CHUNKED:
             ok = ok & (pos >= Q0)
             pos = pos - Q0
         head = Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-        return gl.load(head + pos.to(gl.int64)[:, None] * stride_qn + cols_g[None, :],
-                       mask=ok[:, None], other=0.0)
+        return head + pos.to(gl.int64) * stride_qn, ok
+
+    @gluon.jit
+    def _q_rows(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
+                H_Q: gl.constexpr, CHUNKED: gl.constexpr):
+        """The query tile (positions m0 ...), loaded; rows without a query read as 0."""
+        start, ok = _q_row_starts(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, H_Q,
+                                  CHUNKED)
+        return gl.load(start[:, None] + cols_g[None, :], mask=ok[:, None], other=0.0)
 
     @gluon.jit
     def _load_q(Q, q_smem, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, cols_g,
@@ -127,13 +134,9 @@ if HAVE_GLUON:
         """cp.async of the query tile (positions m0 ...; as _q_rows, rows outside [Q0, N)
         zero-filled) into q_smem, in _copy_kv's layout (cols_h: a row's first half where
         _piece_cols halves it)."""
-        pos = m0 + rows_g
-        ok = pos < N
-        if CHUNKED:
-            ok = ok & (pos >= Q0)
-            pos = pos - Q0
-        head = Q + (bh // H_Q).to(gl.int64) * stride_qb + (bh % H_Q).to(gl.int64) * stride_qh
-        ptr = (head + pos.to(gl.int64) * stride_qn)[:, None] + cols_h[None, :]
+        start, ok = _q_row_starts(Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_g, H_Q,
+                                  CHUNKED)
+        ptr = start[:, None] + cols_h[None, :]
         H: gl.constexpr = cols_h.shape[0]
         if H < D:
             cp.async_copy_global_to_shared(q_smem.slice(0, H, dim=1), ptr, mask=ok[:, None])
