@@ -17,9 +17,9 @@ ranked walk, so the K/V rows gathered through the index table are loaded once fo
 A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: the pair's own
 2 x 64 rows (causal; with 128-key steps the first tile computes only the step's first half,
 _half_diagonal_step), the dense keys (the sink, then the local window) as a gathered list, then
-the walk; a partial last dense or walk step is masked. Each consumer loads its own Q tile
-while the producer gathers the first steps, and stores its output through its Q tile's shared
-memory (whole rows a warp). Chunked prefill (q the last L of N positions): the
+the walk; a partial last dense or walk step is masked. The CTA's first warps issue both Q
+tiles and step 0 before the partitions start (_first_copies); each consumer stores its output
+through its Q tile's shared memory (whole rows a warp). Chunked prefill (q the last L of N positions): the
 pairs from the one holding the first query (CHUNKED; rows before it masked).
 
 Measured (H100, torch 2.11, triton 3.6, Llama shapes, structured workload, tau 0.8, attention
@@ -566,15 +566,8 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN: gl.constexpr):
         """The pair's walk: (its P ranked keys, the stream's n_total steps, the table's base)."""
-        return _walk_from(gl.load(OFFSETS + g), gl.load(OFFSETS + g + 1), bh, n_dense, TABLE,
-                          T_DIV, TOTAL, BN)
-
-    @gluon.jit
-    def _walk_from(off, off_next, bh, n_dense, TABLE, T_DIV, TOTAL, BN: gl.constexpr):
-        """_pair_walk from the segment's two table offsets, loaded earlier: the producer loads
-        them before its first copies and uses them after (session 17: used where loaded, they
-        held the first copies back ~0.5 us, which the consumers waited for)."""
-        P = (off_next - off).to(gl.int32)
+        off = gl.load(OFFSETS + g)
+        P = (gl.load(OFFSETS + g + 1) - off).to(gl.int32)
         t_base = TABLE + (bh // T_DIV).to(gl.int64) * TOTAL + off
         return P, n_dense + (P + BN - 1) // BN, t_base
 
