@@ -19,8 +19,8 @@ A step holds BN keys: 128 (one stop-rule tile, block_n 128) or 64. The stream: t
 _half_diagonal_step), the dense keys (the sink, then the local window) as a gathered list, then
 the walk; a partial last dense or walk step is masked. The CTA's first warps issue both Q
 tiles and step 0 before the partitions start (_first_copies); each consumer stores its output
-through its Q tile's shared memory (whole rows a warp). Chunked prefill (q the last L of N positions): the
-pairs from the one holding the first query (CHUNKED; rows before it masked).
+through its Q tile's shared memory (whole rows a warp). Chunked prefill (q the last L of N
+positions): the pairs from the one holding the first query (CHUNKED; rows before it masked).
 
 Measured (H100, torch 2.11, triton 3.6, Llama shapes, structured workload, tau 0.8, attention
 alone on the same table; BENCHMARKS.md session 13): 128K 21.5-21.8 ms against the Triton
@@ -476,9 +476,8 @@ if HAVE_GLUON:
         if STAMPS and X == 0:
             _stamp(STAMP, 12)  # the partition's start
         mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async)
-        if STAMPS and X == 0:
+        if STAMPS and X == 0:  # Q landed (15) and ready for wgmma (3): one moment now
             _stamp(STAMP, 15)
-        if STAMPS and X == 0:
             _stamp(STAMP, 3)
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
         # a tile with no rows in [Q0, N) (a last one past N, or a chunk's first one before Q0)
