@@ -10,7 +10,9 @@ CTAs run one after another, so its time splits exactly into
   - drain: the last step done to the CTA's last warp done (the output, the last copies),
   - gap: a CTA's end to the next CTA's start on the SM (exit and launch),
   - tail: the SM's last CTA's end to the kernel's end (load balance).
-Each is given in ms summed over SMs / SMs, and per pair in steps (the walk's mean step).
+Each is given in ms summed over SMs / SMs, and per pair in steps (the walk's mean step). With
+block_m 64 it also gives the share of steps one tile walks alone after the other stopped, and
+what such a step costs against the steps both tiles walk (lone_phase).
 
     python benchmarks/pair_ramp.py --seq-lens 32768 131072 --block-ms 64 128 --tau 0.8
 """
@@ -30,7 +32,8 @@ from s2o_compile.workload import structured_qkv
 
 SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, prod_loop=8,
              prod_end=9, gt_end=10, out1=11, c0_start=12, loop1=13, first_issued=14,
-             q_landed=15, prod_start=16, first_rows=17)
+             q_landed=15, prod_start=16, first_rows=17, stop0=18, stop1=19, stop0_clk=20,
+             stop1_clk=21)
 WIDTH = 32  # slots a CTA (gluon_pair.STAMP_SLOTS)
 
 
@@ -80,7 +83,33 @@ def split(st: torch.Tensor) -> dict:
                                     steps_per_pair=d / step_clk / pairs)
     out.update(kernel_ms=(t1 - t0) / 1e6, sms=n_sm, pairs=pairs, steps=steps,
                step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
+    out.update(lone_phase(col, ns_per_clk))
     return out
+
+
+def lone_phase(col: dict, ns_per_clk: float) -> dict:
+    """block_m 64: the steps one tile of a pair walks after the other stopped (slots 18-21: a
+    tile's own end step and its clock, stamped at the chunk end where it stops; 0 where it
+    walked to the pair's end without stopping), against the steps both walk. Per step in us on
+    its SM: shared = the first step landed to the first stop, lone = the first stop to the
+    loop's end (the later of the two consumers')."""
+    stops = torch.stack([col["stop0"], col["stop1"]])
+    clks = torch.stack([col["stop0_clk"], col["stop1_clk"]])
+    stamped = stops > 0
+    first = torch.where(stamped, stops, torch.full_like(stops, float("inf"))).min(0)
+    early = first.values
+    lone = torch.isfinite(early) & (early < col["steps"])
+    if not bool(lone.any()):
+        return dict(lone_share=0.0)
+    early_clk = clks.gather(0, first.indices[None]).squeeze(0)
+    end = torch.maximum(col["loop"], col["loop1"])
+    lone_steps = float((col["steps"] - early)[lone].sum())
+    lone_us = float((end - early_clk)[lone].sum()) * ns_per_clk / 1e3
+    shared_us = float((early_clk - col["first"])[lone].sum()) * ns_per_clk / 1e3
+    return dict(lone_share=lone_steps / float(col["steps"].sum()),
+                lone_pairs=float(lone.double().mean()),
+                lone_step_us=lone_us / lone_steps,
+                shared_step_us=shared_us / float(early[lone].sum()))
 
 
 def main(argv=None) -> int:
@@ -123,6 +152,11 @@ def main(argv=None) -> int:
                 r = res[part]
                 print(f"    {part:9s} {r['ms_per_sm']:7.3f} ms/SM  {r['steps_per_pair']:6.2f} "
                       "steps/pair", flush=True)
+            if res.get("lone_step_us"):
+                print(f"    lone steps: {res['lone_share']:.1%} of the streamed, in "
+                      f"{res['lone_pairs']:.0%} of the pairs; a lone step "
+                      f"{res['lone_step_us']:.2f} us, a shared one {res['shared_step_us']:.2f} us "
+                      "(before the first stop, same pairs)", flush=True)
     if args.out:
         json.dump(rows, open(args.out, "w"), indent=1)
     return 0

@@ -61,7 +61,7 @@ TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slow
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
-    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 18 used)
+    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 22 used)
 
     @constexpr_function
     def _mma(n):
@@ -520,6 +520,10 @@ if HAVE_GLUON:
                 else:
                     stopped = (n_me <= s + 1) | (~active)
                     other = _exchange(X, c, stopped, decide, sync)
+                    if STAMPS:
+                        if stopped & active:  # this tile's own end: its step (18 + X), clock
+                            _stamp(STAMP, 18 + X, s + 1)
+                            _stamp(STAMP, 20 + X)
                     active = ~stopped
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
