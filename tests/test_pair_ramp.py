@@ -11,17 +11,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import pair_ramp as R  # noqa: E402
 
 
-def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None):
+def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None, lone=None):
     """One CTA's stamps: starts at clk0 on its SM (globaltimer gt0, 1 ns a clock), its first
-    step lands after `ramp`, `steps` steps of `step`, its last warp ends `drain` after."""
+    step lands after `ramp`, `steps` steps of `step`, its last warp ends `drain` after.
+    lone=(k, lone_step): tile 0 stops after step k, and the other tile's remaining steps
+    take lone_step each (it stops at the pair's end)."""
     row = [0] * R.WIDTH
     first = clk0 + ramp
     loop = first + steps * step
+    stops = dict(stop0=0, stop1=0, stop0_clk=0, stop1_clk=0)
+    if lone:
+        k, lone_step = lone
+        loop = first + k * step + (steps - k) * lone_step
+        stops = dict(stop0=k, stop0_clk=first + k * step, stop1=steps, stop1_clk=loop)
     slots = dict(gt_start=gt0, start=clk0, sm=sm, q=clk0 + (q or ramp), first=first, loop=loop,
                  out0=loop + drain, steps=steps, prod_loop=loop, prod_end=loop + drain // 2,
                  gt_end=gt0 + (loop + drain - clk0), out1=loop + drain // 3,
                  c0_start=clk0 + 1, loop1=loop, first_issued=clk0 + ramp // 2,
-                 q_landed=clk0 + (q or ramp), prod_start=clk0 + 2, first_rows=clk0 + 3)
+                 q_landed=clk0 + (q or ramp), prod_start=clk0 + 2, first_rows=clk0 + 3,
+                 **stops)
     for name, i in R.SLOTS.items():
         row[i] = slots[name]
     return row
@@ -50,3 +58,16 @@ def test_split_recovers_the_parts():
     assert out["drain_out1"]["steps_per_pair"] == pytest.approx((8 // 3) / step)
     assert out["ramp_prod_start"]["steps_per_pair"] == pytest.approx(2 / step)
     assert out["ramp_first_rows"]["steps_per_pair"] == pytest.approx(3 / step)
+    assert out["lone_share"] == 0.0  # no tile stopped before its pair's end
+
+
+def test_lone_phase_prices_the_steps_one_tile_walks_alone():
+    """Of two CTAs, one has a tile stop after 12 of 20 steps; the other tile's last 8 steps
+    take 7 clocks each against 10 for a shared step."""
+    rows = [_cta(0, 1000, 0, ramp=25, steps=20, step=10, drain=8, lone=(12, 7)),
+            _cta(0, 1400, 400, ramp=25, steps=16, step=10, drain=8)]
+    out = R.split(torch.tensor(rows))
+    assert out["lone_share"] == pytest.approx(8 / 36)
+    assert out["lone_pairs"] == pytest.approx(0.5)
+    assert out["lone_step_us"] * 1e3 == pytest.approx(7)
+    assert out["shared_step_us"] * 1e3 == pytest.approx(10)
