@@ -99,6 +99,18 @@ def main(argv=None) -> int:
             cfg = S2OConfig(threshold=args.tau, min_seq_len=0, block_m=bm)
             table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
             _, vis = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg)
+            first = None
+            for name, kw in variants.items():  # on this workload too: against the first variant
+                out_v, vis_v = walk(q, k, v, table, offsets, 128 ** -0.5, cfg, kw)
+                if first is None:
+                    first = (out_v, vis_v)
+                    continue
+                same = torch.equal(vis_v, first[1])
+                ok &= same
+                print(f"N={N:6d} bm={bm:3d} {name:28s} against {args.variants[0]}: visits equal "
+                      f"{same}, outputs bit-equal {torch.equal(out_v, first[0])}, err "
+                      f"{rel_err(out_v, first[0]):.2e}{'' if same else '  FAILED'}", flush=True)
+            del first, out_v, vis_v
             density = (T.pairs_from_visited(vis, N, cfg, 4).double()
                        / T.causal_pairs(N, N)).mean().item()
             times = {name: [] for name in variants}
