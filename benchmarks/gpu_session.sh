@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,9 +11,18 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 20: the producer loads a walk step's table entries one step ahead (ROWS_AHEAD,
+    # under the wait for its buffer) against after the wait; then the stamps
+    ahead21) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --block-ms 64 128 --variants base rows_ahead=0 --out "$OUT/ahead21_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/ahead21_ab.log"
+            timeout 90 python benchmarks/pair_ramp.py --seq-lens 32768 65536 131072 \
+              --block-ms 64 --out "$OUT/ahead21_ramp.json" 2>&1 | grep -v Warning \
+              | tee "$OUT/ahead21_ramp.log" ;;
     # session 20: a lone tile's walk steps two at a time (LONE_PAIRS: P @ V of one under the
     # next one's softmax) against one at a time; every variant's visits against the first's on
     # the structured workload; the stamps' lone-step cost; the pair kernel's GPU tests
+    # (LONE_PAIRS: removed after this run, the code is at a7fa3da)
     lone21) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base lone_pairs=0 --out "$OUT/lone21_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/lone21_ab.log"
