@@ -70,11 +70,11 @@ if HAVE_GLUON:
                                          instr_shape=[16, n, 16])
 
     @constexpr_function
-    def _piece_cols(D, TPW_ROWS, HALVES):
-        """The columns _copy_kv addresses per row: with HALVES, half of D where the 32 //
-        TPW_ROWS threads of a warp-instruction (8 columns each) cover exactly half a row (D 128,
-        TPW_ROWS 4), copied as two slices; else all of D in one copy."""
-        return D // 2 if HALVES and 8 * (32 // TPW_ROWS) == D // 2 else D
+    def _piece_cols(D, TPW_ROWS):
+        """The columns _copy_kv addresses per row: half of D where the 32 // TPW_ROWS threads of
+        a warp-instruction (8 columns each) cover exactly half a row (the default: D 128,
+        TPW_ROWS 4), so the second half is a constant offset; else all of D (a plain copy)."""
+        return D // 2 if 8 * (32 // TPW_ROWS) == D // 2 else D
 
     @gluon.jit
     def _globaltimer():
@@ -245,14 +245,14 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _gather_index(BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
-                      WARPS: gl.constexpr, HALVES: gl.constexpr = True):
+                      WARPS: gl.constexpr):
         """Row indices of a [BN, D] tile in the gathered copies' layout, and the columns of one
         warp-instruction's piece of a row (_piece_cols): a thread copies 8 columns, TPW_ROWS
         rows per warp-instruction, WARPS warps."""
         gather: gl.constexpr = gl.BlockedLayout([1, 8], [TPW_ROWS, 32 // TPW_ROWS], [WARPS, 1],
                                                 [1, 0])
         return (gl.arange(0, BN, layout=gl.SliceLayout(1, gather)),
-                gl.arange(0, _piece_cols(D, TPW_ROWS, HALVES), layout=gl.SliceLayout(0, gather)))
+                gl.arange(0, _piece_cols(D, TPW_ROWS), layout=gl.SliceLayout(0, gather)))
 
     @gluon.jit
     def _post_stop(stop_smem, n_end):
@@ -358,15 +358,15 @@ if HAVE_GLUON:
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
-                       TPW_ROWS: gl.constexpr, HALVES: gl.constexpr, PW: gl.constexpr,
-                       OFF32: gl.constexpr, ROWS_AHEAD: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
         bounds (P, n_total, t_base)."""
         if STAMPS:
             _stamp(STAMP, 16)  # the partition's start
-        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW, HALVES)
+        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, PW)
         j = 1
         n_end = NO_STOP
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
@@ -378,19 +378,18 @@ if HAVE_GLUON:
             cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
         n_end = gl.minimum(n_end, n_total)
-        if ROWS_AHEAD:
-            rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
+        rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
-                if not ROWS_AHEAD:
-                    rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
                 _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                          cols_h, D, OFF32)
                 cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-                if ROWS_AHEAD:  # the next step's entries load while its buffer is in use
-                    rows = _table_rows(t_base, j + 1 - n_dense, P, rows_g, BN)
+                # the next step's entries load while the consumers hold its buffer (session
+                # 20: loaded after the wait, their latency delayed each step's copies; the
+                # walk 0.5-3.1% faster, a lone tile's step 1.50 -> 1.40 us)
+                rows = _table_rows(t_base, j + 1 - n_dense, P, rows_g, BN)
             j += 1
         if STAMPS:
             _stamp(STAMP, 8)
@@ -633,7 +632,7 @@ if HAVE_GLUON:
                       stride_qh, stride_qn, H_Q, k_base, v_base, stride_kn, stride_vn, g, n_diag,
                       n_dense, sink_end, lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM: gl.constexpr,
                       BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
-                      HALVES: gl.constexpr, WARPS: gl.constexpr, OFF32: gl.constexpr, CHUNKED: gl.constexpr, STAMP,
+                      WARPS: gl.constexpr, OFF32: gl.constexpr, CHUNKED: gl.constexpr, STAMP,
                       STAMPS: gl.constexpr):
         """The kernel's prologue, by its first WARPS warps before the partitions start: issue
         both Q tiles (arriving on q_bar) and step 0, the pair's own rows (on ready[0], with the
@@ -643,13 +642,13 @@ if HAVE_GLUON:
         the table offsets, which ptxas moves to uniform registers before the copy loop; 0.25
         to issue); from here at 0.6, and the walk took 1-3.4% less."""
         P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
-        rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, WARPS, HALVES)
+        rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, WARPS)
         _copy_q(q_a, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q, D,
                 CHUNKED)
         _copy_q(q_b, Q, bh, m0 + BM, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q,
                 D, CHUNKED)
         cp.mbarrier_arrive(q_bar, increment_count=False)
-        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, WARPS, HALVES)
+        rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, WARPS)
         rows = _pair_rows(0, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
         if STAMPS:
             _stamp(STAMP, 17)  # the first copies' rows known, before their issue
@@ -668,9 +667,8 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, OFF32: gl.constexpr, ROWS_AHEAD: gl.constexpr,
-                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, HALVES: gl.constexpr,
-                         PW: gl.constexpr,
+                         CHUNKED: gl.constexpr, OFF32: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
@@ -701,7 +699,7 @@ if HAVE_GLUON:
         P, n_total, t_base = _first_copies(
             q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb, stride_qh,
             stride_qn, H_Q, k_base, v_base, stride_kn, stride_vn, g, n_diag, n_dense, sink_end,
-            lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM, BN, D, TPW_ROWS, HALVES, num_warps, OFF32,
+            lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM, BN, D, TPW_ROWS, num_warps, OFF32,
             CHUNKED, STAMP, STAMPS)
 
         gl.warp_specialize([
@@ -715,9 +713,8 @@ if HAVE_GLUON:
                               JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
-                              n_total, t_base, BN, D, NBUF, TPW_ROWS, HALVES, PW, OFF32,
-                              ROWS_AHEAD,
-                              STAMP, STAMPS)),
+                              n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, STAMP,
+                              STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -773,7 +770,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   rows_ahead: bool = True, row_halves: bool = False, stamps: torch.Tensor | None = None):
+                   stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -805,9 +802,9 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
-        OFF32=fits_32_bits(N, k, v) if off32 is None else off32, ROWS_AHEAD=rows_ahead,
+        OFF32=fits_32_bits(N, k, v) if off32 is None else off32,
         NBUF=nbuf,
-        TPW_ROWS=tpw_rows, HALVES=row_halves, PW=producer_warps,
+        TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
