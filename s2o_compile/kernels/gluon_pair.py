@@ -169,24 +169,16 @@ if HAVE_GLUON:
                              is_async=True)
 
     @gluon.jit
-    def _softmax_update(sc, m_i, l_i, qk_scale):
-        """One online-softmax update from a step's scores (the scale folded into the exponent),
-        the accumulator not yet rescaled: (m, l, p, alpha, gain)."""
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
+        """One online-softmax update from a step's scores (the scale folded into the exponent):
+        (m, l, o rescaled, p, alpha, gain)."""
         m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
         p = gl.exp2(sc * qk_scale - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         gain = gl.sum(p, axis=1)
-        return m_new, l_i * alpha + gain, p, alpha, gain
-
-    @gluon.jit
-    def _rescale(o, alpha, D: gl.constexpr):
-        return o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
-
-    @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
-        """_softmax_update and the accumulator's rescale: (m, l, o rescaled, p, alpha, gain)."""
-        m_new, l_i, p, alpha, gain = _softmax_update(sc, m_i, l_i, qk_scale)
-        return m_new, l_i, _rescale(o, alpha, D), p, alpha, gain
+        l_i = l_i * alpha + gain
+        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+        return m_new, l_i, o, p, alpha, gain
 
     @gluon.jit
     def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
@@ -442,47 +434,6 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
-    def _lone_pair_steps(q_smem, k_bufs, v_bufs, ready, empty, s, m0, N, offs_m, row_ok,
-                         n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
-                         BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
-                         NBUF: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                         STOP_EVERY: gl.constexpr):
-        """Walk steps s and s + 1 (one chunk's) of a tile whose pair partner has stopped, step
-        s landed: alone, a consumer's step ran Q K^T -> softmax -> P @ V with nothing to fill
-        the tensor cores under its softmax, 0.81 of a shared step for half its work (session
-        20 stamps). Here Q K^T of s + 1 and P @ V of s go out together after s's softmax, and
-        s + 1's softmax runs under P @ V of s; each step's arithmetic, stop test and order of
-        updates are _pair_step's. Releases step s's buffer; s + 1's is the caller's.
-        Returns (m, l, o, gsum, flags, n_me)."""
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        a = s % NBUF
-        b = (s + 1) % NBUF
-        fence_async_shared()
-        sc = _scores_async(q_smem, k_bufs.index(a), BM, BN)
-        sc = warpgroup_mma_wait(0, deps=(sc, ))
-        sc = _pair_mask(sc, s, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-        gsum, flags, n_me = _walk_test(s - n_dense, s, n_me, P, gsum, flags, alpha, gain, l_i,
-                                       row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY, False)
-        mbarrier.wait(ready.index(b), ((s + 1) // NBUF) & 1)
-        fence_async_shared()
-        sc = _scores_async(q_smem, k_bufs.index(b), BM, BN)
-        o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op), v_bufs.index(a), o,
-                          is_async=True)
-        sc = warpgroup_mma_wait(1, deps=(sc, ))  # in order: Q K^T of s + 1 done, P @ V may run
-        sc = _pair_mask(sc, s + 1, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, p, alpha, gain = _softmax_update(sc, m_i, l_i, qk_scale)
-        gsum, flags, n_me = _walk_test(s + 1 - n_dense, s + 1, n_me, P, gsum, flags, alpha,
-                                       gain, l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY,
-                                       False)
-        o = warpgroup_mma_wait(0, deps=(o, ))
-        mbarrier.arrive(empty.index(a))
-        o = warpgroup_mma(gl.convert_layout(p.to(k_bufs.dtype), p_op), v_bufs.index(b),
-                          _rescale(o, alpha, D), is_async=True)
-        o = warpgroup_mma_wait(0, deps=(o, ))
-        return m_i, l_i, o, gsum, flags, n_me
-
-    @gluon.jit
     def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
                             BM: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
@@ -513,8 +464,7 @@ if HAVE_GLUON:
                        q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, LONE_PAIRS: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -543,7 +493,6 @@ if HAVE_GLUON:
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
-        alone = mx < 0  # the other tile stopped and this one walks on (never with JOINT)
         while s < n_end:
             slot = s % NBUF
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
@@ -553,14 +502,6 @@ if HAVE_GLUON:
             # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
             # the first tile's step 0)
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-            if LONE_PAIRS:  # alone, s + 1 in the walk and in s's chunk: both steps at once
-                if alone & ((s - n_dense + 1) % CHUNK != 0) & (s + 1 < n_end):
-                    m_i, l_i, o, gsum, flags, n_me = _lone_pair_steps(
-                        q_smem, k_bufs, v_bufs, ready, empty, s, m0, N, offs_m, row_ok,
-                        n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN,
-                        D, NBUF, REMAINING, CHUNK, STOP_EVERY)
-                    s += 1  # what follows is the second step's (its chunk end, its release)
-                    need = mx < 0
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, D)
@@ -569,7 +510,6 @@ if HAVE_GLUON:
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
                     REMAINING, CHUNK, STOP_EVERY, JOINT)
-            slot = s % NBUF  # the last step computed: s + 1 after _lone_pair_steps
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -589,8 +529,6 @@ if HAVE_GLUON:
                             _stamp(STAMP, 18 + X, s + 1)
                             _stamp(STAMP, 20 + X)
                     active = ~stopped
-                    if LONE_PAIRS:
-                        alone = active & (other != 0)
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
                         _post_stop(stop_smem, n_end)
@@ -729,7 +667,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, OFF32: gl.constexpr, LONE_PAIRS: gl.constexpr,
+                         CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
@@ -768,11 +706,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, LONE_PAIRS, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, LONE_PAIRS, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, STAMP,
@@ -832,7 +770,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   lone_pairs: bool = True, stamps: torch.Tensor | None = None):
+                   stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -865,7 +803,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
         OFF32=fits_32_bits(N, k, v) if off32 is None else off32,
-        LONE_PAIRS=lone_pairs and cfg.block_m == BLOCK, NBUF=nbuf,
+        NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
