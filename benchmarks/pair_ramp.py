@@ -12,7 +12,8 @@ CTAs run one after another, so its time splits exactly into
   - tail: the SM's last CTA's end to the kernel's end (load balance).
 Each is given in ms summed over SMs / SMs, and per pair in steps (the walk's mean step). With
 block_m 64 it also gives the share of steps one tile walks alone after the other stopped, and
-what such a step costs against the steps both tiles walk (lone_phase).
+what such a step costs against the steps both tiles walk (lone_phase); and how long a walk step
+waits for its K/V to land, both walking and alone (data_waits).
 
     python benchmarks/pair_ramp.py --seq-lens 32768 131072 --block-ms 64 128 --tau 0.8
 """
@@ -33,7 +34,8 @@ from s2o_compile.workload import structured_qkv
 SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, prod_loop=8,
              prod_end=9, gt_end=10, out1=11, c0_start=12, loop1=13, first_issued=14,
              q_landed=15, prod_start=16, first_rows=17, stop0=18, stop1=19, stop0_clk=20,
-             stop1_clk=21)
+             stop1_clk=21, wait_both0=22, wait_both1=23, wait_alone0=24, wait_alone1=25,
+             steps_both0=26, steps_both1=27, steps_alone0=28, steps_alone1=29)
 WIDTH = 32  # slots a CTA (gluon_pair.STAMP_SLOTS)
 
 
@@ -84,6 +86,7 @@ def split(st: torch.Tensor) -> dict:
     out.update(kernel_ms=(t1 - t0) / 1e6, sms=n_sm, pairs=pairs, steps=steps,
                step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
     out.update(lone_phase(col, ns_per_clk))
+    out.update(data_waits(col, ns_per_clk))
     return out
 
 
@@ -110,6 +113,19 @@ def lone_phase(col: dict, ns_per_clk: float) -> dict:
                 lone_pairs=float(lone.double().mean()),
                 lone_step_us=lone_us / lone_steps,
                 shared_step_us=shared_us / float(early[lone].sum()))
+
+
+def data_waits(col: dict, ns_per_clk: float) -> dict:
+    """How long a consumer's walk step waited for its K/V to land (slots 22-29: each
+    consumer's clocks in its wait on `ready`, and its walk steps, while both tiles walk and
+    while it walks alone), in us a step: near 0, the step is the consumer's own; near the
+    step's time, the producer's."""
+    out = {}
+    for phase in ("both", "alone"):
+        clk = float((col[f"wait_{phase}0"] + col[f"wait_{phase}1"]).sum())
+        n = float((col[f"steps_{phase}0"] + col[f"steps_{phase}1"]).sum())
+        out[f"wait_{phase}_us"] = clk * ns_per_clk / 1e3 / n if n else 0.0
+    return out
 
 
 def main(argv=None) -> int:
@@ -157,6 +173,8 @@ def main(argv=None) -> int:
                       f"{res['lone_pairs']:.0%} of the pairs; a lone step "
                       f"{res['lone_step_us']:.2f} us, a shared one {res['shared_step_us']:.2f} us "
                       "(before the first stop, same pairs)", flush=True)
+            print(f"    a walk step waited for its K/V: {res['wait_both_us']:.2f} us while both "
+                  f"tiles walk, {res['wait_alone_us']:.2f} us alone", flush=True)
     if args.out:
         json.dump(rows, open(args.out, "w"), indent=1)
     return 0

@@ -11,11 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import pair_ramp as R  # noqa: E402
 
 
-def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None, lone=None):
+def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None, lone=None, waits=None):
     """One CTA's stamps: starts at clk0 on its SM (globaltimer gt0, 1 ns a clock), its first
     step lands after `ramp`, `steps` steps of `step`, its last warp ends `drain` after.
     lone=(k, lone_step): tile 0 stops after step k, and the other tile's remaining steps
-    take lone_step each (it stops at the pair's end)."""
+    take lone_step each (it stops at the pair's end). waits: the data-wait slots (22-29) by
+    name, 0 where not given."""
     row = [0] * R.WIDTH
     first = clk0 + ramp
     loop = first + steps * step
@@ -30,6 +31,8 @@ def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None, lone=None):
                  c0_start=clk0 + 1, loop1=loop, first_issued=clk0 + ramp // 2,
                  q_landed=clk0 + (q or ramp), prod_start=clk0 + 2, first_rows=clk0 + 3,
                  **stops)
+    slots.update({n: 0 for n in R.SLOTS if n.startswith(("wait_", "steps_"))})
+    slots.update(waits or {})
     for name, i in R.SLOTS.items():
         row[i] = slots[name]
     return row
@@ -71,3 +74,17 @@ def test_lone_phase_prices_the_steps_one_tile_walks_alone():
     assert out["lone_pairs"] == pytest.approx(0.5)
     assert out["lone_step_us"] * 1e3 == pytest.approx(7)
     assert out["shared_step_us"] * 1e3 == pytest.approx(10)
+
+
+def test_data_waits_price_a_step_s_wait_for_its_kv():
+    """Two CTAs: while both tiles walk, 30 steps wait 2 clocks each in all; alone, 8 steps
+    wait 5 each (consumer 1's) - per step, whichever consumer and CTA they come from."""
+    rows = [_cta(0, 1000, 0, ramp=25, steps=20, step=10, drain=8, lone=(12, 7),
+                 waits=dict(wait_both0=24, wait_both1=24, steps_both0=12, steps_both1=12,
+                            wait_alone1=40, steps_alone1=8)),
+            _cta(0, 1400, 400, ramp=25, steps=16, step=10, drain=8,
+                 waits=dict(wait_both0=6, wait_both1=6, steps_both0=3, steps_both1=3))]
+    out = R.split(torch.tensor(rows))
+    assert out["wait_both_us"] * 1e3 == pytest.approx(60 / 30)
+    assert out["wait_alone_us"] * 1e3 == pytest.approx(5)
+

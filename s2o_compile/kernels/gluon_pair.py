@@ -61,7 +61,7 @@ TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slow
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
-    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 22 used)
+    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 30 used)
 
     @constexpr_function
     def _mma(n):
@@ -83,13 +83,18 @@ if HAVE_GLUON:
                                          is_pure=False, pack=1)
 
     @gluon.jit
+    def _clock():
+        """The SM's clock (%clock64)."""
+        return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
+                                         is_pure=False, pack=1)
+
+    @gluon.jit
     def _stamp(STAMP, i: gl.constexpr, value=None):
         """Debug timing (STAMPS, benchmarks/pair_ramp.py): slot i of this CTA's row of STAMP
         [ctas, STAMP_SLOTS] int64 gets value, or the SM's clock (%clock64) where value is
         None."""
         if value is None:
-            value = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
-                                              is_pure=False, pack=1)
+            value = _clock()
         cta = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
         gl.store(STAMP + cta.to(gl.int64) * STAMP_SLOTS + i, value.to(gl.int64))
 
@@ -493,9 +498,19 @@ if HAVE_GLUON:
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
+        if STAMPS:  # this tile's walk steps and their clocks waiting for K/V: both walking, alone
+            alone = mx < 0
+            waits = gl.zeros([4], gl.int64, layout=gl.BlockedLayout([4], [32], [4], [0]))
         while s < n_end:
             slot = s % NBUF
+            if STAMPS:
+                t0 = _clock()
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            if STAMPS:
+                if active & (s >= n_dense):  # slots 22 + X, 24 + X: clocks; 26 + X, 28 + X: steps
+                    at = gl.arange(0, 4, layout=waits.type.layout)
+                    k = alone.to(gl.int32)
+                    waits += gl.where(at == k, _clock() - t0, 0) + (at == k + 2).to(gl.int64)
             if STAMPS and X == 0:
                 if s == 0:
                     _stamp(STAMP, 4)
@@ -529,6 +544,8 @@ if HAVE_GLUON:
                             _stamp(STAMP, 18 + X, s + 1)
                             _stamp(STAMP, 20 + X)
                     active = ~stopped
+                    if STAMPS:
+                        alone = active & (other != 0)
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
                         _post_stop(stop_smem, n_end)
@@ -536,6 +553,9 @@ if HAVE_GLUON:
             s += 1
         if STAMPS:
             _stamp(STAMP, 5 + 8 * X)  # the loop's end: consumer 0's (5), consumer 1's (13)
+            for i in gl.static_range(4):
+                _stamp(STAMP, 22 + X + 2 * i, gl.sum(gl.where(
+                    gl.arange(0, 4, layout=waits.type.layout) == i, waits, 0), axis=0))
         if has_rows:
             _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D, CHUNKED)
         if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
