@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,12 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # next session: the producer reading the pair's end before its wait for the step's buffer
+    # (early_end=1, compiled for sm_90, not run yet; pp_protocol_sim.py --early-end: no hang in
+    # 13,000 trials) against after it, with every check
+    early21) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --block-ms 64 128 --variants base early_end=1 --out "$OUT/early21_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/early21_ab.log" ;;
     # next session: how long a walk step waits for its K/V while both tiles walk and while one
     # walks alone (stamps 22-29, compiled for sm_90, not run yet; off, the kernel's SASS is
     # unchanged): a lone step near its wait is the producer's (then: its chain, NOTES.md), far

@@ -12,6 +12,7 @@ producer's loop and one after it; any PW warps arriving release it, whichever si
 
     python benchmarks/pp_protocol_sim.py               # the kernel's protocol: no hang
     python benchmarks/pp_protocol_sim.py --per-warp    # each warp reads stop_smem alone: hangs
+    python benchmarks/pp_protocol_sim.py --early-end   # the end read before the buffer's wait
     python benchmarks/pp_protocol_sim.py --deferred    # the FA3-order consumers (--pingpong: turns)
 
 With --per-warp (the protocol of sessions 9-12 before _stop_step), a consumer's write of the
@@ -71,7 +72,7 @@ class Kernel:
     left from the previous pair (never above the next pair's first step) reads as none)."""
 
     def __init__(self, rng, per_warp, deferred=False, pingpong=False, items=1, untagged=False,
-                 oldest_end=False):
+                 oldest_end=False, early_end=False):
         self.NBUF = rng.choice([2, 3, 4, 6])
         self.CHUNK = rng.choice([1, 2, 4, 8])  # walk steps per stop decision
         self.PW = rng.choice([1, 2, 4])
@@ -83,6 +84,7 @@ class Kernel:
         self.persistent = items > 1
         self.untagged = untagged  # persistent, but consumers read every slot as the next pair's
         self.oldest_end = oldest_end  # persistent, but the producer takes the smallest copy
+        self.early_end = early_end  # the producer reads the end before its wait for the buffer
         self.turn = [MBarrier(1), MBarrier(1)]
         self.turn[0].arrive()  # the first tile issues first
         self.ready = [MBarrier(self.PW) for _ in range(self.NBUF)]
@@ -120,7 +122,15 @@ class Kernel:
         while j < n_end:
             yield from self.named_barrier()  # the membar pass's barrier in the loop
             slot = j % self.NBUF
-            if j >= self.NBUF:
+            if j >= self.NBUF and self.early_end:  # the end read first, the wait only to copy
+                self.seen.setdefault(j, []).append(self.stops[warp])
+                yield
+                yield from self.named_barrier()
+                n_end = min(n_end, min(self.seen[j]))
+                if j < n_end:
+                    while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
+                        yield
+            elif j >= self.NBUF:
                 while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
                     yield
                 if self.per_warp:
@@ -307,17 +317,22 @@ def main():
     ap.add_argument("--oldest-end", action="store_true",
                     help="persistent, the producer taking the smallest copy of the end (the "
                          "single-pair rule; hangs)")
+    ap.add_argument("--early-end", action="store_true",
+                    help="the producer reads the pair's end (_stop_step) before its wait for "
+                         "the step's buffer, and waits only to copy")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     deferred = args.deferred or args.pingpong
     hung = sum(not Kernel(rng, args.per_warp, deferred, args.pingpong, args.items,
-                          args.untagged, args.oldest_end).run(
+                          args.untagged, args.oldest_end, args.early_end).run(
         rng, max_moves=100_000 * args.items) for _ in range(args.trials))
     consumers = "ping-pong" if args.pingpong else "FA3-order" if deferred else "plain"
     consumers += f", {args.items} pairs per CTA" if args.items > 1 else ""
-    print(f"{'per-warp reads' if args.per_warp else '_stop_step'}, {consumers} consumers: "
+    reads = "per-warp reads" if args.per_warp else "_stop_step"
+    reads += " before the buffer's wait" if args.early_end else ""
+    print(f"{reads}, {consumers} consumers: "
           f"{hung} of {args.trials} trials did not finish")
 
 
