@@ -114,6 +114,13 @@ class Kernel:
         self.stops[0] = value
         self.pending_stops += [(i, value) for i in range(1, self.PW)]
 
+    def stop_step(self, warp, j):
+        """_stop_step: each warp writes what it read, a barrier, all take the minimum."""
+        self.seen.setdefault(j, []).append(self.stops[warp])
+        yield
+        yield from self.named_barrier()
+        return min(self.seen[j])
+
     def producer(self, warp):
         if self.persistent:
             yield from self.persistent_producer(warp)
@@ -122,25 +129,17 @@ class Kernel:
         while j < n_end:
             yield from self.named_barrier()  # the membar pass's barrier in the loop
             slot = j % self.NBUF
-            if j >= self.NBUF and self.early_end:  # the end read first, the wait only to copy
-                self.seen.setdefault(j, []).append(self.stops[warp])
-                yield
-                yield from self.named_barrier()
-                n_end = min(n_end, min(self.seen[j]))
+            if j >= self.NBUF:
+                if self.early_end:  # the end read first, the wait only for a step copied
+                    n_end = min(n_end, (yield from self.stop_step(warp, j)))
                 if j < n_end:
                     while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
                         yield
-            elif j >= self.NBUF:
-                while not self.empty[slot].done(((j // self.NBUF) - 1) & 1):
-                    yield
                 if self.per_warp:
                     n_end = min(n_end, self.stops[warp])
                     yield
-                else:  # _stop_step
-                    self.seen.setdefault(j, []).append(self.stops[warp])
-                    yield
-                    yield from self.named_barrier()
-                    n_end = min(n_end, min(self.seen[j]))
+                elif not self.early_end:
+                    n_end = min(n_end, (yield from self.stop_step(warp, j)))
             if j < n_end:
                 self.landing.append(slot)
             j += 1

@@ -509,17 +509,22 @@ if HAVE_GLUON:
         n_me = n_total  # this tile's end
         if STAMPS:  # this tile's walk steps and their clocks waiting for K/V: both walking, alone
             alone = mx < 0
-            waits = gl.zeros([4], gl.int64, layout=gl.BlockedLayout([4], [32], [4], [0]))
+            wait_both = mx.to(gl.int64) * 0
+            wait_alone = wait_both
+            steps_both = wait_both
+            steps_alone = wait_both
         while s < n_end:
             slot = s % NBUF
             if STAMPS:
                 t0 = _clock()
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
             if STAMPS:
-                if active & (s >= n_dense):  # slots 22 + X, 24 + X: clocks; 26 + X, 28 + X: steps
-                    at = gl.arange(0, 4, layout=waits.type.layout)
-                    k = alone.to(gl.int32)
-                    waits += gl.where(at == k, _clock() - t0, 0) + (at == k + 2).to(gl.int64)
+                if active & (s >= n_dense):
+                    waited = _clock() - t0
+                    wait_both += gl.where(alone, 0, waited)
+                    wait_alone += gl.where(alone, waited, 0)
+                    steps_both += (~alone).to(gl.int64)
+                    steps_alone += alone.to(gl.int64)
             if STAMPS and X == 0:
                 if s == 0:
                     _stamp(STAMP, 4)
@@ -562,9 +567,10 @@ if HAVE_GLUON:
             s += 1
         if STAMPS:
             _stamp(STAMP, 5 + 8 * X)  # the loop's end: consumer 0's (5), consumer 1's (13)
-            for i in gl.static_range(4):
-                _stamp(STAMP, 22 + X + 2 * i, gl.sum(gl.where(
-                    gl.arange(0, 4, layout=waits.type.layout) == i, waits, 0), axis=0))
+            _stamp(STAMP, 22 + X, wait_both)
+            _stamp(STAMP, 24 + X, wait_alone)
+            _stamp(STAMP, 26 + X, steps_both)
+            _stamp(STAMP, 28 + X, steps_alone)
         if has_rows:
             _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D, CHUNKED)
         if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
