@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,22 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 21: a stopped tile helps the other with the rest of its walk (share=1, SHARE:
+    # compiled for sm_90, not run yet): a smoke call, the pair tests with and without it, then
+    # the walk's A/B with every check
+    share21) timeout 60 python -c "
+import torch; from s2o_compile import S2OConfig; from s2o_compile.kernels import gluon_pair as GP, triton_s2o as T
+from s2o_compile.workload import structured_qkv
+q, k, v = structured_qkv(1, 8, 2, 16384, 128, device='cuda', seed=1); cfg = S2OConfig(threshold=0.8, min_seq_len=0)
+t, o = T.build_index_table(q, k, 128 ** -0.5, cfg)
+a = GP.attention_pair(q, k, v, t, o, 128 ** -0.5, cfg, share=0); b = GP.attention_pair(q, k, v, t, o, 128 ** -0.5, cfg, share=1)
+torch.cuda.synchronize(); print('smoke: visits equal', torch.equal(a[1], b[1]), 'max diff', (a[0].float() - b[0].float()).abs().max().item())
+" 2>&1 | grep -v Warning | tee "$OUT/share21_smoke.log"
+             timeout 300 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py -x \
+              2>&1 | tail -5 | tee "$OUT/share21_tests.log"
+             timeout 200 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --block-ms 64 --variants base share=1 --out "$OUT/share21_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/share21_ab.log" ;;
     # next session: the producer reading the pair's end before its wait for the step's buffer
     # (early_end=1, compiled for sm_90, not run yet; pp_protocol_sim.py --early-end: no hang in
     # 13,000 trials) against after it, with every check
