@@ -248,7 +248,7 @@ if HAVE_GLUON:
                             SMEM: gl.constexpr, SMEM_KV: gl.constexpr, num_warps: gl.constexpr):
         qk_scale = qk_scale.to(gl.float32)
         tau = tau.to(gl.float32)
-        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, _, _ = _pair_buffers(
+        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, _ = _pair_buffers(
             Q, BM, BN, D, NBUF, PW, 32 * PW + 1, SMEM, SMEM_KV)
         tags = gl.allocate_shared_memory(gl.int32, [NBUF, 1],
                                          gl.SwizzledSharedLayout(1, 1, 1, [0]))

@@ -11,8 +11,8 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
-    # session 21: a stopped tile helps the other with the rest of its walk (share=1, SHARE:
-    # compiled for sm_90, not run yet): a smoke call, the pair tests with and without it, then
+    # session 21: a stopped tile helps the other with the rest of its walk (share=1, SHARE;
+    # not kept: the code is at 3fb8243): a smoke call, the pair tests with and without it, then
     # the walk's A/B with every check
     share21) timeout 60 python -c "
 import torch; from s2o_compile import S2OConfig; from s2o_compile.kernels import gluon_pair as GP, triton_s2o as T

@@ -58,9 +58,6 @@ PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was chec
 PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
 PRODUCER_WARPS = 4
 TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
-# a stopped tile helps the other with the rest of its walk (_pair_consumer's SHARE), where
-# shares_lone_steps allows; attention_pair's `share` overrides it
-SHARE_LONE_STEPS = False
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
@@ -189,14 +186,6 @@ if HAVE_GLUON:
         return m_new, l_i, o, p, alpha, gain
 
     @gluon.jit
-    def _tests_left(w, P, BN: gl.constexpr, REMAINING: gl.constexpr, STOP_EVERY: gl.constexpr):
-        """The stop tests left after walk step w (the "remaining" rule's factor; 1 for "gain")."""
-        left = 1
-        if REMAINING:
-            left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
-        return left
-
-    @gluon.jit
     def _walk_test(w, s, n_end, P, gsum, flags, alpha, gain, l_i, row_ok, tau,
                    BN: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                    STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
@@ -206,7 +195,10 @@ if HAVE_GLUON:
         flags are left for the pair's joint decision (_pair_consumer)."""
         gsum = gsum * alpha + gain
         if (w + 1) % STOP_EVERY == 0:
-            left = _tests_left(w, P, BN, REMAINING, STOP_EVERY)
+            if REMAINING:
+                left = (gl.maximum(P - (w + 1) * BN, 0) + BN * STOP_EVERY - 1) // (BN * STOP_EVERY)
+            else:
+                left = 1
             on = (~(gsum * left < tau * l_i)) & row_ok  # this row walks on
             flags = flags | (on.to(gl.int32) << ((w % CHUNK) // STOP_EVERY))
             gsum = gl.zeros_like(gsum)
@@ -480,137 +472,24 @@ if HAVE_GLUON:
         o = warpgroup_mma_wait(0, deps=(o, ))
         return gl.convert_layout(m_h, l_i.type.layout), gl.convert_layout(l_h, l_i.type.layout), o
 
-    @constexpr_function
-    def _plain(rank):
-        """An unswizzled shared layout (share mode's fp32 views of a Q or K/V buffer)."""
-        return gl.SwizzledSharedLayout(1, 1, 1, [1, 0] if rank == 2 else [0])
-
     @gluon.jit
-    def _records(q_buf, BM: gl.constexpr, TESTS: gl.constexpr):
-        """Share mode's per-test records, in the helper's Q buffer (free once its own output
-        is stored): rows (role * TESTS + test) * 3 + (m, gain x tests left, l) of BM values (one
-        a query row), role 0 the owner's, 1 the helper's."""
-        return q_buf._reinterpret(gl.float32, [6 * TESTS, BM], _plain(1))
-
-    @gluon.jit
-    def _half_step(q_smem, k_buf, v_buf, half: gl.constexpr, first, P, m_i, l_i, o, gsum,
-                   qk_scale, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr):
-        """Share mode: keys half * BN / 2 ... of a walk step whose first ranked key is `first`
-        (at least one of them before P): Q K^T, the mask past P, the online softmax and P @ V
-        on that half, the gain added to gsum. Returns (m, l, o, gsum) in the full step's
-        layouts."""
-        H: gl.constexpr = BN // 2
-        row_h: gl.constexpr = gl.SliceLayout(1, _mma(H))
-        row: gl.constexpr = gl.SliceLayout(1, _mma(BN))
-        p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
-        fence_async_shared()
-        sc = warpgroup_mma(q_smem, k_buf.slice(half * H, H).permute((1, 0)),
-                           gl.zeros([BM, H], gl.float32, layout=_mma(H)), use_acc=False,
-                           is_async=True)
-        sc = warpgroup_mma_wait(0, deps=(sc, ))
-        start = first + half * H
-        if start + H > P:
-            cols = gl.arange(0, H, layout=gl.SliceLayout(0, _mma(H)))
-            sc = gl.where((start + cols < P)[None, :], sc, float("-inf"))
-        m_h, l_h, o, p, alpha, gain = _online_softmax(sc, gl.convert_layout(m_i, row_h),
-                                                      gl.convert_layout(l_i, row_h), o,
-                                                      qk_scale, D)
-        o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf.slice(half * H, H),
-                          o, is_async=True)
-        g_h = gl.convert_layout(gsum, row_h) * alpha + gain
-        o = warpgroup_mma_wait(0, deps=(o, ))
-        return (gl.convert_layout(m_h, row), gl.convert_layout(l_h, row), o,
-                gl.convert_layout(g_h, row))
-
-    @gluon.jit
-    def _share_record(rec, role: gl.constexpr, test, m_i, gsum, l_i, left, TESTS: gl.constexpr):
-        """Share mode: one role's values at a stop test, for the owner's decision."""
-        r = (role * TESTS + test) * 3
-        rec.index(r).store(m_i)
-        rec.index(r + 1).store(gsum * left)
-        rec.index(r + 2).store(l_i)
-
-    @gluon.jit
-    def _share_held(rec, row_ok, tau, BN: gl.constexpr, TESTS: gl.constexpr):
-        """Share mode, the owner at a chunk's end: whether the stop rule held after some test
-        of the chunk, on both halves' values together (each half's gain and mass rescaled to
-        the larger of their maxima; as _walk_test on the whole step)."""
-        row: gl.constexpr = gl.SliceLayout(1, _mma(BN))
-        flags = gl.zeros_like(row_ok.to(gl.int32))
-        for t in gl.static_range(TESTS):
-            x = 3 * t  # the owner's records of test t
-            y = 3 * (TESTS + t)  # the helper's
-            mx = rec.index(x).load(row)
-            my = rec.index(y).load(row)
-            m = gl.maximum(mx, my)
-            ax = gl.exp2(mx - m)
-            ay = gl.exp2(my - m)
-            gain = rec.index(x + 1).load(row) * ax + rec.index(y + 1).load(row) * ay
-            mass = rec.index(x + 2).load(row) * ax + rec.index(y + 2).load(row) * ay
-            flags = flags | (((~(gain < tau * mass)) & row_ok).to(gl.int32) << t)
-        return ((~gl.reduce_or(flags, axis=0)) & ((1 << TESTS) - 1)) != 0
-
-    @gluon.jit
-    def _share_merge(k_buf, v_buf, m_i, l_i, o, HELPER: gl.constexpr, BM: gl.constexpr,
-                     D: gl.constexpr):
-        """Share mode at the pair's end, through the last step's K/V buffer (read by both,
-        not yet released, so not rewritten): the helper writes its (m, l, o); the owner, after
-        the next round, folds them into its own. Returns the owner's (m, l, o)."""
-        row: gl.constexpr = gl.SliceLayout(1, o.type.layout)
-        o_view = k_buf._reinterpret(gl.float32, [BM, D], _plain(2))
-        ml_view = v_buf._reinterpret(gl.float32, [2, BM], _plain(1))
-        if HELPER:
-            o_view.store(o)
-            ml_view.index(0).store(m_i)
-            ml_view.index(1).store(l_i)
-        else:
-            m_y = gl.convert_layout(ml_view.index(0).load(row), m_i.type.layout)
-            l_y = gl.convert_layout(ml_view.index(1).load(row), m_i.type.layout)
-            m = gl.maximum(m_i, m_y)
-            ax = gl.exp2(m_i - m)
-            ay = gl.exp2(m_y - m)
-            o = (o * gl.convert_layout(ax, row)[:, None]
-                 + o_view.load(o.type.layout) * gl.convert_layout(ay, row)[:, None])
-            l_i = l_i * ax + l_y * ay
-            m_i = m
-        return m_i, l_i, o
-
-    @gluon.jit
-    def _round(sync, rounds):
-        """One meeting of the two consumers on `sync` (its phases counted by both alike)."""
-        mbarrier.arrive(sync)
-        mbarrier.wait(sync, rounds & 1)
-        return rounds + 1
-
-    @gluon.jit
-    def _pair_consumer(X: gl.constexpr, q_smem, q_other, k_bufs, v_bufs, ready, empty, sync,
-                       decide, freed, stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d,
-                       P, n_total, q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+    def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
+                       stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total,
+                       q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, SHARE: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
-        keeps releasing buffers unread until the other stops too, or with SHARE helps it (below).
-        JOINT (block_m 128): one rule for the pair's 128 rows, held after a test iff no row of
-        either tile walks on after it, so both tiles walk to the same end. The pair's end goes to
-        the producer before the release of its last step. Its Q tile comes from the prologue's
-        copies (q_bar), the walk's P ranked keys and n_total steps from its loads
-        (_first_copies).
-
-        SHARE: once one tile stopped and the other walks on (session 21's stamps: 13% of the
-        steps at 64K, each 0.8 of a shared step's time for half its work, and not waiting for
-        its K/V), the stopped consumer stores its output and becomes the other's helper: of
-        each later step the owner computes the first half of the keys, the helper the second
-        on the owner's Q (q_other), each with its own online softmax. At each stop test both
-        record their (max, gain, mass) (_share_record); at the chunk's end the owner decides
-        on both halves together (_share_held) and tells the helper, and at the pair's end folds
-        the helper's state into its own (_share_merge)."""
+        keeps releasing buffers unread until the other stops too. JOINT (block_m 128): one rule
+        for the pair's 128 rows, held after a test iff no row of either tile walks on after it,
+        so both tiles walk to the same end. The pair's end goes to the producer before the
+        release of its last step. Its Q tile comes from the prologue's copies (q_bar), the
+        walk's P ranked keys and n_total steps from its loads (_first_copies)."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
-        one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])  # a value for the warpgroup
         mx = m0 + X * BM
         if STAMPS and X == 0:
             _stamp(STAMP, 12)  # the partition's start
@@ -620,7 +499,7 @@ if HAVE_GLUON:
             _stamp(STAMP, 3)
         offs_m, row_ok, m_i, l_i, o, gsum, flags = _softmax_state(mx, N, Q0, BM, BN, D, CHUNKED)
         # a tile with no rows in [Q0, N) (a last one past N, or a chunk's first one before Q0)
-        # only releases buffers (or helps, SHARE)
+        # only releases buffers
         active = mx < N
         if CHUNKED:
             active = active & (mx + BM > Q0)
@@ -628,8 +507,6 @@ if HAVE_GLUON:
         s = 0
         n_end = n_total  # the pair's end
         n_me = n_total  # this tile's end
-        rounds = 0  # meetings on `sync` so far (the same count in both consumers)
-        mode = 0  # SHARE: 0 each its own tile, 1 this one owns the walk, 2 it helps the other
         if STAMPS:  # this tile's walk steps and their clocks waiting for K/V: both walking, alone
             alone = mx < 0
             wait_both = mx.to(gl.int64) * 0
@@ -651,73 +528,19 @@ if HAVE_GLUON:
             if STAMPS and X == 0:
                 if s == 0:
                     _stamp(STAMP, 4)
-            sharing = False
-            if SHARE:
-                sharing = mode != 0
-            if sharing:  # a walk step, shared (the owner's half first)
-                w = s - n_dense
-                if mode == 1:
-                    m_i, l_i, o, gsum = _half_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                   0, w * BN, P, m_i, l_i, o, gsum, qk_scale, BM,
-                                                   BN, D)
-                elif w * BN + BN // 2 < P:  # the helper's half holds a ranked key
-                    m_i, l_i, o, gsum = _half_step(q_other, k_bufs.index(slot), v_bufs.index(slot),
-                                                   1, w * BN, P, m_i, l_i, o, gsum, qk_scale, BM,
-                                                   BN, D)
-                if (w + 1) % STOP_EVERY == 0:
-                    test = (w % CHUNK) // STOP_EVERY
-                    left = _tests_left(w, P, BN, REMAINING, STOP_EVERY)
-                    if mode == 1:
-                        mbarrier.wait(freed, 0)  # the helper's output left its Q buffer
-                        _share_record(_records(q_other, BM, TESTS), 0, test, m_i, gsum, l_i, left,
-                                      TESTS)
-                    else:
-                        _share_record(_records(q_smem, BM, TESTS), 1, test, m_i, gsum, l_i, left,
-                                      TESTS)
-                    gsum = gl.zeros_like(gsum)
-            else:
-                # a diagonal step whose keys all follow this tile's rows is skipped (64-key
-                # steps: the first tile's step 0)
-                need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
-                if HALF & (s == 0) & need:
-                    m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot),
-                                                      v_bufs.index(slot), m0, N, offs_m, l_i, o,
-                                                      qk_scale, BM, D)
-                elif need:
-                    m_i, l_i, o, gsum, flags, n_me = _pair_step(
-                        q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m,
-                        row_ok, n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau,
-                        BM, BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT)
+            # a diagonal step whose keys all follow this tile's rows is skipped (64-key steps:
+            # the first tile's step 0)
+            need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
+            if HALF & (s == 0) & need:
+                m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
+            elif need:
+                m_i, l_i, o, gsum, flags, n_me = _pair_step(
+                    q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
-            chunk_end = (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end)
-            if sharing:
-                if chunk_end:  # the helper's records are in; the owner decides, then tells
-                    if mode == 2:
-                        gl.thread_barrier()  # all its warps' records, before its arrival
-                    rounds = _round(sync, rounds)
-                    if mode == 1:
-                        gl.thread_barrier()  # its own records, whichever warp wrote them
-                        held = _share_held(_records(q_other, BM, TESTS), row_ok, tau, BN, TESTS)
-                        if held:
-                            n_end = s + 1
-                            n_me = n_end
-                            _post_stop(stop_smem, n_end)
-                        decide.index(4).store(gl.full([1], 1, gl.int32, layout=one)
-                                              * held.to(gl.int32))
-                    rounds = _round(sync, rounds)
-                    if mode == 2:
-                        if gl.max(decide.index(4).load(one), axis=0) != 0:
-                            n_end = s + 1
-                if s + 1 >= n_end:  # the pair's end (a decision, or the walk's last step)
-                    if mode == 2:
-                        m_i, l_i, o = _share_merge(k_bufs.index(slot), v_bufs.index(slot), m_i,
-                                                   l_i, o, True, BM, D)
-                        gl.thread_barrier()  # its whole state, before its arrival
-                    rounds = _round(sync, rounds)
-                    if mode == 1:
-                        m_i, l_i, o = _share_merge(k_bufs.index(slot), v_bufs.index(slot), m_i,
-                                                   l_i, o, False, BM, D)
-            elif chunk_end:
+            if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
                 if JOINT:
                     mine = gl.reduce_or(flags, axis=0)  # the tests after which a row walks on
@@ -729,11 +552,7 @@ if HAVE_GLUON:
                         _post_stop(stop_smem, n_end)
                 else:
                     stopped = (n_me <= s + 1) | (~active)
-                    if SHARE:  # rounds = c until a tile helps the other
-                        other = _exchange(X, rounds, stopped, decide, sync)
-                        rounds += 1
-                    else:
-                        other = _exchange(X, c, stopped, decide, sync)
+                    other = _exchange(X, c, stopped, decide, sync)
                     if STAMPS:
                         if stopped & active:  # this tile's own end: its step (18 + X), clock
                             _stamp(STAMP, 18 + X, s + 1)
@@ -744,20 +563,6 @@ if HAVE_GLUON:
                     if stopped & (other != 0):  # tell the producer, before the release below
                         n_end = s + 1
                         _post_stop(stop_smem, n_end)
-                    elif SHARE:
-                        if stopped:  # help the other tile: first this one's output out
-                            if has_rows:
-                                _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D,
-                                                  CHUNKED)
-                            gl.thread_barrier()  # its Q buffer free for the records
-                            mbarrier.arrive(freed)
-                            mode = 2
-                            m_i = gl.full_like(m_i, float("-inf"))
-                            l_i = gl.zeros_like(l_i)
-                            o = gl.zeros_like(o)
-                            gsum = gl.zeros_like(gsum)
-                        elif other != 0:
-                            mode = 1
             mbarrier.arrive(empty.index(slot))
             s += 1
         if STAMPS:
@@ -766,7 +571,7 @@ if HAVE_GLUON:
             _stamp(STAMP, 24 + X, wait_alone)
             _stamp(STAMP, 26 + X, steps_both)
             _stamp(STAMP, 28 + X, steps_alone)
-        if has_rows & (mode != 2):  # a helper stored its output when it began helping
+        if has_rows:
             _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D, CHUNKED)
         if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
             _stamp(STAMP, 6 + 5 * X)
@@ -831,12 +636,12 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_buffers(Q, BM: gl.constexpr, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                       PW: gl.constexpr, READY_ARRIVALS: gl.constexpr, SMEM: gl.constexpr,
-                      SMEM_KV: gl.constexpr, SHARE: gl.constexpr = False):
+                      SMEM_KV: gl.constexpr):
         """A pair kernel's shared memory, its mbarriers initialized: the two Q tiles, NBUF K and
         V buffers, `ready` (READY_ARRIVALS per phase), `empty` (both consumers), `sync` (the
         consumers' exchange), stop_smem (a copy of the walk's end per producer warp), seen (the
         warps' reads, _stop_step), decide (the exchanged decisions) and q_bar (the Q tiles'
-        copies, READY_ARRIVALS) and freed (a helper's Q buffer free, SHARE: _pair_consumer)."""
+        copies, READY_ARRIVALS)."""
         dtype: gl.constexpr = Q.dtype.element_ty
         q_a = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
         q_b = gl.allocate_shared_memory(dtype, [BM, D], SMEM)
@@ -849,18 +654,13 @@ if HAVE_GLUON:
         small: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         stop_smem = gl.allocate_shared_memory(gl.int32, [PW], small)
         seen = gl.allocate_shared_memory(gl.int32, [2, PW], small)
-        decide = gl.allocate_shared_memory(gl.int32, [4 + SHARE, 1], small)
-        if SHARE:
-            freed = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-            mbarrier.init(freed, count=1)
-        else:
-            freed = q_bar  # not used
+        decide = gl.allocate_shared_memory(gl.int32, [4, 1], small)
         for i in gl.static_range(NBUF):
             mbarrier.init(ready.index(i), count=READY_ARRIVALS)
             mbarrier.init(empty.index(i), count=2)
         mbarrier.init(sync, count=2)
         mbarrier.init(q_bar, count=READY_ARRIVALS)
-        return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar, freed
+        return q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar
 
     @gluon.jit
     def _first_copies(q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb,
@@ -903,7 +703,7 @@ if HAVE_GLUON:
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr, EARLY_END: gl.constexpr,
-                         SHARE: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
@@ -926,8 +726,8 @@ if HAVE_GLUON:
         k_base, v_base = _kv_bases(bh, K, V, stride_kb, stride_kh, stride_vb, stride_vh, H_Q,
                                    GROUP)
 
-        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar, freed = \
-            _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV, SHARE)
+        q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar = \
+            _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, NO_STOP)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
         gl.static_assert(PW == num_warps, "step 0's copies: as many arrivals as the producer's")
@@ -938,14 +738,14 @@ if HAVE_GLUON:
             CHUNKED, STAMP, STAMPS)
 
         gl.warp_specialize([
-            (_pair_consumer, (0, q_a, q_b, k_bufs, v_bufs, ready, empty, sync, decide,
-                              freed, stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d,
-                              P, n_total, q_bar, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                              STOP_EVERY, NBUF, JOINT, Q0, CHUNKED, SHARE, STAMP, STAMPS)),
-            (_pair_consumer, (1, q_b, q_a, k_bufs, v_bufs, ready, empty, sync, decide,
-                              freed, stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d,
-                              P, n_total, q_bar, qk_scale, tau, BM, BN, D, REMAINING, CHUNK,
-                              STOP_EVERY, NBUF, JOINT, Q0, CHUNKED, SHARE, STAMP, STAMPS)),
+            (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
+                              O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
+            (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
+                              O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, EARLY_END,
@@ -996,14 +796,6 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
     return None
 
 
-def shares_lone_steps(cfg, step: int, D: int) -> bool:
-    """Whether a stopped tile can help the other (SHARE, _pair_consumer): block_m 64 (each tile
-    its own rule), 128-key steps (a helper's state fits the step's K buffer) and at most D / 12
-    stop tests a chunk (both halves' records fit a Q buffer)."""
-    return (cfg.block_m == BLOCK and step == 2 * BLOCK
-            and 12 * (cfg.walk_chunk // cfg.block_n) <= D)
-
-
 def fits_32_bits(N: int, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether every gathered row's offset (rows up to a pair past N) fits in 32 bits."""
     return (N + 2 * BLOCK) * max(k.stride(2), v.stride(2)) < 2 ** 31
@@ -1013,16 +805,14 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   early_end: bool = False, share: bool | None = None,
-                   stamps: torch.Tensor | None = None):
+                   early_end: bool = False, stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
-    producer_warps: 4, the kernel prologue's warps, which issue the first step; share: a
-    stopped tile helps the other, default SHARE_LONE_STEPS);
+    producer_warps: 4, the kernel prologue's warps, which issue the first step);
     stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
         raise ValueError("producer_warps must be 4: the kernel's 4 prologue warps issue step 0 "
@@ -1048,8 +838,6 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
         OFF32=fits_32_bits(N, k, v) if off32 is None else off32, EARLY_END=early_end,
-        SHARE=(SHARE_LONE_STEPS if share is None else bool(share))
-        and shares_lone_steps(cfg, step, D),
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
