@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: kfirst21, share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,6 +11,17 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    # session 21: the first Q K^T waits for step 0's K only (k_first=1, K_FIRST; compiled for
+    # sm_90, not run yet; off, the SASS is unchanged): the pair tests with and without it, the
+    # walk's A/B with every check, and the ramp's stamps with it
+    kfirst21) timeout 300 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py -x \
+              2>&1 | tail -5 | tee "$OUT/kfirst21_tests.log"
+             timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --block-ms 64 128 --variants base k_first=1 --out "$OUT/kfirst21_ab.json" 2>&1 \
+              | grep -v Warning | tee "$OUT/kfirst21_ab.log"
+             timeout 100 python benchmarks/pair_ramp.py --seq-lens 32768 65536 --block-ms 64 \
+              --kw k_first=1 --out "$OUT/kfirst21_ramp.json" 2>&1 | grep -v Warning \
+              | tee "$OUT/kfirst21_ramp.log" ;;
     # session 21: a stopped tile helps the other with the rest of its walk (share=1, SHARE;
     # not kept: the code is at 3fb8243): a smoke call, the pair tests with and without it, then
     # the walk's A/B with every check
