@@ -11,9 +11,9 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
-    # session 21: the first Q K^T waits for step 0's K only (k_first=1, K_FIRST; compiled for
-    # sm_90, not run yet; off, the SASS is unchanged): the pair tests with and without it, the
-    # walk's A/B with every check, and the ramp's stamps with it
+    # session 21: the first Q K^T waits for step 0's K only (k_first=1, K_FIRST; not kept: the
+    # code is at da27682): the pair tests with and without it, the walk's A/B with every check,
+    # and the ramp's stamps with it
     kfirst21) timeout 300 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py -x \
               2>&1 | tail -5 | tee "$OUT/kfirst21_tests.log"
              timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \

@@ -198,11 +198,7 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 8, 2, 8192, 128, torch.bfloat16, False, dict(q_len=513, block_m=128)),
 ])
 @pytest.mark.parametrize("tau", [0.05, 0.5])
-@pytest.mark.parametrize("k_first", [False, True])
-def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transposed, fields, tau,
-                                               k_first, monkeypatch):
-    # k_first: the first Q K^T waits for step 0's K only (gluon_pair.K_FIRST)
-    monkeypatch.setattr(GP, "K_FIRST", k_first)
+def test_pair_kernel_matches_the_triton_kernel(B, Hq, Hkv, N, D, dtype, transposed, fields, tau):
     g = torch.Generator(device="cuda").manual_seed(N + D)
     shape = (B, N, Hq, D) if transposed else (B, Hq, N, D)
     q = torch.randn(*shape, generator=g, device="cuda", dtype=dtype)
@@ -289,15 +285,12 @@ def test_compiled_op_runs_the_pair_kernel_and_matches_eager(monkeypatch):
 @needs_pair
 @pytest.mark.parametrize("name,value", [("k", float("nan")), ("k", float("inf")),
                                         ("q", float("nan")), ("v", float("nan"))])
-@pytest.mark.parametrize("k_first", [False, True])
-def test_pair_kernel_keeps_nan_and_inf_to_the_rows_that_see_them(name, value, k_first,
-                                                                  monkeypatch):
+def test_pair_kernel_keeps_nan_and_inf_to_the_rows_that_see_them(name, value):
     """A NaN/inf in q or k at position j reaches the rows the Triton kernel's reaches, none
     before j (the causal mask selects, it does not add). One in v also reaches the rows of j's
     64-row tile before j (0 * NaN in its diagonal step's P @ V), as in the Triton kernel
     (tests/test_nan_inf.py): the pair's first tile multiplies only the first half of the shared
     128-key diagonal step, so no row of it sees a v row of the second tile."""
-    monkeypatch.setattr(GP, "K_FIRST", k_first)
     from s2o_compile.workload import structured_qkv
     q, k, v = structured_qkv(1, 4, 2, 4096, 128, device="cuda", seed=3)
     j = 3000 + 37

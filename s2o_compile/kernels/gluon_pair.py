@@ -58,9 +58,6 @@ PAIR_TRITON_VERSIONS = ("3.6.",)  # the Triton releases the pair kernel was chec
 PAIR_SWITCH = "S2O_PAIR_KERNEL"  # environment: "0" sends every call to the Triton kernel
 PRODUCER_WARPS = 4
 TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slower)
-# the consumers' first Q K^T waits for step 0's K only, not its V (_first_copies; attention_pair's
-# k_first overrides it)
-K_FIRST = False
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
@@ -343,14 +340,13 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                 D: gl.constexpr, OFF32: gl.constexpr, PARTS: gl.constexpr = 3):
+                 D: gl.constexpr, OFF32: gl.constexpr):
         """cp.async of the K and V rows `rows` into buffer `slot`; rows past N (a diagonal step
         of the last pair) zero-filled. A thread copies one 16-byte piece of a row per cols_h
         columns: with D 128, a row's two halves from one address, the second at a constant
         offset (no address arithmetic of its own); row offsets in 32 bits where they fit
         (OFF32). Session 16: the producer's step 316 -> 166 SASS instructions, the walk 0-4.6%
-        faster (its instructions take issue slots from the consumers). PARTS: 1 K only, 2 V
-        only, 3 both."""
+        faster (its instructions take issue slots from the consumers)."""
         ok = (rows < N)[:, None]
         if OFF32:
             k_rows = k_base + rows * stride_kn
@@ -364,17 +360,13 @@ if HAVE_GLUON:
         k_buf = k_bufs.index(slot)
         v_buf = v_bufs.index(slot)
         if H < D:
-            if PARTS & 1:
-                cp.async_copy_global_to_shared(k_buf.slice(0, H, dim=1), k_ptr, mask=ok)
-                cp.async_copy_global_to_shared(k_buf.slice(H, H, dim=1), k_ptr + H, mask=ok)
-            if PARTS & 2:
-                cp.async_copy_global_to_shared(v_buf.slice(0, H, dim=1), v_ptr, mask=ok)
-                cp.async_copy_global_to_shared(v_buf.slice(H, H, dim=1), v_ptr + H, mask=ok)
+            cp.async_copy_global_to_shared(k_buf.slice(0, H, dim=1), k_ptr, mask=ok)
+            cp.async_copy_global_to_shared(k_buf.slice(H, H, dim=1), k_ptr + H, mask=ok)
+            cp.async_copy_global_to_shared(v_buf.slice(0, H, dim=1), v_ptr, mask=ok)
+            cp.async_copy_global_to_shared(v_buf.slice(H, H, dim=1), v_ptr + H, mask=ok)
         else:
-            if PARTS & 1:
-                cp.async_copy_global_to_shared(k_buf, k_ptr, mask=ok)
-            if PARTS & 2:
-                cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
+            cp.async_copy_global_to_shared(k_buf, k_ptr, mask=ok)
+            cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
@@ -437,22 +429,16 @@ if HAVE_GLUON:
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
                    o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, v_bar=None,
-                   K_FIRST: gl.constexpr = False):
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
-        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me). K_FIRST:
-        step 0's V may land after its K (_first_copies); P @ V waits for it on v_bar."""
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
         m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
-        if K_FIRST:
-            if t == 0:
-                mbarrier.wait(v_bar, 0)
-                fence_async_shared()
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -463,8 +449,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
-                            BM: gl.constexpr, D: gl.constexpr, v_bar=None,
-                            K_FIRST: gl.constexpr = False):
+                            BM: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
         pair's diagonal step precede some of its rows (the other half follows them all), so
         Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
@@ -482,9 +467,6 @@ if HAVE_GLUON:
         m_h = gl.max(sc, axis=1) * qk_scale
         p = gl.exp2(sc * qk_scale - m_h[:, None])
         l_h = gl.sum(p, axis=1)
-        if K_FIRST:  # as _pair_step
-            mbarrier.wait(v_bar, 0)
-            fence_async_shared()
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf.slice(0, BM), o,
                           use_acc=False, is_async=True)
         o = warpgroup_mma_wait(0, deps=(o, ))
@@ -496,8 +478,7 @@ if HAVE_GLUON:
                        q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr,
-                       K_FIRST: gl.constexpr = False):
+                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -505,15 +486,14 @@ if HAVE_GLUON:
         for the pair's 128 rows, held after a test iff no row of either tile walks on after it,
         so both tiles walk to the same end. The pair's end goes to the producer before the
         release of its last step. Its Q tile comes from the prologue's copies (q_bar), the
-        walk's P ranked keys and n_total steps from its loads (_first_copies). K_FIRST: q_bar
-        also covers step 0's K, and step 0's P @ V waits for its V (ready[0])."""
+        walk's P ranked keys and n_total steps from its loads (_first_copies)."""
         n_diag: gl.constexpr = 2 * BM // BN
         TESTS: gl.constexpr = CHUNK // STOP_EVERY
         HALF: gl.constexpr = X == 0 and n_diag == 1  # _half_diagonal_step
         mx = m0 + X * BM
         if STAMPS and X == 0:
             _stamp(STAMP, 12)  # the partition's start
-        mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async); K_FIRST: step 0's K too
+        mbarrier.wait(q_bar, 0)  # both Q tiles landed (cp.async)
         if STAMPS and X == 0:  # Q landed (15) and ready for wgmma (3): one moment now
             _stamp(STAMP, 15)
             _stamp(STAMP, 3)
@@ -537,11 +517,7 @@ if HAVE_GLUON:
             slot = s % NBUF
             if STAMPS:
                 t0 = _clock()
-            if K_FIRST:
-                if s > 0:
-                    mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
-            else:
-                mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
+            mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
             if STAMPS:
                 if active & (s >= n_dense):
                     waited = _clock() - t0
@@ -557,16 +533,12 @@ if HAVE_GLUON:
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D,
-                                                  ready.index(0), K_FIRST)
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT, ready.index(0), K_FIRST)
-            if K_FIRST:
-                if s == 0:  # landed before its buffer is released (also where not computed)
-                    mbarrier.wait(ready.index(0), 0)
+                    REMAINING, CHUNK, STOP_EVERY, JOINT)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -696,37 +668,27 @@ if HAVE_GLUON:
                       n_dense, sink_end, lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM: gl.constexpr,
                       BN: gl.constexpr, D: gl.constexpr, TPW_ROWS: gl.constexpr,
                       WARPS: gl.constexpr, OFF32: gl.constexpr, CHUNKED: gl.constexpr, STAMP,
-                      STAMPS: gl.constexpr, K_FIRST: gl.constexpr = False):
+                      STAMPS: gl.constexpr):
         """The kernel's prologue, by its first WARPS warps before the partitions start: issue
         both Q tiles (arriving on q_bar) and step 0, the pair's own rows (on ready[0], with the
         producer's count of arrivals), and load the walk's bounds: (P, n_total, t_base).
         Session 19's stamps: issued by the producer, the first copies went out ~1 step after
         the CTA's start (0.4 to its start, the partitions' register hand-over; 0.34 waiting on
         the table offsets, which ptxas moves to uniform registers before the copy loop; 0.25
-        to issue); from here at 0.6, and the walk took 1-3.4% less. K_FIRST (an experiment):
-        q_bar covers step 0's K too, which is issued before its V, so the consumers' first
-        Q K^T need not wait for V (_pair_consumer)."""
+        to issue); from here at 0.6, and the walk took 1-3.4% less."""
         P, n_total, t_base = _pair_walk(g, bh, n_dense, OFFSETS, TABLE, T_DIV, TOTAL, BN)
         rows_q, cols_q = _gather_index(BM, D, TPW_ROWS, WARPS)
         _copy_q(q_a, Q, bh, m0, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q, D,
                 CHUNKED)
         _copy_q(q_b, Q, bh, m0 + BM, N, Q0, stride_qb, stride_qh, stride_qn, rows_q, cols_q, H_Q,
                 D, CHUNKED)
-        if not K_FIRST:
-            cp.mbarrier_arrive(q_bar, increment_count=False)
+        cp.mbarrier_arrive(q_bar, increment_count=False)
         rows_g, cols_h = _gather_index(BN, D, TPW_ROWS, WARPS)
         rows = _pair_rows(0, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
         if STAMPS:
             _stamp(STAMP, 17)  # the first copies' rows known, before their issue
-        if K_FIRST:  # q_bar: the Q tiles and step 0's K; ready[0]: step 0's V too
-            _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                     D, OFF32, 1)
-            cp.mbarrier_arrive(q_bar, increment_count=False)
-            _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                     D, OFF32, 2)
-        else:
-            _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                     D, OFF32)
+        _copy_kv(k_bufs, v_bufs, 0, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h, D,
+                 OFF32)
         cp.mbarrier_arrive(ready.index(0), increment_count=False)
         if STAMPS:
             _stamp(STAMP, 14)  # the first copies issued
@@ -741,7 +703,7 @@ if HAVE_GLUON:
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr, EARLY_END: gl.constexpr,
-                         K_FIRST: gl.constexpr, NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
+                         NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
@@ -773,17 +735,17 @@ if HAVE_GLUON:
             q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb, stride_qh,
             stride_qn, H_Q, k_base, v_base, stride_kn, stride_vn, g, n_diag, n_dense, sink_end,
             lo, n_d, OFFSETS, TABLE, T_DIV, TOTAL, BM, BN, D, TPW_ROWS, num_warps, OFF32,
-            CHUNKED, STAMP, STAMPS, K_FIRST)
+            CHUNKED, STAMP, STAMPS)
 
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, STAMP, STAMPS, K_FIRST)),
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, STAMP, STAMPS, K_FIRST)),
+                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, EARLY_END,
@@ -843,16 +805,14 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   early_end: bool = False, k_first: bool | None = None,
-                   stamps: torch.Tensor | None = None):
+                   early_end: bool = False, stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
-    producer_warps: 4, the kernel prologue's warps, which issue the first step; k_first:
-    default K_FIRST);
+    producer_warps: 4, the kernel prologue's warps, which issue the first step);
     stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
         raise ValueError("producer_warps must be 4: the kernel's 4 prologue warps issue step 0 "
@@ -878,7 +838,6 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
         OFF32=fits_32_bits(N, k, v) if off32 is None else off32, EARLY_END=early_end,
-        K_FIRST=K_FIRST if k_first is None else bool(k_first),
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
