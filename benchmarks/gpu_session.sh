@@ -12,8 +12,9 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
     # session 21: the rank scatter one block a warp, 2-8 warps a program (RANK_WARPS; one-warp
-    # programs reach only 32 warps an SM): the tables against the one-warp kernel's, the sort
-    # tests on the GPU (PTX ballots and shuffles), then the op with RANK_WARPS=4
+    # programs reach only 32 warps an SM; not kept: the code is at a247732): the tables against
+    # the one-warp kernel's, the sort tests on the GPU (PTX ballots and shuffles), then the op
+    # with RANK_WARPS=4
     rank21) timeout 200 python benchmarks/pre_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --prev "" --variants base RANK_WARPS=2 RANK_WARPS=4 RANK_WARPS=8 \
               "RANK_WARPS=4;SORT_BLOCK=256" "RANK_WARPS=4;SORT_BLOCK=1024" \

@@ -602,7 +602,6 @@ SORT_KEYS_WARPS = 2
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
 RANK_BLOCKS_PER_PROGRAM = 1
-RANK_WARPS = 0  # > 0: _warp_rank_scatter_kernel, one block a warp, this many warps a program
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
@@ -645,17 +644,10 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=SORT_STARTS_WARPS)
     # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
     # CUDA only (the interpreter and other GPUs compare keys instead)
-    asm = table.is_cuda and torch.version.hip is None
-    if RANK_WARPS:  # one block a warp
-        _launch(_warp_rank_scatter_kernel, (triton.cdiv(n_blocks, RANK_WARPS), B * R), keys,
-                counts, table, offsets, block_offsets, block_segment, total, cfg.sink_tokens,
-                n_blocks, SEG=S, BLK=BLK, NB=SORT_BINS, ASM=asm, W=RANK_WARPS,
-                num_warps=RANK_WARPS)
-        return
     bpp = RANK_BLOCKS_PER_PROGRAM
     _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, bpp), B * R), keys, counts, table,
             offsets, block_offsets, block_segment, total, cfg.sink_tokens, n_blocks, SEG=S,
-            ASM=asm, BPP=bpp, num_warps=1, **meta)
+            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=1, **meta)
 
 
 @triton.jit
@@ -722,19 +714,17 @@ def _block_starts_kernel(COUNTS, BLOCK_OFFSETS, N_BLOCKS, NB: tl.constexpr, BB: 
 
 @triton.jit
 def _equal_before(key, ASM: tl.constexpr):
-    """For 32 keys, one per lane of a one-warp program in lane order (ASM: of each warp): how
-    many earlier lanes hold the same key. ASM: one match.any.sync (sm_70+) per lane; else (the interpreter) a
+    """For 32 keys, one per lane of a one-warp program in lane order: how many earlier lanes
+    hold the same key. ASM: one match.any.sync (sm_70+) per lane; else (the interpreter) a
     32 x 32 comparison."""
-    if ASM:  # (an if/else: code after a return under a constexpr if is still compiled)
-        before = tl.inline_asm_elementwise(
+    if ASM:
+        return tl.inline_asm_elementwise(
             "{ .reg .b32 m, lt; match.any.sync.b32 m, $1, -1; mov.u32 lt, %lanemask_lt; "
             "and.b32 m, m, lt; popc.b32 $0, m; }",
             "=r,r", [key], dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        i = tl.arange(0, 32)
-        same = (key[None, :] == key[:, None]) & (i[None, :] < i[:, None])
-        before = tl.sum(same.to(tl.int32), axis=1)
-    return before
+    i = tl.arange(0, 32)
+    same = (key[None, :] == key[:, None]) & (i[None, :] < i[:, None])
+    return tl.sum(same.to(tl.int32), axis=1)
 
 
 @triton.jit
@@ -771,142 +761,6 @@ def _block_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOC
                 tl.store(dst + tl.gather(run, key, 0) + _equal_before(key, ASM), first + c,
                          mask=real)
                 run += tl.histogram(key, NB, mask=real)
-
-
-# PTX for _warp_rank_scatter_kernel (CUDA only): per lane, the counts among its warp's 32 keys
-# (7-bit, one a lane) of bins 4 * lane + 0 .. 3, 8 bits each: bins from ballots of the keys'
-# bits (a bin's lanes: the AND of each bit's ballot or its complement)
-_HIST4_ASM = tl.constexpr("""{
-.reg .pred p; .reg .b32 t, l, b0, b1, b2, b3, b4, b5, b6, n0, n1, hi, m, c;
-mov.u32 l, %laneid;
-and.b32 t, $1, 1; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b0, p, -1;
-and.b32 t, $1, 2; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b1, p, -1;
-and.b32 t, $1, 4; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b2, p, -1;
-and.b32 t, $1, 8; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b3, p, -1;
-and.b32 t, $1, 16; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b4, p, -1;
-and.b32 t, $1, 32; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b5, p, -1;
-and.b32 t, $1, 64; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b6, p, -1;
-bfe.u32 t, l, 0, 1; sub.u32 t, t, 1; xor.b32 hi, b2, t;
-bfe.u32 t, l, 1, 1; sub.u32 t, t, 1; xor.b32 m, b3, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 2, 1; sub.u32 t, t, 1; xor.b32 m, b4, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 3, 1; sub.u32 t, t, 1; xor.b32 m, b5, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 4, 1; sub.u32 t, t, 1; xor.b32 m, b6, t; and.b32 hi, hi, m;
-not.b32 n0, b0; not.b32 n1, b1;
-and.b32 m, hi, n0; and.b32 m, m, n1; popc.b32 $0, m;
-and.b32 m, hi, b0; and.b32 m, m, n1; popc.b32 c, m; shl.b32 c, c, 8; or.b32 $0, $0, c;
-and.b32 m, hi, n0; and.b32 m, m, b1; popc.b32 c, m; shl.b32 c, c, 16; or.b32 $0, $0, c;
-and.b32 m, hi, b0; and.b32 m, m, b1; popc.b32 c, m; shl.b32 c, c, 24; or.b32 $0, $0, c;
-}""")
-# run[key] of a warp's 128 run starts, lane l holding bins 4 * l + 0 .. 3 ($1 .. $4)
-_PICK4_ASM = tl.constexpr("""{
-.reg .pred p; .reg .b32 s, j, v;
-shr.u32 s, $5, 2; and.b32 j, $5, 3;
-shfl.sync.idx.b32 $0, $1, s, 31, -1;
-shfl.sync.idx.b32 v, $2, s, 31, -1; setp.eq.u32 p, j, 1; selp.b32 $0, v, $0, p;
-shfl.sync.idx.b32 v, $3, s, 31, -1; setp.eq.u32 p, j, 2; selp.b32 $0, v, $0, p;
-shfl.sync.idx.b32 v, $4, s, 31, -1; setp.eq.u32 p, j, 3; selp.b32 $0, v, $0, p;
-}""")
-
-
-@triton.jit
-def _by_warp(x, W: tl.constexpr):
-    """A [32 * W] tensor (one element a thread, warp w's lanes at 32 w ...) as [W, 32]."""
-    return tl.reshape(x, [W, 32])
-
-
-@triton.jit
-def _warp_hist4(key, W: tl.constexpr, ASM: tl.constexpr):
-    """Per lane of each warp: the counts of bins 4 * lane + 0 .. 3 among the warp's 32 keys
-    (0 .. 127), packed 8 bits each. ASM: ballots (_HIST4_ASM); else (the interpreter) the same
-    counts by comparison."""
-    if ASM:
-        packed = tl.inline_asm_elementwise(_HIST4_ASM, "=r,r", [key], dtype=tl.int32,
-                                           is_pure=True, pack=1)
-    else:
-        k = _by_warp(key, W)
-        bins = 4 * tl.arange(0, 32)[:, None] + tl.arange(0, 4)[None, :]  # [lane, j]
-        cnt = tl.sum((k[:, None, None, :] == bins[None, :, :, None]).to(tl.int32), axis=3)
-        packed = tl.reshape(tl.sum(cnt << (8 * tl.arange(0, 4))[None, None, :], axis=2),
-                            [32 * W])
-    return packed
-
-
-@triton.jit
-def _warp_pick4(r0, r1, r2, r3, key, W: tl.constexpr, ASM: tl.constexpr):
-    """run[key] for each lane, where lane l of its warp holds run[4 l + j] in rj. ASM: shuffles
-    (_PICK4_ASM); else (the interpreter) by comparison."""
-    if ASM:
-        out = tl.inline_asm_elementwise(_PICK4_ASM, "=r,r,r,r,r,r", [r0, r1, r2, r3, key],
-                                        dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        k = _by_warp(key, W)
-        src = (k >> 2)[:, :, None] == tl.arange(0, 32)[None, None, :]  # [w, lane, its source]
-        j = k & 3
-        o = tl.zeros_like(k)
-        o = tl.where(j == 0, tl.sum(tl.where(src, _by_warp(r0, W)[:, None, :], 0), axis=2), o)
-        o = tl.where(j == 1, tl.sum(tl.where(src, _by_warp(r1, W)[:, None, :], 0), axis=2), o)
-        o = tl.where(j == 2, tl.sum(tl.where(src, _by_warp(r2, W)[:, None, :], 0), axis=2), o)
-        o = tl.where(j == 3, tl.sum(tl.where(src, _by_warp(r3, W)[:, None, :], 0), axis=2), o)
-        out = tl.reshape(o, [32 * W])
-    return out
-
-
-@triton.jit
-def _warp_equal_before(key, W: tl.constexpr, ASM: tl.constexpr):
-    """_equal_before within each warp of a [32 * W] tensor (one key a lane)."""
-    if ASM:
-        before = _equal_before(key, ASM)
-    else:
-        k = _by_warp(key, W)
-        i = tl.arange(0, 32)
-        same = (k[:, None, :] == k[:, :, None]) & (i[None, None, :] < i[None, :, None])
-        before = tl.reshape(tl.sum(same.to(tl.int32), axis=2), [32 * W])
-    return before
-
-
-@triton.jit
-def _warp_rank_scatter_kernel(KEYS, STARTS, TABLE, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, TOTAL,
-                              SINK, N_BLOCKS, SEG: tl.constexpr, BLK: tl.constexpr,
-                              NB: tl.constexpr, ASM: tl.constexpr, W: tl.constexpr):
-    """_block_rank_scatter_kernel with one block a warp, W warps a program: the same ranks
-    (run starts carried over rounds of 32 keys, match.any within a round), so the same table.
-    One-warp programs reach only 32 warps an SM (the limit of 32 CTAs an SM); here a warp's
-    histogram of a round (_warp_hist4) and its run starts' lookup (_warp_pick4) are its own,
-    which tl.histogram and tl.gather (CTA-wide) are not. Lane l of a warp keeps its block's
-    run starts of bins 4 l + 0 .. 3 (NB = 128)."""
-    tl.static_assert(NB == 128, "4 bins a lane")
-    bh = tl.program_id(1)
-    i = tl.arange(0, 32 * W)
-    lane = i % 32
-    blk = tl.program_id(0) * W + i // 32
-    live = blk < N_BLOCKS
-    blk = tl.minimum(blk, N_BLOCKS - 1)
-    g = tl.load(BLOCK_SEGMENT + blk)
-    off = tl.load(OFFSETS + g)
-    P = tl.load(OFFSETS + g + 1) - off
-    c0 = (blk - tl.load(BLOCK_OFFSETS + g)) * BLK
-    n = tl.where(live, tl.minimum(BLK, P - c0), 0)  # the warp's block's keys
-    starts = STARTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + 4 * lane
-    r0 = tl.load(starts)
-    r1 = tl.load(starts + 1)
-    r2 = tl.load(starts + 2)
-    r3 = tl.load(starts + 3)
-    first = tl.minimum(g * SEG, SINK) + c0  # the block's first key position
-    src = KEYS + bh.to(tl.int64) * TOTAL + off + c0
-    dst = TABLE + bh.to(tl.int64) * TOTAL + off
-    # the next round's keys are loaded one round ahead (padding: bin NB - 1, no priority)
-    key_next = tl.load(src + lane, mask=lane < n, other=NB - 1)
-    for r in range(0, tl.max(n, axis=0), 32):
-        c = r + lane
-        key = key_next.to(tl.int32)
-        key_next = tl.load(src + c + 32, mask=c + 32 < n, other=NB - 1)
-        rank = _warp_pick4(r0, r1, r2, r3, key, W, ASM) + _warp_equal_before(key, W, ASM)
-        tl.store(dst + rank, first + c, mask=c < n)
-        cnt = _warp_hist4(key, W, ASM)
-        r0 += cnt & 0xFF
-        r1 += (cnt >> 8) & 0xFF
-        r2 += (cnt >> 16) & 0xFF
-        r3 += (cnt >> 24) & 0xFF
 
 
 def sub_tile(cfg: S2OConfig) -> int:
