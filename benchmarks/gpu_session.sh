@@ -58,16 +58,15 @@ torch.cuda.synchronize(); print('smoke: visits equal', torch.equal(a[1], b[1]), 
              timeout 200 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base share=1 --out "$OUT/share21_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/share21_ab.log" ;;
-    # next session: the producer reading the pair's end before its wait for the step's buffer
-    # (early_end=1, compiled for sm_90, not run yet; pp_protocol_sim.py --early-end: no hang in
-    # 13,000 trials) against after it, with every check
+    # session 21: the producer reading the pair's end before its wait for the step's buffer
+    # (early_end=1; pp_protocol_sim.py --early-end: no hang in 13,000 trials) against after it,
+    # with every check (not kept: 0.1-3.1% slower; the code is at 4dbc2f5)
     early21) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 128 --variants base early_end=1 --out "$OUT/early21_ab.json" 2>&1 \
               | grep -v Warning | tee "$OUT/early21_ab.log" ;;
-    # next session: how long a walk step waits for its K/V while both tiles walk and while one
-    # walks alone (stamps 22-29, compiled for sm_90, not run yet; off, the kernel's SASS is
-    # unchanged): a lone step near its wait is the producer's (then: its chain, NOTES.md), far
-    # from it the consumer's (then: sharing the lone tile's keys)
+    # session 21: how long a walk step waits for its K/V while both tiles walk and while one
+    # walks alone (stamps 22-29): a lone step near its wait is the producer's (then: its chain,
+    # NOTES.md), far from it the consumer's (then: sharing the lone tile's keys)
     waits21) timeout 120 python benchmarks/pair_ramp.py --seq-lens 32768 65536 131072 \
               --block-ms 64 --out "$OUT/waits21.json" 2>&1 | grep -v Warning \
               | tee "$OUT/waits21.log" ;;

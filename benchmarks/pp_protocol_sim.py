@@ -12,7 +12,7 @@ producer's loop and one after it; any PW warps arriving release it, whichever si
 
     python benchmarks/pp_protocol_sim.py               # the kernel's protocol: no hang
     python benchmarks/pp_protocol_sim.py --per-warp    # each warp reads stop_smem alone: hangs
-    python benchmarks/pp_protocol_sim.py --early-end   # the end read before the buffer's wait
+    python benchmarks/pp_protocol_sim.py --early-end   # the end read before the buffer's wait (not kept, session 21)
     python benchmarks/pp_protocol_sim.py --deferred    # the FA3-order consumers (--pingpong: turns)
 
 With --per-warp (the protocol of sessions 9-12 before _stop_step), a consumer's write of the

@@ -288,22 +288,15 @@ if HAVE_GLUON:
         return gl.min(slots.load(every), axis=0)
 
     @gluon.jit
-    def _claim_slot(j, n_end, empty, stop_smem, seen, NBUF: gl.constexpr, PW: gl.constexpr,
-                    EARLY_END: gl.constexpr = False):
+    def _claim_slot(j, n_end, empty, stop_smem, seen, NBUF: gl.constexpr, PW: gl.constexpr):
         """Before the producer's copies of step j: from step NBUF on, wait until the consumers
         released its buffer (step j - NBUF), then take the walk's end as it stands
-        (_stop_step). Returns the end. EARLY_END (an experiment, not measured yet): the end
-        first, while the buffer is still in use, and the wait only where step j is copied; a
-        stale end lets one step past it be copied, never a wait for a step not released
-        (benchmarks/pp_protocol_sim.py --early-end)."""
+        (_stop_step). Returns the end. Reading the end before the wait (and waiting only for a
+        step copied; benchmarks/pp_protocol_sim.py --early-end: no hang) was 0.1-3.1% slower
+        (session 21, code at 4dbc2f5)."""
         if j >= NBUF:
-            if EARLY_END:
-                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
-                if j < n_end:
-                    mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
-            else:
-                mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
-                n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
+            mbarrier.wait(empty.index(j % NBUF), ((j // NBUF) - 1) & 1)
+            n_end = gl.minimum(n_end, _stop_step(stop_smem, seen, j, PW))
         return n_end
 
     @gluon.jit
@@ -373,7 +366,7 @@ if HAVE_GLUON:
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                        TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr,
-                       EARLY_END: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       STAMP, STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
@@ -385,7 +378,7 @@ if HAVE_GLUON:
         n_end = NO_STOP
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
-            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW, EARLY_END)
+            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                      cols_h, D, OFF32)
@@ -395,7 +388,7 @@ if HAVE_GLUON:
         rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
-            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW, EARLY_END)
+            n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
                 _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                          cols_h, D, OFF32)
@@ -702,7 +695,7 @@ if HAVE_GLUON:
                          SEG: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
                          D: gl.constexpr, GROUP: gl.constexpr, REMAINING: gl.constexpr,
                          CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                         CHUNKED: gl.constexpr, OFF32: gl.constexpr, EARLY_END: gl.constexpr,
+                         CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
@@ -748,7 +741,7 @@ if HAVE_GLUON:
                               JOINT, Q0, CHUNKED, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
-                              n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32, EARLY_END,
+                              n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
                               STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
@@ -805,7 +798,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   early_end: bool = False, stamps: torch.Tensor | None = None):
+                   stamps: torch.Tensor | None = None):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -837,7 +830,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SEG=cfg.segment_size, BM=BLOCK, BN=step, D=D, GROUP=Hq // k.shape[1],
         REMAINING=cfg.stop_rule != "gain", CHUNK=cfg.walk_chunk // step,
         STOP_EVERY=cfg.block_n // step, JOINT=cfg.block_m == 2 * BLOCK, CHUNKED=q0 > 0,
-        OFF32=fits_32_bits(N, k, v) if off32 is None else off32, EARLY_END=early_end,
+        OFF32=fits_32_bits(N, k, v) if off32 is None else off32,
         NBUF=nbuf,
         TPW_ROWS=tpw_rows, PW=producer_warps,
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
