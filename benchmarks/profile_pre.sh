@@ -2,14 +2,21 @@
 # Nsight Compute of the preprocessing kernels (session 18): speed of light, occupancy, launch
 # and warp-state counters of each kernel of one index-table build at N, after warm-up; with
 # PREV=name also the same build by an earlier module (s2o_compile/kernels/name.py) first.
+# KERNELS=regex profiles those kernels only, FULL=1 with every section (`--set full`: memory
+# workload tables, source counters), into pre_N_full.txt (session 21).
 #   bash benchmarks/profile_pre.sh [N]      -> $OUT/pre_N.txt
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"; N=${1:-131072}; PREV=${PREV:-}
+KERNELS=${KERNELS:-_pool_queries|_prefix_scores|_block_}; FULL=${FULL:-}
 SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats"
 n=5; [ -n "$PREV" ] && n=10
-ncu --clock-control none $SECTIONS -k "regex:_pool_queries|_prefix_scores|_block_" -s $n -c $n \
-  python - $N "$PREV" <<'PY' 2>&1 | grep -v "^==PROF" > "$OUT/pre_$N.txt"
+c=$n; tag=""
+# the kernels matched, once each after the warm-up's launches (as many as the whole build's)
+[ -n "$FULL" ] && { SECTIONS="--set full"; tag="_full"; \
+  c=$(python -c "import re; print(sum(bool(re.search('$KERNELS', k)) for k in '_pool_queries _prefix_scores _block_keys _block_starts _block_rank_scatter'.split()))"); }
+ncu --clock-control none $SECTIONS -k "regex:$KERNELS" -s $c -c $c \
+  python - $N "$PREV" <<'PY' 2>&1 | grep -v "^==PROF" > "$OUT/pre_$N$tag.txt"
 import importlib, sys, torch
 from s2o_compile import S2OConfig
 from s2o_compile.kernels import triton_s2o as T
@@ -24,4 +31,4 @@ for m in mods:
     m.build_index_table(q, k, 128 ** -0.5, cfg)
 torch.cuda.synchronize()
 PY
-grep -E "^  _|Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Block Size|Registers Per|Issued Warp Per|No Eligible|Warp Cycles Per Issued" "$OUT/pre_$N.txt" | head -120
+grep -E "^  _|Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Block Size|Registers Per|Issued Warp Per|No Eligible|Warp Cycles Per Issued" "$OUT/pre_$N$tag.txt" | head -120
