@@ -49,15 +49,19 @@ def test_sorted_table_in_blocks(monkeypatch, block, cfg):
     assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
 
 
-@pytest.mark.parametrize("block,per_program", [(16, 1), (64, 3), (512, 1), (512, 2)])
-def test_sort_from_scores_is_the_reference_stable_sort(monkeypatch, block, per_program):
+@pytest.mark.parametrize("block,per_program,one_warp", [
+    (16, 1, False), (64, 3, False), (512, 1, False), (512, 2, False),
+    (16, 1, True), (64, 1, True), (512, 1, True)])  # one_warp: the keys kernel's ballots
+def test_sort_from_scores_is_the_reference_stable_sort(monkeypatch, block, per_program,
+                                                       one_warp):
     """The sort kernels alone, from scores laid out as the table (no rounding before them, so
     exact on the GPU too): each segment's entries by priority (reference.priority_of), ties in
     key order. Scores on a 1/4-logit grid tie often, within and across blocks and across the
     rank kernel's rounds of 32 keys; the best scores of some segments are NaN-free maxima of
     rows that hold a NaN (priority 0, first). per_program: blocks per program of the keys and
-    rank kernels (the last program's share cut short)."""
+    rank kernels (the last program's share cut short); one_warp: _warp_keys_kernel."""
     monkeypatch.setattr(T, "SORT_BLOCK", block)
+    monkeypatch.setattr(T, "KEYS_ONE_WARP", one_warp)
     monkeypatch.setattr(T, "KEYS_BLOCKS_PER_PROGRAM", per_program)
     monkeypatch.setattr(T, "RANK_BLOCKS_PER_PROGRAM", per_program)
     cfg = SMALL.replace(ordering="sort", segment_size=64, sink_tokens=5, local_window=3)

@@ -602,6 +602,8 @@ SORT_KEYS_WARPS = 2
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
 RANK_BLOCKS_PER_PROGRAM = 1
+# the keys kernel on one warp a block with a histogram from ballots (_warp_keys_kernel)
+KEYS_ONE_WARP = False
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
@@ -636,10 +638,16 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
     meta = dict(BLK=BLK, NB=SORT_BINS)
     bpp = KEYS_BLOCKS_PER_PROGRAM
-    _launch(_block_keys_kernel, (triton.cdiv(n_blocks, bpp), B * R), table.view(torch.float32),
-            segmax, offsets, block_offsets, block_segment, keys, counts, total, G, n_blocks,
-            STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, BPP=bpp,
-            num_warps=SORT_KEYS_WARPS, **meta)
+    if KEYS_ONE_WARP:
+        _launch(_warp_keys_kernel, (n_blocks, B * R), table.view(torch.float32), segmax,
+                offsets, block_offsets, block_segment, keys, counts, total, G, n_blocks,
+                STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
+                ASM=table.is_cuda and torch.version.hip is None, num_warps=1, **meta)
+    else:
+        _launch(_block_keys_kernel, (triton.cdiv(n_blocks, bpp), B * R),
+                table.view(torch.float32), segmax, offsets, block_offsets, block_segment, keys,
+                counts, total, G, n_blocks, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
+                BPP=bpp, num_warps=SORT_KEYS_WARPS, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=SORT_STARTS_WARPS)
     # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
@@ -674,16 +682,112 @@ def _block_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KE
             c = c0 + tl.arange(0, BLK)
             real = c < P
             s = tl.load(SCORES + bh.to(tl.int64) * TOTAL + off + c, mask=real, other=0.0)
-            best = tl.load(SEGMAX + bh * G + g)
-            # reference.priority_of, as _tier but multiplying by STEPS: exact, where Triton's
-            # float division compiles to the approximate div.full.f32
-            gap = tl.floor((best - s) * STEPS)
-            gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
-            prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
-            prio = tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
+            prio = _priority(s, tl.load(SEGMAX + bh * G + g), STEPS, LAST)
             tl.store(KEYS + bh.to(tl.int64) * TOTAL + off + c, prio.to(tl.uint8), mask=real)
             tl.store(COUNTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + tl.arange(0, NB),
                      tl.histogram(prio, NB, mask=real))
+
+
+@triton.jit
+def _priority(s, best, STEPS: tl.constexpr, LAST: tl.constexpr):
+    """reference.priority_of of scores s against their segment's best (int32), as _tier but
+    multiplying by STEPS: exact, where Triton's float division compiles to the approximate
+    div.full.f32."""
+    gap = tl.floor((best - s) * STEPS)
+    gap = tl.where(gap == gap, gap, LAST)  # NaN (inf - inf) -> last
+    prio = tl.minimum(tl.maximum(gap, 0.0), LAST) + 1.0
+    return tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
+
+
+# PTX for _warp_keys_kernel (CUDA only): for each lane l, the counts of bins 4 l + 0 .. 3 among
+# its warp's 32 keys (7-bit, one a lane), two 16-bit counts a register ($0: bins 4 l, 4 l + 1;
+# $1: 4 l + 2, 4 l + 3). A bin's lanes are the AND of each key bit's ballot or its complement;
+# ptxas takes the seven bits with one R2P (tl.histogram tests each bit with a shift and a test)
+_HIST4_ASM = tl.constexpr("""{
+.reg .pred p; .reg .b32 t, l, b0, b1, b2, b3, b4, b5, b6, n0, n1, hi, m, c;
+mov.u32 l, %laneid;
+and.b32 t, $2, 1; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b0, p, -1;
+and.b32 t, $2, 2; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b1, p, -1;
+and.b32 t, $2, 4; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b2, p, -1;
+and.b32 t, $2, 8; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b3, p, -1;
+and.b32 t, $2, 16; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b4, p, -1;
+and.b32 t, $2, 32; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b5, p, -1;
+and.b32 t, $2, 64; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b6, p, -1;
+bfe.u32 t, l, 0, 1; sub.u32 t, t, 1; xor.b32 hi, b2, t;
+bfe.u32 t, l, 1, 1; sub.u32 t, t, 1; xor.b32 m, b3, t; and.b32 hi, hi, m;
+bfe.u32 t, l, 2, 1; sub.u32 t, t, 1; xor.b32 m, b4, t; and.b32 hi, hi, m;
+bfe.u32 t, l, 3, 1; sub.u32 t, t, 1; xor.b32 m, b5, t; and.b32 hi, hi, m;
+bfe.u32 t, l, 4, 1; sub.u32 t, t, 1; xor.b32 m, b6, t; and.b32 hi, hi, m;
+not.b32 n0, b0; not.b32 n1, b1;
+and.b32 m, hi, n0; and.b32 m, m, n1; popc.b32 $0, m;
+and.b32 m, hi, b0; and.b32 m, m, n1; popc.b32 c, m; shl.b32 c, c, 16; or.b32 $0, $0, c;
+and.b32 m, hi, n0; and.b32 m, m, b1; popc.b32 $1, m;
+and.b32 m, hi, b0; and.b32 m, m, b1; popc.b32 c, m; shl.b32 c, c, 16; or.b32 $1, $1, c;
+}""")
+
+
+@triton.jit
+def _hist4(key, ASM: tl.constexpr):
+    """key [S, 32], a row's 32 keys (0 .. 127) one a lane of a warp: for each (row, lane l)
+    the counts of bins 4 l + 0 .. 3 among the row's keys, as two int32 of two 16-bit counts
+    (_HIST4_ASM). ASM False (the interpreter): the same counts by comparison."""
+    if ASM:
+        lo, hi = tl.inline_asm_elementwise(_HIST4_ASM, "=r,=r,r", [key],
+                                           dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+    else:
+        bins = 4 * tl.arange(0, 32)[:, None] + tl.arange(0, 4)[None, :]  # [lane, j]
+        cnt = tl.sum((key[:, None, None, :] == bins[None, :, :, None]).to(tl.int32), axis=3)
+        shift = 16 * (tl.arange(0, 4) % 2)[None, None, :]
+        lo = tl.sum(tl.where(tl.arange(0, 4)[None, None, :] < 2, cnt << shift, 0), axis=2)
+        hi = tl.sum(tl.where(tl.arange(0, 4)[None, None, :] >= 2, cnt << shift, 0), axis=2)
+    return lo, hi
+
+
+@triton.jit
+def _keys_rows(src, dst, best, n, BLK: tl.constexpr, NB: tl.constexpr, STEPS: tl.constexpr,
+               LAST: tl.constexpr, ASM: tl.constexpr, MASKED: tl.constexpr):
+    """_warp_keys_kernel's block as rows of 32 keys: the scores at src (n of them, MASKED),
+    their priorities stored at dst, and the block's histogram (_hist4, summed over rows)."""
+    c = tl.arange(0, (BLK + 31) // 32)[:, None] * 32 + tl.arange(0, 32)[None, :]  # [row, lane]
+    if MASKED:
+        real = (c < n) & (c < BLK)
+        prio = _priority(tl.load(src + c, mask=real, other=0.0), best, STEPS, LAST)
+        tl.store(dst + c, prio.to(tl.uint8), mask=real)
+        prio = tl.where(real, prio, NB - 1)  # padding in bin NB - 1 (no key has it)
+    else:
+        prio = _priority(tl.load(src + c), best, STEPS, LAST)
+        tl.store(dst + c, prio.to(tl.uint8))
+    lo, hi = _hist4(prio, ASM)
+    return tl.sum(lo, axis=0), tl.sum(hi, axis=0)
+
+
+@triton.jit
+def _warp_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KEYS, COUNTS,
+                      TOTAL, G, N_BLOCKS, BLK: tl.constexpr, NB: tl.constexpr,
+                      STEPS: tl.constexpr, LAST: tl.constexpr, ASM: tl.constexpr):
+    """_block_keys_kernel for one block on one warp, its histogram from _hist4 (a row of 32
+    keys at a time, 16-bit counts summed over the rows) instead of tl.histogram. Same keys,
+    same counts. NB = 128 (4 bins a lane)."""
+    tl.static_assert(NB == 128, "4 bins a lane")
+    bh = tl.program_id(1)
+    blk = tl.program_id(0)
+    g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
+    best = tl.load(SEGMAX + bh * G + g)
+    src = SCORES + bh.to(tl.int64) * TOTAL + off + c0
+    dst = KEYS + bh.to(tl.int64) * TOTAL + off + c0
+    if BLK % 32 == 0:
+        if c0 + BLK <= P:  # a whole block (all but a segment's last): no masks
+            lo, hi = _keys_rows(src, dst, best, P - c0, BLK, NB, STEPS, LAST, ASM, False)
+        else:
+            lo, hi = _keys_rows(src, dst, best, P - c0, BLK, NB, STEPS, LAST, ASM, True)
+    else:
+        lo, hi = _keys_rows(src, dst, best, P - c0, BLK, NB, STEPS, LAST, ASM, True)
+    lane = tl.arange(0, 32)
+    counts = COUNTS + (bh.to(tl.int64) * N_BLOCKS + blk) * NB + 4 * lane
+    tl.store(counts, lo & 0xFFFF)
+    tl.store(counts + 1, lo >> 16)
+    tl.store(counts + 2, hi & 0xFFFF)
+    tl.store(counts + 3, tl.where(lane == 31, 0, hi >> 16))  # bin NB - 1: no key has it
 
 
 @triton.jit
