@@ -602,8 +602,9 @@ SORT_KEYS_WARPS = 2
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
 RANK_BLOCKS_PER_PROGRAM = 1
-# the keys kernel on one warp a block with a histogram from ballots (_warp_keys_kernel)
-KEYS_ONE_WARP = False
+# the keys kernel on one warp a block with a histogram from ballots (_warp_keys_kernel): 0.448
+# -> 0.269 ms at 128K, 0.113 -> 0.070 at 64K, same tables (H200, BENCHMARKS.md session 21)
+KEYS_ONE_WARP = True
 
 
 def _sorted_table(table, segmax, offsets, N, q0, cfg):
