@@ -700,41 +700,43 @@ def _priority(s, best, STEPS: tl.constexpr, LAST: tl.constexpr):
     return tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
 
 
-# PTX for _warp_keys_kernel (CUDA only): for each lane l, the counts of bins 4 l + 0 .. 3 among
-# its warp's 32 keys (7-bit, one a lane), two 16-bit counts a register ($0: bins 4 l, 4 l + 1;
-# $1: 4 l + 2, 4 l + 3). A bin's lanes are the AND of each key bit's ballot or its complement;
-# ptxas takes the seven bits with one R2P (tl.histogram tests each bit with a shift and a test)
-_HIST4_ASM = tl.constexpr("""{
-.reg .pred p; .reg .b32 t, l, b0, b1, b2, b3, b4, b5, b6, n0, n1, hi, m, c;
-mov.u32 l, %laneid;
-and.b32 t, $2, 1; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b0, p, -1;
-and.b32 t, $2, 2; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b1, p, -1;
-and.b32 t, $2, 4; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b2, p, -1;
-and.b32 t, $2, 8; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b3, p, -1;
-and.b32 t, $2, 16; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b4, p, -1;
-and.b32 t, $2, 32; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b5, p, -1;
-and.b32 t, $2, 64; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b6, p, -1;
-bfe.u32 t, l, 0, 1; sub.u32 t, t, 1; xor.b32 hi, b2, t;
-bfe.u32 t, l, 1, 1; sub.u32 t, t, 1; xor.b32 m, b3, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 2, 1; sub.u32 t, t, 1; xor.b32 m, b4, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 3, 1; sub.u32 t, t, 1; xor.b32 m, b5, t; and.b32 hi, hi, m;
-bfe.u32 t, l, 4, 1; sub.u32 t, t, 1; xor.b32 m, b6, t; and.b32 hi, hi, m;
-not.b32 n0, b0; not.b32 n1, b1;
-and.b32 m, hi, n0; and.b32 m, m, n1; popc.b32 $0, m;
-and.b32 m, hi, b0; and.b32 m, m, n1; popc.b32 c, m; shl.b32 c, c, 16; or.b32 $0, $0, c;
-and.b32 m, hi, n0; and.b32 m, m, b1; popc.b32 $1, m;
-and.b32 m, hi, b0; and.b32 m, m, b1; popc.b32 c, m; shl.b32 c, c, 16; or.b32 $1, $1, c;
-}""")
+# _hist4's PTX (CUDA only): for each lane l, the counts of bins 4 l + 0 .. 3 among its warp's
+# 32 keys (7-bit, one a lane), two 16-bit counts a register ($0: bins 4 l, 4 l + 1; $1: 4 l + 2,
+# 4 l + 3). A bin's lanes are the AND of each key bit's ballot or its complement; ptxas takes
+# the seven bits with one R2P (tl.histogram tests each bit with a shift and a test). A literal
+# in the call, as _equal_before's, not a module global.
 
 
 @triton.jit
 def _hist4(key, ASM: tl.constexpr):
     """key [S, 32], a row's 32 keys (0 .. 127) one a lane of a warp: for each (row, lane l)
-    the counts of bins 4 l + 0 .. 3 among the row's keys, as two int32 of two 16-bit counts
-    (_HIST4_ASM). ASM False (the interpreter): the same counts by comparison."""
+    the counts of bins 4 l + 0 .. 3 among the row's keys, as two int32 of two 16-bit counts.
+    ASM False (the interpreter): the same counts by comparison."""
     if ASM:
-        lo, hi = tl.inline_asm_elementwise(_HIST4_ASM, "=r,=r,r", [key],
-                                           dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+        lo, hi = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b32 t, l, b0, b1, b2, b3, b4, b5, b6, n0, n1, hi, m, c;"
+            " mov.u32 l, %laneid;"
+            " and.b32 t, $2, 1; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b0, p, -1;"
+            " and.b32 t, $2, 2; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b1, p, -1;"
+            " and.b32 t, $2, 4; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b2, p, -1;"
+            " and.b32 t, $2, 8; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b3, p, -1;"
+            " and.b32 t, $2, 16; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b4, p, -1;"
+            " and.b32 t, $2, 32; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b5, p, -1;"
+            " and.b32 t, $2, 64; setp.ne.u32 p, t, 0; vote.sync.ballot.b32 b6, p, -1;"
+            # hi: the lanes whose key's bits 2-6 are this lane's bits 0-4
+            " bfe.u32 t, l, 0, 1; sub.u32 t, t, 1; xor.b32 hi, b2, t;"
+            " bfe.u32 t, l, 1, 1; sub.u32 t, t, 1; xor.b32 m, b3, t; and.b32 hi, hi, m;"
+            " bfe.u32 t, l, 2, 1; sub.u32 t, t, 1; xor.b32 m, b4, t; and.b32 hi, hi, m;"
+            " bfe.u32 t, l, 3, 1; sub.u32 t, t, 1; xor.b32 m, b5, t; and.b32 hi, hi, m;"
+            " bfe.u32 t, l, 4, 1; sub.u32 t, t, 1; xor.b32 m, b6, t; and.b32 hi, hi, m;"
+            " not.b32 n0, b0; not.b32 n1, b1;"  # then bits 0-1: j = 0, 1 in $0, 2, 3 in $1
+            " and.b32 m, hi, n0; and.b32 m, m, n1; popc.b32 $0, m;"
+            " and.b32 m, hi, b0; and.b32 m, m, n1; popc.b32 c, m;"
+            " shl.b32 c, c, 16; or.b32 $0, $0, c;"
+            " and.b32 m, hi, n0; and.b32 m, m, b1; popc.b32 $1, m;"
+            " and.b32 m, hi, b0; and.b32 m, m, b1; popc.b32 c, m;"
+            " shl.b32 c, c, 16; or.b32 $1, $1, c; }",
+            "=r,=r,r", [key], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
     else:
         bins = 4 * tl.arange(0, 32)[:, None] + tl.arange(0, 4)[None, :]  # [lane, j]
         cnt = tl.sum((key[:, None, None, :] == bins[None, :, :, None]).to(tl.int32), axis=3)
