@@ -612,8 +612,8 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     as a counting sort over blocks of SORT_BLOCK keys.
 
     table holds the float32 scores on entry (same layout) and the index table on return.
-    _block_keys_kernel writes each key's priority (uint8, laid out like the table) and each
-    block's histogram; _block_starts_kernel turns a segment's histograms into where each (block,
+    _warp_keys_kernel (or _block_keys_kernel, KEYS_ONE_WARP off) writes each key's priority
+    (uint8, laid out like the table) and each block's histogram; _block_starts_kernel turns a segment's histograms into where each (block,
     priority) run starts in the sorted segment; _block_rank_scatter_kernel writes each key's
     index entry at its run's start plus its rank among the block's keys of its priority.
     Stable: ties keep key order, within and across blocks. No int64 indices and no second pass
