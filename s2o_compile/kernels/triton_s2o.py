@@ -613,9 +613,10 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
 
     table holds the float32 scores on entry (same layout) and the index table on return.
     _warp_keys_kernel (or _block_keys_kernel, KEYS_ONE_WARP off) writes each key's priority
-    (uint8, laid out like the table) and each block's histogram; _block_starts_kernel turns a segment's histograms into where each (block,
-    priority) run starts in the sorted segment; _block_rank_scatter_kernel writes each key's
-    index entry at its run's start plus its rank among the block's keys of its priority.
+    (uint8, laid out like the table) and each block's histogram; _block_starts_kernel turns a
+    segment's histograms into where each (block, priority) run starts in the sorted segment;
+    _block_rank_scatter_kernel writes each key's index entry at its run's start plus its rank
+    among the block's keys of its priority.
     Stable: ties keep key order, within and across blocks. No int64 indices and no second pass
     over the keys: 2 bytes of scratch per table entry. At 128K the three kernels took 1.9 ms
     with a bitonic sort per block where torch.sort (cub's segmented radix sort with int64
@@ -700,18 +701,15 @@ def _priority(s, best, STEPS: tl.constexpr, LAST: tl.constexpr):
     return tl.where(s == s, prio, 0.0).to(tl.int32)  # a NaN score first
 
 
-# _hist4's PTX (CUDA only): for each lane l, the counts of bins 4 l + 0 .. 3 among its warp's
-# 32 keys (7-bit, one a lane), two 16-bit counts a register ($0: bins 4 l, 4 l + 1; $1: 4 l + 2,
-# 4 l + 3). A bin's lanes are the AND of each key bit's ballot or its complement; ptxas takes
-# the seven bits with one R2P (tl.histogram tests each bit with a shift and a test). A literal
-# in the call, as _equal_before's, not a module global.
-
-
 @triton.jit
 def _hist4(key, ASM: tl.constexpr):
-    """key [S, 32], a row's 32 keys (0 .. 127) one a lane of a warp: for each (row, lane l)
-    the counts of bins 4 l + 0 .. 3 among the row's keys, as two int32 of two 16-bit counts.
-    ASM False (the interpreter): the same counts by comparison."""
+    """key [S, 32] on one warp, a row's 32 keys (0 .. 127) one a lane (Triton's layout for
+    [S, 32] on one warp: the 32 columns on the lanes; checked in the sm_90 TTGIR): for each
+    (row, lane l) the counts of bins 4 l + 0 .. 3 among the row's keys, as two int32 of two
+    16-bit counts ($0: bins 4 l, 4 l + 1; $1: 4 l + 2, 4 l + 3). ASM: PTX (CUDA only), a bin's
+    lanes the AND of each key bit's ballot or its complement, which ptxas takes with one R2P
+    where tl.histogram shifts and tests each bit; a literal, as _equal_before's, not a module
+    global. Else (the interpreter) the same counts by comparison."""
     if ASM:
         lo, hi = tl.inline_asm_elementwise(
             "{ .reg .pred p; .reg .b32 t, l, b0, b1, b2, b3, b4, b5, b6, n0, n1, hi, m, c;"
@@ -772,6 +770,7 @@ def _warp_keys_kernel(SCORES, SEGMAX, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, KEY
     keys at a time, 16-bit counts summed over the rows) instead of tl.histogram. Same keys,
     same counts. NB = 128 (4 bins a lane)."""
     tl.static_assert(NB == 128, "4 bins a lane")
+    tl.static_assert(LAST + 1 < NB - 1, "bin NB - 1 holds the padding")
     bh = tl.program_id(1)
     blk = tl.program_id(0)
     g, off, P, c0 = _block_bounds(blk, OFFSETS, BLOCK_OFFSETS, BLOCK_SEGMENT, BLK)
