@@ -8,14 +8,17 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"; N=${1:-131072}; PREV=${PREV:-}
-KERNELS=${KERNELS:-_pool_queries|_prefix_scores|_block_}; FULL=${FULL:-}
+KERNELS=${KERNELS:-_pool_queries|_prefix_scores|_keys_kernel|_block_}; FULL=${FULL:-}
 SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats"
-n=5; [ -n "$PREV" ] && n=10
-c=$n; tag=""
-# the kernels matched, once each after the warm-up's launches (as many as the whole build's)
-[ -n "$FULL" ] && { SECTIONS="--set full"; tag="_full"; \
-  c=$(python -c "import re; print(sum(bool(re.search('$KERNELS', k)) for k in '_pool_queries _prefix_scores _block_keys _block_starts _block_rank_scatter'.split()))"); }
-ncu --clock-control none $SECTIONS -k "regex:$KERNELS" -s $c -c $c \
+tag=""; [ -n "$FULL" ] && { SECTIONS="--set full"; tag="_full"; }
+# a build's launches that KERNELS matches (twice with PREV): skipped once (the warm-up), then
+# profiled once; the keys kernel's name follows KEYS_ONE_WARP
+n=$(python -c "
+import re; from s2o_compile.kernels import triton_s2o as T
+names = ['_pool_queries', '_prefix_scores', '_warp_keys' if T.KEYS_ONE_WARP else '_block_keys',
+         '_block_starts', '_block_rank_scatter']
+print(sum(bool(re.search('$KERNELS', k + '_kernel')) for k in names) * (2 if '$PREV' else 1))")
+ncu --clock-control none $SECTIONS -k "regex:$KERNELS" -s $n -c $n \
   python - $N "$PREV" <<'PY' 2>&1 | grep -v "^==PROF" > "$OUT/pre_$N$tag.txt"
 import importlib, sys, torch
 from s2o_compile import S2OConfig

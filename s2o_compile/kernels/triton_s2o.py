@@ -598,6 +598,7 @@ SORT_BINS = triton.next_power_of_2(SORT_MAX_KEY + 2)  # priorities 0 .. SORT_MAX
 SORT_STARTS_ROWS = 16
 SORT_STARTS_WARPS = 2
 SORT_KEYS_WARPS = 2
+# (SORT_KEYS_WARPS and KEYS_BLOCKS_PER_PROGRAM: the two-warp keys kernel, KEYS_ONE_WARP off)
 # blocks per program of the keys and rank kernels (~262K programs each at 128K with one): 4, 16
 # and 64 were slower or no faster (H200, BENCHMARKS.md session 14)
 KEYS_BLOCKS_PER_PROGRAM = 1
@@ -639,25 +640,27 @@ def _sorted_table(table, segmax, offsets, N, q0, cfg):
     keys = torch.empty(B, R, total, dtype=torch.uint8, device=table.device)
     counts = torch.empty(B, R, n_blocks, SORT_BINS, dtype=torch.int32, device=table.device)
     meta = dict(BLK=BLK, NB=SORT_BINS)
-    bpp = KEYS_BLOCKS_PER_PROGRAM
-    if KEYS_ONE_WARP:
+    # PTX (match.any, ballots), so CUDA only; the interpreter compares keys instead, and other
+    # GPUs keep the two-warp keys kernel (the comparisons would be slow there)
+    asm = table.is_cuda and torch.version.hip is None
+    if KEYS_ONE_WARP and (asm or not table.is_cuda):
         _launch(_warp_keys_kernel, (n_blocks, B * R), table.view(torch.float32), segmax,
                 offsets, block_offsets, block_segment, keys, counts, total, G, n_blocks,
-                STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
-                ASM=table.is_cuda and torch.version.hip is None, num_warps=1, **meta)
+                STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1, ASM=asm, num_warps=1,
+                **meta)
     else:
+        bpp = KEYS_BLOCKS_PER_PROGRAM
         _launch(_block_keys_kernel, (triton.cdiv(n_blocks, bpp), B * R),
                 table.view(torch.float32), segmax, offsets, block_offsets, block_segment, keys,
                 counts, total, G, n_blocks, STEPS=SORT_STEPS_PER_LOGIT, LAST=SORT_MAX_KEY - 1,
                 BPP=bpp, num_warps=SORT_KEYS_WARPS, **meta)
     _launch(_block_starts_kernel, (G, B * R), counts, block_offsets, n_blocks,
             NB=SORT_BINS, BB=SORT_STARTS_ROWS, num_warps=SORT_STARTS_WARPS)
-    # one warp: _equal_before's match.any takes the 32 keys of a round one per lane; PTX, so
-    # CUDA only (the interpreter and other GPUs compare keys instead)
+    # one warp: _equal_before's match.any takes the 32 keys of a round one per lane
     bpp = RANK_BLOCKS_PER_PROGRAM
     _launch(_block_rank_scatter_kernel, (triton.cdiv(n_blocks, bpp), B * R), keys, counts, table,
             offsets, block_offsets, block_segment, total, cfg.sink_tokens, n_blocks, SEG=S,
-            ASM=table.is_cuda and torch.version.hip is None, BPP=bpp, num_warps=1, **meta)
+            ASM=asm, BPP=bpp, num_warps=1, **meta)
 
 
 @triton.jit
