@@ -96,12 +96,21 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
 
 
 @pytest.mark.parametrize("programs", [1, 40, 10 ** 6])
-def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, programs):
-    """The prefix-score kernel's programs each take a block of 16 segments and a run of key
+@pytest.mark.parametrize("kernel", [(False, False, (16, 128, 4)), (True, False, (16, 128, 4)),
+                                    (True, True, (16, 128, 4)), (True, True, (16, 16, 4)),
+                                    (True, True, (32, 32, 4))])
+def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, programs, kernel):
+    """The prefix-score kernel's programs each take a block of segments and a run of key
     chunks: one run per row (programs 1), a few, or one chunk each; with more than one block of
     segments (G 21) and two rep slots per segment (max pooling), the table is the reference's,
-    also for a chunked prefill's queries."""
+    also for a chunked prefill's queries. Both scores kernels (_prefix_scores_kernel,
+    _key_scores_kernel), the latter also with its per-segment masks on whole chunks (SCORES_WHOLE)
+    and chunks smaller than a segment (tiles of 16 and 32 keys), where most chunks are whole."""
+    key_rows, whole, tiles = kernel
     monkeypatch.setattr(T, "SCORE_PROGRAMS", programs)
+    monkeypatch.setattr(T, "SCORES_KEY_ROWS", key_rows)
+    monkeypatch.setattr(T, "SCORES_WHOLE", whole)
+    monkeypatch.setattr(T, "SCORE_TILES", tiles)
     cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=16,
                         sink_tokens=5, local_window=9)
     q, k, _ = qkv(1, 4, 2, 650, 64, device=DEV, seed=1)

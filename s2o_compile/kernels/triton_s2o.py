@@ -44,12 +44,16 @@ SUB_TILE_N = 64
 # prefix-score kernel: segments per program, keys per step, warps; about this many programs
 # (_score_split); K chunks in flight (Triton's software pipelining). 64-key steps, 8 warps, 2 or
 # 4 stages and 1,024 or 4,096 programs were slower at 128K (H200, BENCHMARKS.md session 18)
-SCORE_TILES = (16, 128, 4)
+SCORE_TILES = (16, 64, 4)
 SCORE_PROGRAMS = 2048
 SCORE_STAGES = 3
 # query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
 # were slower (H200, 128K, BENCHMARKS.md session 15)
 POOL_TILES = (32, 4)
+# the prefix scores with the keys as the product's rows (_key_scores_kernel; wgmma on Hopper),
+# and its per-segment masks on chunks inside or outside each prefix (experiment, session 22)
+SCORES_KEY_ROWS = True
+SCORES_WHOLE = False
 
 
 def padded_head_dim(d: int) -> int:
@@ -226,6 +230,76 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                                        axis=1))
     has = seg_ok & (sink_end < c_hi) & (c_lo < lo) & (sink_end < lo)
     tl.atomic_max(SEGMAX + bhk * N_SEG + segs, best, mask=has)
+
+
+@triton.jit
+def _key_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
+                       N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, KEYS_PER_PROGRAM, scale,
+                       SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
+                       REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
+                       BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
+                       IEEE: tl.constexpr, CHUNKED: tl.constexpr, WHOLE: tl.constexpr):
+    """_prefix_scores_kernel with the keys as the product's rows: a step is one [BK, SB * TP]
+    product K_chunk @ reps^T, the reps of the program's SB segments loaded once, before the
+    loop; a segment's max over its TP rep slots then lies within a thread (TP 2: adjacent
+    columns), the stores of a segment's consecutive keys are coalesced, and the running max is
+    kept per element, reduced once after the loop (not across warps every step)."""
+    scale = tl.cast(scale, tl.float32)
+    bhk = tl.program_id(0)
+    hk = bhk % H_KV
+    b = bhk // H_KV
+    RP: tl.constexpr = SB * TP  # the program's rep rows, segment-major
+    r = tl.program_id(1) * RP + tl.arange(0, RP)
+    seg_r = r // TP
+    j_r = r % TP
+    first_row = seg_r * SEG + (j_r // (GROUP // HPR)) * ROWS
+    row_ok = (seg_r < N_SEG) & (j_r < REPS) & (first_row < N)
+    if CHUNKED:  # no rep before the first query's segment or for a group of rows before Q0
+        row_ok = row_ok & (seg_r >= Q0 // SEG) & (first_row + ROWS > Q0)
+    offs_d = tl.arange(0, D)
+    rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
+    reps = tl.load(rep_base + r[:, None] * D + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    reps_t = tl.trans(reps)
+    segs = tl.program_id(1) * SB + tl.arange(0, SB)
+    seg_ok = segs < N_SEG
+    if CHUNKED:
+        seg_ok = seg_ok & (segs >= Q0 // SEG)
+    s0 = segs * SEG
+    sink_end = tl.minimum(s0, SINK)
+    lo = tl.where(seg_ok, tl.maximum(s0 - LOCAL, sink_end), 0)
+    c_lo = tl.program_id(2) * KEYS_PER_PROGRAM
+    c_hi = tl.minimum(c_lo + KEYS_PER_PROGRAM, tl.max(lo, axis=0))
+    off = tl.load(OFFSETS + segs, mask=seg_ok, other=0)
+    dst_col = SCORES + bhk.to(tl.int64) * TOTAL + off - sink_end  # + key: the table's slot
+    k_head = K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
+    best = tl.full([BK, SB], float("-inf"), dtype=tl.float32)
+    k_ptrs = k_head + (c_lo + tl.arange(0, BK))[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
+    for c0 in range(c_lo, c_hi, BK):
+        keys = c0 + tl.arange(0, BK)
+        kc = tl.load(k_ptrs, mask=_row_col_mask(keys < N, offs_d, D_IN, D), other=0.0)
+        k_ptrs += BK * stride_kn
+        if IEEE:
+            s = tl.dot(kc, reps_t, input_precision="ieee") * scale
+        else:
+            s = tl.dot(kc, reps_t) * scale
+        s = tl.where(row_ok[None, :], s, float("-inf"))
+        if TP == 1:
+            smax = s
+        else:
+            smax = tl.reduce(tl.reshape(s, [BK, SB, TP]), 2, _max_keep_nan)
+        if WHOLE:  # a chunk inside or outside each segment's prefix: a mask per segment
+            whole = (c0 >= sink_end) & (c0 + BK <= lo)
+            if tl.sum((whole | (c0 + BK <= sink_end) | (c0 >= lo)).to(tl.int32), axis=0) == SB:
+                valid = (keys[:, None] >= 0) & whole[None, :]
+            else:
+                valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
+        else:
+            valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
+        tl.store(dst_col[None, :] + keys[:, None], smax, mask=valid)
+        # tl.maximum drops a NaN (maxnum), as the best must: a NaN score ranks first anyway
+        best = tl.maximum(best, tl.where(valid, smax, float("-inf")))
+    has = seg_ok & (sink_end < c_hi) & (c_lo < lo) & (sink_end < lo)
+    tl.atomic_max(SEGMAX + bhk * N_SEG + segs, tl.max(best, axis=0), mask=has)
 
 
 def _score_split(N: int, rows: int, seg_blocks: int, BK: int) -> int:
@@ -574,11 +648,15 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     SB, BK, warps = SCORE_TILES
     seg_blocks = triton.cdiv(G, SB)
     per_program = _score_split(N, B * R, seg_blocks, BK)
-    _launch(_prefix_scores_kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
+    if SCORES_KEY_ROWS:
+        kernel, extra = _key_scores_kernel, dict(WHOLE=bool(SCORES_WHOLE))
+    else:
+        kernel, extra = _prefix_scores_kernel, {}
+    _launch(kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
             scores, segmax, offsets, k.stride(0), k.stride(1), k.stride(2), N, q0, R, group,
             kv_div, G, total, per_program, scale, cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
             IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps,
-            num_stages=SCORE_STAGES, **meta)
+            num_stages=SCORE_STAGES, **meta, **extra)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * R), scores, segmax, offsets, table, G, total,
