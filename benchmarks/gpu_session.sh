@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: scores22, op22, op21k, keys21, scatter21, op21, rank21, kfirst21, share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: final22, scores22, op22, op21k, keys21, scatter21, op21, rank21, kfirst21, share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -11,9 +11,23 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
-    # session 22: the prefix scores with the keys as the product's rows (_key_scores_kernel,
-    # SCORES_KEY_ROWS) against _prefix_scores_kernel, tiles (segments, keys, warps), the
-    # per-segment masks (SCORES_WHOLE); the scores and table tests on the GPU; the op
+    # session 22, final: the preprocessing against session 21's module (copy b50a58e's
+    # triton_s2o.py to s2o_compile/kernels/_ab_prev.py first), the GPU tests, the op
+    final22) timeout 120 python benchmarks/pre_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
+              --variants base --out "$OUT/final22_pre.json" 2>&1 | grep -v Warning \
+              | tee "$OUT/final22_pre.log"
+            timeout 150 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+              tests/test_nan_inf.py -k "prefix_scores or equals_reference or stable_sort or \
+              sorted_table or nan or permutation" 2>&1 | tail -3 | tee "$OUT/final22_tests.log"
+            timeout 180 python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_op.py \
+              2>&1 | tail -3 | tee -a "$OUT/final22_tests.log"
+            timeout 240 python -m s2o_compile bench --seq-lens 131072 32768 65536 --taus 0.8 \
+              --rounds 3 --out "$OUT/final22_bench.json" 2>&1 | grep -v "it/s\]" \
+              | tee "$OUT/final22_bench.log" ;;
+    # session 22 (ran at 14178db, where both kernels and SCORES_KEY_ROWS / SCORES_WHOLE were
+    # there): the prefix scores with the keys as the product's rows (_key_scores_kernel) against
+    # _prefix_scores_kernel, tiles (segments, keys, warps), the per-segment masks; the scores
+    # and table tests on the GPU
     scores22) timeout 240 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
               -k "prefix_scores or equals_reference or stable_sort or sorted_table" 2>&1 \
               | tail -3 | tee "$OUT/scores22_tests.log"
@@ -23,7 +37,8 @@ for stage in "$@"; do
               "SCORE_TILES=32,128,8" "SCORE_TILES=16,64,4;SCORES_WHOLE=1" \
               "SCORE_TILES=16,64,4;SCORE_STAGES=4" "SCORE_TILES=16,64,4;SCORE_PROGRAMS=4096" \
               --out "$OUT/scores22_ab.json" 2>&1 | grep -v Warning | tee "$OUT/scores22_ab.log" ;;
-    # session 22: the op, 3 paired rounds (the prefix scores kernel as set in triton_s2o.py)
+    # session 22: the op, 3 paired rounds (ran at 14178db as op22a: the key-rows kernel with
+    # tiles (16, 64, 4) everywhere)
     op22) timeout 300 python -m s2o_compile bench --seq-lens 131072 32768 65536 --taus 0.8 \
               --rounds 3 --out "$OUT/op22_bench.json" 2>&1 | grep -v "it/s\]" \
               | tee "$OUT/op22_bench.log"

@@ -95,23 +95,20 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
     assert_same_table(table, expected)
 
 
-@pytest.mark.parametrize("programs", [1, 40, 10 ** 6])
-@pytest.mark.parametrize("kernel", [(False, False, (16, 128, 4)), (True, False, (16, 128, 4)),
-                                    (True, True, (16, 128, 4)), (True, True, (16, 16, 4)),
-                                    (True, True, (32, 32, 4))])
-def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, programs, kernel):
+@pytest.mark.parametrize("programs,tiles,pool_rows", [
+    (1, None, 16), (40, None, 16), (10 ** 6, None, 16),  # the default tiles
+    (40, (16, 16, 4), 16), (40, (32, 32, 4), 16),  # chunks shorter than a segment
+    (40, (4, 32, 4), 8)])  # four rep slots a segment; SCORE_WIDE doubles 4 segments to 8
+def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, programs, tiles,
+                                                              pool_rows):
     """The prefix-score kernel's programs each take a block of segments and a run of key
     chunks: one run per row (programs 1), a few, or one chunk each; with more than one block of
-    segments (G 21) and two rep slots per segment (max pooling), the table is the reference's,
-    also for a chunked prefill's queries. Both scores kernels (_prefix_scores_kernel,
-    _key_scores_kernel), the latter also with its per-segment masks on whole chunks (SCORES_WHOLE)
-    and chunks smaller than a segment (tiles of 16 and 32 keys), where most chunks are whole."""
-    key_rows, whole, tiles = kernel
+    segments (G 21) and two or four rep slots per segment (max pooling), the table is the
+    reference's, also for a chunked prefill's queries."""
     monkeypatch.setattr(T, "SCORE_PROGRAMS", programs)
-    monkeypatch.setattr(T, "SCORES_KEY_ROWS", key_rows)
-    monkeypatch.setattr(T, "SCORES_WHOLE", whole)
-    monkeypatch.setattr(T, "SCORE_TILES", tiles)
-    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=16,
+    if tiles is not None:
+        monkeypatch.setattr(T, "SCORE_TILES", tiles)
+    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=pool_rows,
                         sink_tokens=5, local_window=9)
     q, k, _ = qkv(1, 4, 2, 650, 64, device=DEV, seed=1)
     table, _ = T.build_index_table(q, k, 0.125, cfg)

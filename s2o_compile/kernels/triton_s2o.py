@@ -6,8 +6,9 @@ Pipeline (all on the device, no host sync, CUDA-graph safe):
      A table row is a query head (rank_per_head, its own ranking) or a kv head (its group's).
   2. _prefix_scores_kernel: estimated logits of every prefix key for every segment, written to a
      flat float32 buffer laid out like the index table; a program streams a run of key chunks
-     (pipelined loads) against a block of segments (a real matrix product), keeping each
-     segment's best score in registers, merged across programs by one atomic max.
+     (pipelined loads) as the rows of a matrix product against a block of segments'
+     representative queries, keeping each segment's best score in registers, merged across
+     programs by one atomic max.
   3. ordering="sort" (default): a stable counting sort of 7-bit priorities over blocks, each
      block's keys placed by one warp, 32 a round (_sorted_table); ordering="tiers":
      _tier_table_kernel, a stable counting sort by tier (two passes: histogram, then scatter).
@@ -42,18 +43,18 @@ from .reference import SORT_MAX_KEY, SORT_STEPS_PER_LOGIT
 # 64-key steps on the H100 (BENCHMARKS.md), so block_n 128 runs as two steps, one stop test.
 SUB_TILE_N = 64
 # prefix-score kernel: segments per program, keys per step, warps; about this many programs
-# (_score_split); K chunks in flight (Triton's software pipelining). 64-key steps, 8 warps, 2 or
-# 4 stages and 1,024 or 4,096 programs were slower at 128K (H200, BENCHMARKS.md session 18)
+# (_score_split); K chunks in flight (Triton's software pipelining). SCORE_WIDE: twice the
+# segments a program where that leaves at least two blocks of them (128K: 64 segments, 32 a
+# program), so each K chunk is read half as often. H200, session 22: (16, 64, 4) the fastest at
+# 32K and 64K (16, 128 and 32 segments with 128 keys, 8 warps, 4 stages, 4,096 programs slower
+# or no faster), 32 segments at 128K (0.383 ms against 0.417)
 SCORE_TILES = (16, 64, 4)
+SCORE_WIDE = True
 SCORE_PROGRAMS = 2048
 SCORE_STAGES = 3
 # query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
 # were slower (H200, 128K, BENCHMARKS.md session 15)
 POOL_TILES = (32, 4)
-# the prefix scores with the keys as the product's rows (_key_scores_kernel; wgmma on Hopper),
-# and its per-segment masks on chunks inside or outside each prefix (experiment, session 22)
-SCORES_KEY_ROWS = True
-SCORES_WHOLE = False
 
 
 def padded_head_dim(d: int) -> int:
@@ -179,71 +180,17 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
                           IEEE: tl.constexpr, CHUNKED: tl.constexpr):
     """Scores of SB segments (program 1) against KEYS_PER_PROGRAM keys (program 2) of a table
     row (program 0), BK keys a step: each step's K chunk is streamed (the loop's loads are
-    pipelined) against the segments' representative queries, the scores stored where the
-    table's slot of each (segment, key) is, and each segment's running max kept in registers
-    (one atomic max per segment at the end). A segment's score of a key: the max over its TP rep
-    slots (a NaN stays NaN, tl.max would drop it, so that the key ranks first: priority_of).
-    Session 18: one K chunk a program with a loop over the segments (4 warps waiting on one
-    32 KiB load) took 0.76 ms at 128K on the H200, this 0.56 (same table). CHUNKED: chunked
-    prefill, the queries are positions [Q0, N) (see the attention kernel)."""
-    scale = tl.cast(scale, tl.float32)
-    bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
-    segs = tl.program_id(1) * SB + tl.arange(0, SB)
-    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
-    b = bhk // H_KV
-    # A key j is in segment g's prefix iff sink_end(g) <= j < lo(g) = g * SEG - LOCAL (at least
-    # sink_end); chunked prefill: the segments before the one holding the first query have none.
-    seg_ok = segs < N_SEG
-    if CHUNKED:
-        seg_ok = seg_ok & (segs >= Q0 // SEG)
-    s0 = segs * SEG
-    sink_end = tl.minimum(s0, SINK)
-    lo = tl.where(seg_ok, tl.maximum(s0 - LOCAL, sink_end), 0)
-    c_lo = tl.program_id(2) * KEYS_PER_PROGRAM
-    c_hi = tl.minimum(c_lo + KEYS_PER_PROGRAM, tl.max(lo, axis=0))  # past every prefix: none
-    off = tl.load(OFFSETS + segs, mask=seg_ok, other=0)
-    dst_row = SCORES + bhk.to(tl.int64) * TOTAL + off - sink_end  # + key: the table's slot
-    k_head = K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
-    rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
-    offs_d = tl.arange(0, D)
-    best = tl.full([SB], float("-inf"), dtype=tl.float32)
-    for c0 in range(c_lo, c_hi, BK):
-        cols = c0 + tl.arange(0, BK)
-        kc = tl.load(k_head + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
-                     mask=_row_col_mask(cols < N, offs_d, D_IN, D), other=0.0)
-        smax = tl.full([SB, BK], float("-inf"), dtype=tl.float32)
-        for j in tl.static_range(0, TP):
-            first_row = s0 + (j // (GROUP // HPR)) * ROWS
-            row_ok = seg_ok & (j < REPS) & (first_row < N)
-            if CHUNKED:  # a group of ROWS positions before the first query has no rep
-                row_ok = row_ok & (first_row + ROWS > Q0)
-            rep = tl.load(rep_base + (segs * TP + j)[:, None] * D + offs_d[None, :],
-                          mask=row_ok[:, None], other=0.0)
-            if IEEE:
-                s = tl.dot(rep, tl.trans(kc), input_precision="ieee") * scale
-            else:
-                s = tl.dot(rep, tl.trans(kc)) * scale
-            smax = _max_keep_nan(smax, tl.where(row_ok[:, None], s, float("-inf")))
-        valid = (cols[None, :] >= sink_end[:, None]) & (cols[None, :] < lo[:, None])
-        tl.store(dst_row[:, None] + cols[None, :], smax, mask=valid)
-        best = tl.maximum(best, tl.max(tl.where(valid & (smax == smax), smax, float("-inf")),
-                                       axis=1))
-    has = seg_ok & (sink_end < c_hi) & (c_lo < lo) & (sink_end < lo)
-    tl.atomic_max(SEGMAX + bhk * N_SEG + segs, best, mask=has)
-
-
-@triton.jit
-def _key_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                       N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, KEYS_PER_PROGRAM, scale,
-                       SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
-                       REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
-                       BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
-                       IEEE: tl.constexpr, CHUNKED: tl.constexpr, WHOLE: tl.constexpr):
-    """_prefix_scores_kernel with the keys as the product's rows: a step is one [BK, SB * TP]
-    product K_chunk @ reps^T, the reps of the program's SB segments loaded once, before the
-    loop; a segment's max over its TP rep slots then lies within a thread (TP 2: adjacent
-    columns), the stores of a segment's consecutive keys are coalesced, and the running max is
-    kept per element, reduced once after the loop (not across warps every step)."""
+    pipelined) as the rows of one product K_chunk @ reps^T [BK, SB * TP] against the segments'
+    representative queries (loaded once, before the loop), the scores stored where the table's
+    slot of each (segment, key) is. A segment's score of a key: the max over its TP rep slots
+    (adjacent columns; a NaN stays NaN, tl.max would drop it, so that the key ranks first:
+    priority_of). Its running max is kept per element, reduced once after the loop (one atomic
+    max per segment). Keys as the rows give Hopper's wgmma (M >= 64) and stores of a segment's
+    consecutive keys from consecutive lanes; session 22 (H200, the same tables): 0.180 -> 0.127
+    ms at 64K and 0.561 -> 0.383 at 128K against the segments as the rows (mma.sync with M 16, a
+    cross-warp max every step; code at 14178db), and a mask per segment on whole chunks
+    (SCORES_WHOLE there) was slower. CHUNKED: chunked prefill, the queries are positions
+    [Q0, N) (see the attention kernel)."""
     scale = tl.cast(scale, tl.float32)
     bhk = tl.program_id(0)
     hk = bhk % H_KV
@@ -287,14 +234,7 @@ def _key_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, st
             smax = s
         else:
             smax = tl.reduce(tl.reshape(s, [BK, SB, TP]), 2, _max_keep_nan)
-        if WHOLE:  # a chunk inside or outside each segment's prefix: a mask per segment
-            whole = (c0 >= sink_end) & (c0 + BK <= lo)
-            if tl.sum((whole | (c0 + BK <= sink_end) | (c0 >= lo)).to(tl.int32), axis=0) == SB:
-                valid = (keys[:, None] >= 0) & whole[None, :]
-            else:
-                valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
-        else:
-            valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
+        valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
         tl.store(dst_col[None, :] + keys[:, None], smax, mask=valid)
         # tl.maximum drops a NaN (maxnum), as the best must: a NaN score ranks first anyway
         best = tl.maximum(best, tl.where(valid, smax, float("-inf")))
@@ -646,17 +586,15 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
               if cfg.ordering == "tiers" else table.view(torch.float32))
     segmax = torch.full((B, R, G), float("-inf"), dtype=torch.float32, device=q.device)
     SB, BK, warps = SCORE_TILES
+    if SCORE_WIDE and G >= 4 * SB:
+        SB *= 2
     seg_blocks = triton.cdiv(G, SB)
     per_program = _score_split(N, B * R, seg_blocks, BK)
-    if SCORES_KEY_ROWS:
-        kernel, extra = _key_scores_kernel, dict(WHOLE=bool(SCORES_WHOLE))
-    else:
-        kernel, extra = _prefix_scores_kernel, {}
-    _launch(kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
+    _launch(_prefix_scores_kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
             scores, segmax, offsets, k.stride(0), k.stride(1), k.stride(2), N, q0, R, group,
             kv_div, G, total, per_program, scale, cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
             IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps,
-            num_stages=SCORE_STAGES, **meta, **extra)
+            num_stages=SCORE_STAGES, **meta)
 
     if cfg.ordering == "tiers":
         _launch(_tier_table_kernel, (G, B * R), scores, segmax, offsets, table, G, total,
