@@ -189,11 +189,12 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     consecutive keys from consecutive lanes; session 22 (H200, the same tables): 0.180 -> 0.127
     ms at 64K and 0.561 -> 0.383 at 128K against the segments as the rows (mma.sync with M 16, a
     cross-warp max every step; code at 14178db), and a mask per segment on whole chunks
-    (SCORES_WHOLE there) was slower. CHUNKED: chunked prefill, the queries are positions
-    [Q0, N) (see the attention kernel)."""
+    (SCORES_WHOLE there) was slower. Session 18: one K chunk a program with a loop over the
+    segments (4 warps waiting on one 32 KiB load) took 0.76 ms at 128K, a run of chunks 0.56.
+    CHUNKED: chunked prefill, the queries are positions [Q0, N) (see the attention kernel)."""
     scale = tl.cast(scale, tl.float32)
-    bhk = tl.program_id(0)
-    hk = bhk % H_KV
+    bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
+    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
     b = bhk // H_KV
     RP: tl.constexpr = SB * TP  # the program's rep rows, segment-major
     r = tl.program_id(1) * RP + tl.arange(0, RP)
@@ -207,6 +208,8 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
     reps = tl.load(rep_base + r[:, None] * D + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     reps_t = tl.trans(reps)
+    # A key j is in segment g's prefix iff sink_end(g) <= j < lo(g) = g * SEG - LOCAL (at least
+    # sink_end); chunked prefill: the segments before the one holding the first query have none.
     segs = tl.program_id(1) * SB + tl.arange(0, SB)
     seg_ok = segs < N_SEG
     if CHUNKED:
@@ -215,7 +218,7 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     sink_end = tl.minimum(s0, SINK)
     lo = tl.where(seg_ok, tl.maximum(s0 - LOCAL, sink_end), 0)
     c_lo = tl.program_id(2) * KEYS_PER_PROGRAM
-    c_hi = tl.minimum(c_lo + KEYS_PER_PROGRAM, tl.max(lo, axis=0))
+    c_hi = tl.minimum(c_lo + KEYS_PER_PROGRAM, tl.max(lo, axis=0))  # past every prefix: none
     off = tl.load(OFFSETS + segs, mask=seg_ok, other=0)
     dst_col = SCORES + bhk.to(tl.int64) * TOTAL + off - sink_end  # + key: the table's slot
     k_head = K + b.to(tl.int64) * stride_kb + (hk // KV_DIV).to(tl.int64) * stride_kh
