@@ -118,6 +118,22 @@ def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, progr
     assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
 
 
+@pytest.mark.parametrize("rep_rows", [64, 16])
+def test_prefix_scores_of_many_rep_slots(monkeypatch, rep_rows):
+    """pool_rows 1: 32 rep slots a segment. With 64 rep rows a product a program takes 2
+    segments; with 16 one segment, its slots 16 at a time (SCORE_REP_ROWS). The table is the
+    reference's, also for a chunked prefill's queries."""
+    monkeypatch.setattr(T, "SCORE_REP_ROWS", rep_rows)
+    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=1,
+                        sink_tokens=5, local_window=9)
+    q, k, _ = qkv(1, 2, 1, 150, 32, device=DEV, seed=4)
+    table, _ = T.build_index_table(q, k, 0.125, cfg)
+    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+    q = q[:, :, 70:]
+    table, _ = T.build_index_table(q, k, 0.125, cfg)
+    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+
+
 def test_sorted_table_is_a_permutation_of_each_prefix():
     """Every segment's slice of the sorted table holds each of its prefix keys once."""
     cfg = SMALL.replace(ordering="sort", segment_size=32)

@@ -50,6 +50,9 @@ SUB_TILE_N = 64
 # or no faster), 32 segments at 128K (0.383 ms against 0.417)
 SCORE_TILES = (16, 64, 4)
 SCORE_WIDE = True
+# rep rows (segments x rep slots) per product: fewer segments a program where pool_rows gives a
+# segment many slots; a segment of more slots than this takes them this many at a time
+SCORE_REP_ROWS = 64
 SCORE_PROGRAMS = 2048
 SCORE_STAGES = 3
 # query-pooling kernel: rows per step, warps; (16, 4) ties, (32, 8), (64, 4), (64, 8) and (128, 8)
@@ -172,32 +175,13 @@ def _max_keep_nan(a, b):
 
 
 @triton.jit
-def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
-                          N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, KEYS_PER_PROGRAM, scale,
-                          SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
-                          REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
-                          BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
-                          IEEE: tl.constexpr, CHUNKED: tl.constexpr):
-    """Scores of SB segments (program 1) against KEYS_PER_PROGRAM keys (program 2) of a table
-    row (program 0), BK keys a step: each step's K chunk is streamed (the loop's loads are
-    pipelined) as the rows of one product K_chunk @ reps^T [BK, SB * TP] against the segments'
-    representative queries (loaded once, before the loop), the scores stored where the table's
-    slot of each (segment, key) is. A segment's score of a key: the max over its TP rep slots
-    (adjacent columns; a NaN stays NaN, tl.max would drop it, so that the key ranks first:
-    priority_of). Its running max is kept per element, reduced once after the loop (one atomic
-    max per segment). Keys as the rows give Hopper's wgmma (M >= 64) and stores of a segment's
-    consecutive keys from consecutive lanes; session 22 (H200, the same tables): 0.180 -> 0.127
-    ms at 64K and 0.561 -> 0.383 at 128K against the segments as the rows (mma.sync with M 16, a
-    cross-warp max every step; code at 14178db), and a mask per segment on whole chunks
-    (SCORES_WHOLE there) was slower. Session 18: one K chunk a program with a loop over the
-    segments (4 warps waiting on one 32 KiB load) took 0.76 ms at 128K, a run of chunks 0.56.
-    CHUNKED: chunked prefill, the queries are positions [Q0, N) (see the attention kernel)."""
-    scale = tl.cast(scale, tl.float32)
-    bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
-    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
-    b = bhk // H_KV
-    RP: tl.constexpr = SB * TP  # the program's rep rows, segment-major
-    r = tl.program_id(1) * RP + tl.arange(0, RP)
+def _rep_rows(rep_base, r0, N, Q0, N_SEG, GROUP, SEG: tl.constexpr, ROWS: tl.constexpr,
+              HPR: tl.constexpr, REPS: tl.constexpr, TP: tl.constexpr, RC: tl.constexpr,
+              D: tl.constexpr, CHUNKED: tl.constexpr):
+    """Rep rows r0 .. r0 + RC - 1 of a table row (row r: segment r // TP, slot r % TP),
+    transposed for the product [D, RC], and which hold a rep: a slot below REPS whose group of
+    ROWS positions starts before N (and, CHUNKED, ends after Q0) in a segment that has one."""
+    r = r0 + tl.arange(0, RC)
     seg_r = r // TP
     j_r = r % TP
     first_row = seg_r * SEG + (j_r // (GROUP // HPR)) * ROWS
@@ -205,9 +189,53 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
     if CHUNKED:  # no rep before the first query's segment or for a group of rows before Q0
         row_ok = row_ok & (seg_r >= Q0 // SEG) & (first_row + ROWS > Q0)
     offs_d = tl.arange(0, D)
-    rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
     reps = tl.load(rep_base + r[:, None] * D + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    reps_t = tl.trans(reps)
+    return tl.trans(reps), row_ok
+
+
+@triton.jit
+def _rep_scores(kc, reps_t, row_ok, scale, IEEE: tl.constexpr):
+    """Scores [keys, rep rows] of a K chunk against reps (transposed), -inf where no rep."""
+    if IEEE:
+        s = tl.dot(kc, reps_t, input_precision="ieee") * scale
+    else:
+        s = tl.dot(kc, reps_t) * scale
+    return tl.where(row_ok[None, :], s, float("-inf"))
+
+
+@triton.jit
+def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh, stride_kn,
+                          N, Q0, H_KV, GROUP, KV_DIV, N_SEG, TOTAL, KEYS_PER_PROGRAM, scale,
+                          SINK, LOCAL, SEG: tl.constexpr, ROWS: tl.constexpr, HPR: tl.constexpr,
+                          REPS: tl.constexpr, TP: tl.constexpr, SB: tl.constexpr,
+                          BK: tl.constexpr, D: tl.constexpr, D_IN: tl.constexpr,
+                          IEEE: tl.constexpr, CHUNKED: tl.constexpr, RC: tl.constexpr):
+    """Scores of SB segments (program 1) against KEYS_PER_PROGRAM keys (program 2) of a table
+    row (program 0), BK keys a step: each step's K chunk is streamed (the loop's loads are
+    pipelined) as the rows of one product K_chunk @ reps^T [BK, SB * TP] against the segments'
+    representative queries (loaded once, before the loop), the scores stored where the table's
+    slot of each (segment, key) is. A segment's score of a key: the max over its TP rep slots
+    (adjacent columns; a NaN stays NaN, tl.max would drop it, so that the key ranks first:
+    priority_of). Its running max is kept per element, reduced once after the loop (one atomic
+    max per segment). RC: rep rows per product, SB * TP but for a segment with more rep slots
+    than SCORE_REP_ROWS (small pool_rows), whose slots then go RC at a time.
+    Keys as the rows give Hopper's wgmma (M >= 64) and stores of a segment's consecutive keys
+    from consecutive lanes; session 22 (H200, the same tables): 0.180 -> 0.127 ms at 64K and
+    0.561 -> 0.383 at 128K against the segments as the rows (mma.sync with M 16, a cross-warp
+    max every step; code at 14178db), and a mask per segment on whole chunks (SCORES_WHOLE
+    there) was slower. Session 18: one K chunk a program with a loop over the segments (4 warps
+    waiting on one 32 KiB load) took 0.76 ms at 128K, a run of chunks 0.56. CHUNKED: chunked
+    prefill, the queries are positions [Q0, N) (see the attention kernel)."""
+    scale = tl.cast(scale, tl.float32)
+    bhk = tl.program_id(0)  # fastest: the heads of a GQA group stream the same K chunks together
+    hk = bhk % H_KV  # the table row: a kv head, or a query head (rank_per_head: KV_DIV = group)
+    b = bhk // H_KV
+    RP: tl.constexpr = SB * TP  # the program's rep rows, segment-major
+    rep_base = REP + bhk.to(tl.int64) * (N_SEG * TP) * D
+    offs_d = tl.arange(0, D)
+    if RC == RP:  # every rep row in one product: loaded once
+        reps_t, row_ok = _rep_rows(rep_base, tl.program_id(1) * RP, N, Q0, N_SEG, GROUP, SEG,
+                                   ROWS, HPR, REPS, TP, RC, D, CHUNKED)
     # A key j is in segment g's prefix iff sink_end(g) <= j < lo(g) = g * SEG - LOCAL (at least
     # sink_end); chunked prefill: the segments before the one holding the first query have none.
     segs = tl.program_id(1) * SB + tl.arange(0, SB)
@@ -228,15 +256,21 @@ def _prefix_scores_kernel(K, REP, SCORES, SEGMAX, OFFSETS, stride_kb, stride_kh,
         keys = c0 + tl.arange(0, BK)
         kc = tl.load(k_ptrs, mask=_row_col_mask(keys < N, offs_d, D_IN, D), other=0.0)
         k_ptrs += BK * stride_kn
-        if IEEE:
-            s = tl.dot(kc, reps_t, input_precision="ieee") * scale
-        else:
-            s = tl.dot(kc, reps_t) * scale
-        s = tl.where(row_ok[None, :], s, float("-inf"))
-        if TP == 1:
-            smax = s
-        else:
-            smax = tl.reduce(tl.reshape(s, [BK, SB, TP]), 2, _max_keep_nan)
+        if RC == RP:
+            s = _rep_scores(kc, reps_t, row_ok, scale, IEEE)
+            if TP == 1:
+                smax = s
+            else:
+                smax = tl.reduce(tl.reshape(s, [BK, SB, TP]), 2, _max_keep_nan)
+        else:  # one segment (SB 1) of more rep slots than a product takes: RC at a time
+            # (a loop, not unrolled: hoisted out of the K loop, every chunk's reps would stay)
+            smax = tl.full([BK, 1], float("-inf"), dtype=tl.float32)
+            for c in range(0, RP // RC):
+                reps_t, row_ok = _rep_rows(rep_base, tl.program_id(1) * RP + c * RC, N, Q0,
+                                           N_SEG, GROUP, SEG, ROWS, HPR, REPS, TP, RC, D,
+                                           CHUNKED)
+                s = _rep_scores(kc, reps_t, row_ok, scale, IEEE)
+                smax = _max_keep_nan(smax, tl.reduce(s, 1, _max_keep_nan)[:, None])
         valid = (keys[:, None] >= sink_end[None, :]) & (keys[:, None] < lo[None, :])
         tl.store(dst_col[None, :] + keys[:, None], smax, mask=valid)
         # tl.maximum drops a NaN (maxnum), as the best must: a NaN score ranks first anyway
@@ -591,12 +625,14 @@ def build_index_table(q: torch.Tensor, k: torch.Tensor, scale: float, cfg: S2OCo
     SB, BK, warps = SCORE_TILES
     if SCORE_WIDE and G >= 4 * SB:
         SB *= 2
+    SB = min(SB, max(1, SCORE_REP_ROWS // TP))  # at most SCORE_REP_ROWS rep rows a product
+    RC = min(SB * TP, SCORE_REP_ROWS)
     seg_blocks = triton.cdiv(G, SB)
     per_program = _score_split(N, B * R, seg_blocks, BK)
     _launch(_prefix_scores_kernel, (B * R, seg_blocks, triton.cdiv(N, per_program)), k, rep,
             scores, segmax, offsets, k.stride(0), k.stride(1), k.stride(2), N, q0, R, group,
             kv_div, G, total, per_program, scale, cfg.sink_tokens, cfg.local_window, SB=SB, BK=BK,
-            IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, num_warps=warps,
+            IEEE=k.dtype == torch.float32, CHUNKED=q0 > 0, RC=RC, num_warps=warps,
             num_stages=SCORE_STAGES, **meta)
 
     if cfg.ordering == "tiers":
