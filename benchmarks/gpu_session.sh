@@ -8,6 +8,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/card.txt"
+# the index table's tests (scores, tables, sort, NaN/inf) with test_nan_inf.py (session 22)
+SCORE_TESTS="prefix_scores or equals_reference or stable_sort or sorted_table or nan or permutation"
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
@@ -17,8 +19,7 @@ for stage in "$@"; do
               --rounds 2 --out "$OUT/drift22.json" 2>&1 | grep -v Warning | tee "$OUT/drift22.log" ;;
     # session 22: the scores and table tests on the GPU after the rep-rows cap (SCORE_REP_ROWS)
     reps22) timeout 200 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
-              tests/test_nan_inf.py -k "prefix_scores or equals_reference or stable_sort or \
-              sorted_table or nan or permutation" 2>&1 | tail -3 | tee "$OUT/reps22_tests.log" ;;
+              tests/test_nan_inf.py -k "$SCORE_TESTS" 2>&1 | tail -3 | tee "$OUT/reps22_tests.log" ;;
     # session 22: Nsight Compute's memory and speed-of-light counters of the pair walk and of
     # cuDNN at 64K and 128K (why cuDNN's cost per block is lower at 64K; the SM clock)
     l2_22)  for n in 65536 131072; do timeout 280 bash benchmarks/profile_l2.sh $n; done ;;
@@ -28,8 +29,7 @@ for stage in "$@"; do
               --variants base --out "$OUT/final22_pre.json" 2>&1 | grep -v Warning \
               | tee "$OUT/final22_pre.log"
             timeout 150 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
-              tests/test_nan_inf.py -k "prefix_scores or equals_reference or stable_sort or \
-              sorted_table or nan or permutation" 2>&1 | tail -3 | tee "$OUT/final22_tests.log"
+              tests/test_nan_inf.py -k "$SCORE_TESTS" 2>&1 | tail -3 | tee "$OUT/final22_tests.log"
             timeout 180 python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_op.py \
               2>&1 | tail -3 | tee -a "$OUT/final22_tests.log"
             timeout 240 python -m s2o_compile bench --seq-lens 131072 32768 65536 --taus 0.8 \

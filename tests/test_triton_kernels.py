@@ -95,6 +95,18 @@ def test_index_table_equals_reference(cfg, B, Hq, Hkv, N, D):
     assert_same_table(table, expected)
 
 
+def assert_scores_table_is_the_reference(qkv_, pool_rows, first_query):
+    """The sorted table of max pooling over pool_rows positions, segments of 32, is the
+    reference's, for the whole prefill and for a chunked prefill's queries from first_query
+    (the segments before its own have no prefix)."""
+    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=pool_rows,
+                        sink_tokens=5, local_window=9)
+    q, k, _ = qkv_
+    for q in (q, q[:, :, first_query:]):
+        table, _ = T.build_index_table(q, k, 0.125, cfg)
+        assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+
+
 @pytest.mark.parametrize("programs,tiles,pool_rows", [
     (1, None, 16), (40, None, 16), (10 ** 6, None, 16),  # the default tiles
     (40, (16, 16, 4), 16), (40, (32, 32, 4), 16),  # chunks shorter than a segment
@@ -108,14 +120,8 @@ def test_prefix_scores_split_over_segment_blocks_and_key_runs(monkeypatch, progr
     monkeypatch.setattr(T, "SCORE_PROGRAMS", programs)
     if tiles is not None:
         monkeypatch.setattr(T, "SCORE_TILES", tiles)
-    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=pool_rows,
-                        sink_tokens=5, local_window=9)
-    q, k, _ = qkv(1, 4, 2, 650, 64, device=DEV, seed=1)
-    table, _ = T.build_index_table(q, k, 0.125, cfg)
-    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
-    q = q[:, :, 301:]  # chunked prefill: the segments before position 301's have no prefix
-    table, _ = T.build_index_table(q, k, 0.125, cfg)
-    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+    assert_scores_table_is_the_reference(qkv(1, 4, 2, 650, 64, device=DEV, seed=1), pool_rows,
+                                         first_query=301)
 
 
 @pytest.mark.parametrize("rep_rows", [64, 16])
@@ -124,14 +130,8 @@ def test_prefix_scores_of_many_rep_slots(monkeypatch, rep_rows):
     segments; with 16 one segment, its slots 16 at a time (SCORE_REP_ROWS). The table is the
     reference's, also for a chunked prefill's queries."""
     monkeypatch.setattr(T, "SCORE_REP_ROWS", rep_rows)
-    cfg = SMALL.replace(ordering="sort", segment_size=32, pooling="max", pool_rows=1,
-                        sink_tokens=5, local_window=9)
-    q, k, _ = qkv(1, 2, 1, 150, 32, device=DEV, seed=4)
-    table, _ = T.build_index_table(q, k, 0.125, cfg)
-    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
-    q = q[:, :, 70:]
-    table, _ = T.build_index_table(q, k, 0.125, cfg)
-    assert_same_table(table, R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg))
+    assert_scores_table_is_the_reference(qkv(1, 2, 1, 150, 32, device=DEV, seed=4), 1,
+                                         first_query=70)
 
 
 def test_sorted_table_is_a_permutation_of_each_prefix():
