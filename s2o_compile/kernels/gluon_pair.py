@@ -174,13 +174,35 @@ if HAVE_GLUON:
                              is_async=True)
 
     @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr):
+    def _row_max(x, TREE: gl.constexpr):
+        """Row maxima of a wgmma accumulator tile. TREE: halve the columns while each thread
+        holds both halves of a row (the layout's column groups of 8), so the thread's part is
+        a tree of depth log2 instead of one chain over its 2 x (N / 8) values."""
+        if TREE:
+            BM: gl.constexpr = x.shape[0]
+            W: gl.constexpr = x.shape[1]
+            for i in gl.static_range(W.bit_length() - 4):  # W -> 8 columns
+                x = gl.max(gl.reshape(x, [BM, 2, W >> (i + 1)]), axis=1)
+        return gl.max(x, axis=1)
+
+    @gluon.jit
+    def _row_sum(x, TREE: gl.constexpr):
+        """Row sums of a wgmma accumulator tile (as _row_max)."""
+        if TREE:
+            BM: gl.constexpr = x.shape[0]
+            W: gl.constexpr = x.shape[1]
+            for i in gl.static_range(W.bit_length() - 4):
+                x = gl.sum(gl.reshape(x, [BM, 2, W >> (i + 1)]), axis=1)
+        return gl.sum(x, axis=1)
+
+    @gluon.jit
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, TREE: gl.constexpr = False):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
         (m, l, o rescaled, p, alpha, gain)."""
-        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
+        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(sc, TREE), m_i.type.layout) * qk_scale)
         p = gl.exp2(sc * qk_scale - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
-        gain = gl.sum(p, axis=1)
+        gain = gl.convert_layout(_row_sum(p, TREE), m_i.type.layout)
         l_i = l_i * alpha + gain
         o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
         return m_new, l_i, o, p, alpha, gain
@@ -419,19 +441,38 @@ if HAVE_GLUON:
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
 
     @gluon.jit
+    def _take_turn(turn, X: gl.constexpr, s, TURNS: gl.constexpr):
+        """TURNS: wait until the other consumer issued its Q K^T of the step before (consumer
+        1: of this step), so that the two consumers' Q K^T reach the tensor cores one after
+        the other, not interleaved (see _pass_turn)."""
+        if TURNS:
+            mbarrier.wait(turn.index(X), s & 1)
+
+    @gluon.jit
+    def _pass_turn(turn, X: gl.constexpr, TURNS: gl.constexpr):
+        """TURNS: this consumer issued its step's Q K^T (or has none): the other's turn. Both
+        consumers pass the turn at every step, computed or not, so the turns stay paired; the
+        first is consumer 0's (the kernel's prologue arrives on turn 0)."""
+        if TURNS:
+            mbarrier.arrive(turn.index(1 - X))
+
+    @gluon.jit
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
-                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
-                   D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
-                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr):
+                   o, gsum, flags, n_me, qk_scale, tau, turn, X: gl.constexpr, BM: gl.constexpr,
+                   BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
+                   CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
+                   TURNS: gl.constexpr, TREE: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        _take_turn(turn, X, s, TURNS)
         sc = _scores_async(q_smem, k_buf, BM, BN)
+        _pass_turn(turn, X, TURNS)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D)
+        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE)
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -441,8 +482,8 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me
 
     @gluon.jit
-    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
-                            BM: gl.constexpr, D: gl.constexpr):
+    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale, turn,
+                            BM: gl.constexpr, D: gl.constexpr, TURNS: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
         pair's diagonal step precede some of its rows (the other half follows them all), so
         Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
@@ -450,9 +491,11 @@ if HAVE_GLUON:
         row_h: gl.constexpr = gl.SliceLayout(1, _mma(BM))
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()
+        _take_turn(turn, 0, 0, TURNS)
         sc = warpgroup_mma(q_smem, k_buf.slice(0, BM).permute((1, 0)),
                            gl.zeros([BM, BM], gl.float32, layout=_mma(BM)), use_acc=False,
                            is_async=True)
+        _pass_turn(turn, 0, TURNS)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         keys = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, _mma(BM)))
         rows = gl.convert_layout(offs_m, row_h)
@@ -468,10 +511,11 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                        stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total,
-                       q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                       q_bar, qk_scale, tau, turn, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, TURNS: gl.constexpr, TREE: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -526,12 +570,16 @@ if HAVE_GLUON:
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
+                                                  m0, N, offs_m, l_i, o, qk_scale, turn, BM, D,
+                                                  TURNS)
             elif need:
                 m_i, l_i, o, gsum, flags, n_me = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
-                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT)
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, turn, X, BM,
+                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE)
+            else:  # nothing to issue: the turn passes on
+                _take_turn(turn, X, s, TURNS)
+                _pass_turn(turn, X, TURNS)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -698,7 +746,8 @@ if HAVE_GLUON:
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, STAMP, STAMPS: gl.constexpr,
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, TURNS: gl.constexpr,
+                         TREE: gl.constexpr, STAMP, STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
@@ -722,7 +771,13 @@ if HAVE_GLUON:
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar = \
             _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, NO_STOP)
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        if TURNS:
+            mbarrier.init(turn.index(0), count=1)
+            mbarrier.init(turn.index(1), count=1)
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
+        if TURNS:
+            mbarrier.arrive(turn.index(0))  # consumer 0 issues first
         gl.static_assert(PW == num_warps, "step 0's copies: as many arrivals as the producer's")
         P, n_total, t_base = _first_copies(
             q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb, stride_qh,
@@ -733,12 +788,12 @@ if HAVE_GLUON:
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
+                              qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, TURNS, TREE, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
-                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, STAMP, STAMPS)),
+                              qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, TURNS, TREE, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
@@ -798,7 +853,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None):
+                   stamps: torch.Tensor | None = None, turns: bool = False,
+                   tree: bool = False):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -836,6 +892,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
+        TURNS=bool(turns), TREE=bool(tree),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
