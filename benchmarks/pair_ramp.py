@@ -36,7 +36,10 @@ SLOTS = dict(gt_start=0, start=1, sm=2, q=3, first=4, loop=5, out0=6, steps=7, p
              q_landed=15, prod_start=16, first_rows=17, stop0=18, stop1=19, stop0_clk=20,
              stop1_clk=21, wait_both0=22, wait_both1=23, wait_alone0=24, wait_alone1=25,
              steps_both0=26, steps_both1=27, steps_alone0=28, steps_alone1=29)
-WIDTH = 32  # slots a CTA (gluon_pair.STAMP_SLOTS)
+PHASES = ("fence", "qk", "softmax", "pv", "step", "steps")  # slots 32 + 8 x consumer + i
+for _x in (0, 1):
+    SLOTS.update({f"ph_{name}{_x}": 32 + 8 * _x + i for i, name in enumerate(PHASES)})
+WIDTH = 48  # slots a CTA (gluon_pair.STAMP_SLOTS)
 
 
 def split(st: torch.Tensor) -> dict:
@@ -87,6 +90,22 @@ def split(st: torch.Tensor) -> dict:
                step_us_on_sm=step_clk * ns_per_clk / 1e3, ns_per_clk=ns_per_clk)
     out.update(lone_phase(col, ns_per_clk))
     out.update(data_waits(col, ns_per_clk))
+    out.update(step_phases(col))
+    return out
+
+
+def step_phases(col: dict) -> dict:
+    """Where a consumer's walk step goes while both tiles walk (slots 32-45, session 23), in
+    SM clocks a step: the proxy fence, Q K^T issued to landed, the mask and softmax to P @ V
+    issued, the stop rule and P @ V to landed, and the whole step (loop top to loop top; the
+    rest is the wait for K/V, the chunk-end exchange and the release)."""
+    out = {}
+    for x in (0, 1):
+        n = float(col[f"ph_steps{x}"].sum())
+        if n:
+            for name in PHASES[:-1]:
+                out[f"phase_{name}{x}_clk"] = float(col[f"ph_{name}{x}"].sum()) / n
+            out[f"phase_steps{x}"] = n
     return out
 
 
@@ -175,6 +194,11 @@ def main(argv=None) -> int:
                       "(before the first stop, same pairs)", flush=True)
             print(f"    a walk step waited for its K/V: {res['wait_both_us']:.2f} us while both "
                   f"tiles walk, {res['wait_alone_us']:.2f} us alone", flush=True)
+            for x in (0, 1):
+                if f"phase_step{x}_clk" in res:
+                    print(f"    consumer {x}, a walk step both walk, SM clocks: " + ", ".join(
+                        f"{name} {res[f'phase_{name}{x}_clk']:.0f}" for name in PHASES[:-1]),
+                        flush=True)
     if args.out:
         json.dump(rows, open(args.out, "w"), indent=1)
     return 0

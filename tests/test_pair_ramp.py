@@ -31,7 +31,7 @@ def _cta(sm, clk0, gt0, ramp, steps, step, drain, q=None, lone=None, waits=None)
                  c0_start=clk0 + 1, loop1=loop, first_issued=clk0 + ramp // 2,
                  q_landed=clk0 + (q or ramp), prod_start=clk0 + 2, first_rows=clk0 + 3,
                  **stops)
-    slots.update({n: 0 for n in R.SLOTS if n.startswith(("wait_", "steps_"))})
+    slots.update({n: 0 for n in R.SLOTS if n.startswith(("wait_", "steps_", "ph_"))})
     slots.update(waits or {})
     for name, i in R.SLOTS.items():
         row[i] = slots[name]
@@ -88,3 +88,19 @@ def test_data_waits_price_a_step_s_wait_for_its_kv():
     assert out["wait_both_us"] * 1e3 == pytest.approx(60 / 30)
     assert out["wait_alone_us"] * 1e3 == pytest.approx(5)
 
+
+
+def test_step_phases_are_clocks_per_counted_step():
+    # consumer 0: 2 CTAs with 10 and 30 walk steps both walk; consumer 1 counted none
+    rows = []
+    for steps, scale in ((10, 1), (30, 2)):
+        ph = dict(ph_fence0=5 * steps * scale, ph_qk0=400 * steps * scale,
+                  ph_softmax0=600 * steps * scale, ph_pv0=500 * steps * scale,
+                  ph_step0=1700 * steps * scale, ph_steps0=steps)
+        rows.append(_cta(0, 1000 * steps, 0, ramp=25, steps=steps, step=10, drain=8, waits=ph))
+    out = R.step_phases({k: torch.tensor(rows, dtype=torch.float64)[:, i]
+                         for k, i in R.SLOTS.items()})
+    # (10 x 1 + 30 x 2) / 40 = 1.75 times the per-step clocks
+    assert out["phase_qk0_clk"] == pytest.approx(400 * 1.75)
+    assert out["phase_step0_clk"] == pytest.approx(1700 * 1.75)
+    assert out["phase_steps0"] == 40 and "phase_qk1_clk" not in out

@@ -61,7 +61,7 @@ TPW_ROWS = 4  # gathered rows per warp-instruction (session 9: 2 and 8 were slow
 
 if HAVE_GLUON:
     NO_STOP = gl.constexpr(2 ** 30)  # the walk's end before a stop is posted (past any stream)
-    STAMP_SLOTS = gl.constexpr(32)  # int64 slots a CTA of the stamps (_stamp; 30 used)
+    STAMP_SLOTS = gl.constexpr(48)  # int64 slots a CTA of the stamps (_stamp; 30 + 12 used)
 
     @constexpr_function
     def _mma(n):
@@ -322,6 +322,15 @@ if HAVE_GLUON:
         return n_end
 
     @gluon.jit
+    def _ramp_gate(j, ready, RAMP_GATE: gl.constexpr):
+        """RAMP_GATE k > 0: before the copies of step k, wait until step 0 (and both Q tiles,
+        issued first) landed, so that the first step does not share the SM's bandwidth with
+        the steps after it."""
+        if RAMP_GATE > 0:
+            if j == RAMP_GATE:
+                mbarrier.wait(ready.index(0), 0)
+
+    @gluon.jit
     def _pair_rows(s, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN: gl.constexpr):
         """Key rows of the pair's dense step s < n_dense (BN keys a step): the n_diag steps over
         the pair's own 2 x 64 rows (the later first), then the n_d dense keys (the sink
@@ -388,7 +397,7 @@ if HAVE_GLUON:
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                        TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr,
-                       STAMP, STAMPS: gl.constexpr):
+                       RAMP_GATE: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
@@ -401,6 +410,7 @@ if HAVE_GLUON:
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+            _ramp_gate(j, ready, RAMP_GATE)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                      cols_h, D, OFF32)
@@ -411,6 +421,7 @@ if HAVE_GLUON:
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
+            _ramp_gate(j, ready, RAMP_GATE)
             if j < n_end:
                 _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                          cols_h, D, OFF32)
@@ -461,25 +472,32 @@ if HAVE_GLUON:
                    o, gsum, flags, n_me, qk_scale, tau, turn, X: gl.constexpr, BM: gl.constexpr,
                    BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
                    CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                   TURNS: gl.constexpr, TREE: gl.constexpr):
+                   TURNS: gl.constexpr, TREE: gl.constexpr, STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
-        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me)."""
+        s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me, phases);
+        phases (STAMPS, else zeros): the SM clocks of the fence, Q K^T issued to landed, the
+        mask and softmax to P @ V issued, the stop rule and P @ V to landed."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
+        c0 = _clock() if STAMPS else 0
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        c1 = _clock() if STAMPS else 0
         _take_turn(turn, X, s, TURNS)
         sc = _scores_async(q_smem, k_buf, BM, BN)
         _pass_turn(turn, X, TURNS)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
+        c2 = _clock() if STAMPS else 0
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
         m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE)
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
+        c3 = _clock() if STAMPS else 0
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
                                            l_i, row_ok, tau, BN, REMAINING, CHUNK, STOP_EVERY,
                                            JOINT)
         o = warpgroup_mma_wait(0, deps=(o, ))
-        return m_i, l_i, o, gsum, flags, n_me
+        c4 = _clock() if STAMPS else 0
+        return m_i, l_i, o, gsum, flags, n_me, (c1 - c0, c2 - c1, c3 - c2, c4 - c3)
 
     @gluon.jit
     def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale, turn,
@@ -550,10 +568,22 @@ if HAVE_GLUON:
             wait_alone = wait_both
             steps_both = wait_both
             steps_alone = wait_both
+            ph_fence = wait_both  # the phases of the walk steps both tiles walk (_pair_step)
+            ph_qk = wait_both
+            ph_soft = wait_both
+            ph_pv = wait_both
+            ph_step = wait_both  # loop top to the next loop top
+            ph_steps = wait_both
+            ph_counted = mx < 0
+            t_prev = wait_both
         while s < n_end:
             slot = s % NBUF
             if STAMPS:
                 t0 = _clock()
+                if ph_counted:
+                    ph_step += t0 - t_prev
+                ph_counted = mx < 0
+                t_prev = t0
             mbarrier.wait(ready.index(slot), (s // NBUF) & 1)
             if STAMPS:
                 if active & (s >= n_dense):
@@ -573,10 +603,18 @@ if HAVE_GLUON:
                                                   m0, N, offs_m, l_i, o, qk_scale, turn, BM, D,
                                                   TURNS)
             elif need:
-                m_i, l_i, o, gsum, flags, n_me = _pair_step(
+                m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, turn, X, BM,
-                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE)
+                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, STAMPS)
+                if STAMPS:
+                    if (s >= n_dense) & (~alone):  # a walk step both tiles walk
+                        ph_fence += ph[0]
+                        ph_qk += ph[1]
+                        ph_soft += ph[2]
+                        ph_pv += ph[3]
+                        ph_steps += 1
+                        ph_counted = True
             else:  # nothing to issue: the turn passes on
                 _take_turn(turn, X, s, TURNS)
                 _pass_turn(turn, X, TURNS)
@@ -612,6 +650,12 @@ if HAVE_GLUON:
             _stamp(STAMP, 24 + X, wait_alone)
             _stamp(STAMP, 26 + X, steps_both)
             _stamp(STAMP, 28 + X, steps_alone)
+            _stamp(STAMP, 32 + 8 * X, ph_fence)  # 32-37, consumer 1: 40-45
+            _stamp(STAMP, 33 + 8 * X, ph_qk)
+            _stamp(STAMP, 34 + 8 * X, ph_soft)
+            _stamp(STAMP, 35 + 8 * X, ph_pv)
+            _stamp(STAMP, 36 + 8 * X, ph_step)
+            _stamp(STAMP, 37 + 8 * X, ph_steps)
         if has_rows:
             _store_out_staged(O, o, l_i, q_smem, bh, mx, N, Q0, BM, D, CHUNKED)
         if STAMPS:  # clocks: consumer 0's end (6), consumer 1's (11); 7: steps streamed
@@ -747,7 +791,8 @@ if HAVE_GLUON:
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, TURNS: gl.constexpr,
-                         TREE: gl.constexpr, STAMP, STAMPS: gl.constexpr,
+                         TREE: gl.constexpr, RAMP_GATE: gl.constexpr, STAMP,
+                         STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
         ranked walk, so PW producer warps gather each K/V step once for two consumer
@@ -797,7 +842,7 @@ if HAVE_GLUON:
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
-                              STAMP, STAMPS)),
+                              RAMP_GATE, STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -854,7 +899,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
                    stamps: torch.Tensor | None = None, turns: bool = False,
-                   tree: bool = False):
+                   tree: bool = False, ramp_gate: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -862,7 +907,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
     producer_warps: 4, the kernel prologue's warps, which issue the first step);
-    stamps: an int64 [ctas, 32] tensor that gets each CTA's timings (benchmarks/pair_ramp.py)."""
+    stamps: an int64 [ctas, STAMP_SLOTS] tensor that gets each CTA's timings
+    (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
         raise ValueError("producer_warps must be 4: the kernel's 4 prologue warps issue step 0 "
                          "for the producer, with its count of arrivals")
@@ -892,7 +938,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        TURNS=bool(turns), TREE=bool(tree),
+        TURNS=bool(turns), TREE=bool(tree), RAMP_GATE=int(ramp_gate),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
