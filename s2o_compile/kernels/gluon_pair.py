@@ -70,6 +70,30 @@ if HAVE_GLUON:
                                          instr_shape=[16, n, 16])
 
     @constexpr_function
+    def _exp2_mixed(group):
+        """PTX for exp2 of `group` float32 values: the first by a polynomial on the FMA pipe, the
+        rest by MUFU.EX2 (ex2.approx.ftz.f32, as gl.exp2). The polynomial: x = r + f with r =
+        round(x) (the 1.5 x 2^23 trick) and f in [-0.5, 0.5], 2^f by a degree-5 fit (relative
+        error 3.2e-7, as ex2.approx's), times 2^r built in the exponent bits. x is clamped at
+        -127 first, where 2^r is exactly 0 (so -inf gives 0, as MUFU's ftz does); NaN passes the
+        clamp (max.NaN) and reaches the product."""
+        return ("{ .reg .f32 x, t, j, f, p, s; .reg .b32 b; "
+                f"max.NaN.f32 x, ${group}, 0fC2FE0000; "
+                "add.rn.f32 t, x, 0f4B400000; sub.rn.f32 j, t, 0f4B400000; sub.rn.f32 f, x, j; "
+                "fma.rn.f32 p, f, 0f3AADD045, 0f3C1E6FA8; fma.rn.f32 p, p, f, 0f3D635B70; "
+                "fma.rn.f32 p, p, f, 0f3E75FCD2; fma.rn.f32 p, p, f, 0f3F317215; "
+                "fma.rn.f32 p, p, f, 0f3F800000; "
+                "mov.b32 b, t; mad.lo.u32 b, b, 8388608, 1065353216; mov.b32 s, b; "
+                "mul.rn.f32 $0, p, s; "
+                + " ".join(f"ex2.approx.ftz.f32 ${i}, ${group + i};" for i in range(1, group))
+                + " }")
+
+    @constexpr_function
+    def _exp2_operands(group):
+        """_exp2_mixed's constraints: group float32 outputs, then as many inputs."""
+        return ",".join(["=f"] * group + ["f"] * group)
+
+    @constexpr_function
     def _piece_cols(D, TPW_ROWS):
         """The columns _copy_kv addresses per row: half of D where the 32 // TPW_ROWS threads of
         a warp-instruction (8 columns each) cover exactly half a row (the default: D 128,
@@ -196,11 +220,23 @@ if HAVE_GLUON:
         return gl.sum(x, axis=1)
 
     @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, TREE: gl.constexpr = False):
+    def _exp2(x, EXP_POLY: gl.constexpr):
+        """exp2 of a tile: MUFU.EX2 (gl.exp2), or with EXP_POLY = k one value in k by a
+        polynomial on the FMA pipe (_exp2_mixed_asm): a step's 128 x 128 exponentials take 1,024
+        clocks of the SM's MUFU units (16 a clock), the tensor cores' Q K^T and P @ V 2,048."""
+        if EXP_POLY == 0:
+            return gl.exp2(x)
+        else:
+            return gl.inline_asm_elementwise(_exp2_mixed(EXP_POLY), _exp2_operands(EXP_POLY), [x],
+                                             dtype=gl.float32, is_pure=True, pack=EXP_POLY)
+
+    @gluon.jit
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, TREE: gl.constexpr = False,
+                        EXP_POLY: gl.constexpr = 0):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
         (m, l, o rescaled, p, alpha, gain)."""
         m_new = gl.maximum(m_i, gl.convert_layout(_row_max(sc, TREE), m_i.type.layout) * qk_scale)
-        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        p = _exp2(sc * qk_scale - m_new[:, None], EXP_POLY)
         alpha = gl.exp2(m_i - m_new)
         gain = gl.convert_layout(_row_sum(p, TREE), m_i.type.layout)
         l_i = l_i * alpha + gain
@@ -472,7 +508,8 @@ if HAVE_GLUON:
                    o, gsum, flags, n_me, qk_scale, tau, turn, X: gl.constexpr, BM: gl.constexpr,
                    BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
                    CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                   TURNS: gl.constexpr, TREE: gl.constexpr, STAMPS: gl.constexpr):
+                   TURNS: gl.constexpr, TREE: gl.constexpr, EXP_POLY: gl.constexpr,
+                   STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me, phases);
@@ -488,7 +525,8 @@ if HAVE_GLUON:
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         c2 = _clock() if STAMPS else 0
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE)
+        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE,
+                                                      EXP_POLY)
         o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         c3 = _clock() if STAMPS else 0
         if t >= n_dense:
@@ -532,8 +570,8 @@ if HAVE_GLUON:
                        q_bar, qk_scale, tau, turn, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, TURNS: gl.constexpr, TREE: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, TURNS: gl.constexpr, TREE: gl.constexpr,
+                       EXP_POLY: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -606,7 +644,7 @@ if HAVE_GLUON:
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, turn, X, BM,
-                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, STAMPS)
+                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, EXP_POLY, STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
@@ -791,7 +829,8 @@ if HAVE_GLUON:
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, TURNS: gl.constexpr,
-                         TREE: gl.constexpr, RAMP_GATE: gl.constexpr, STAMP,
+                         TREE: gl.constexpr, RAMP_GATE: gl.constexpr, EXP_POLY: gl.constexpr,
+                         STAMP,
                          STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -834,11 +873,11 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
@@ -899,7 +938,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
                    stamps: torch.Tensor | None = None, turns: bool = False,
-                   tree: bool = False, ramp_gate: int = 0):
+                   tree: bool = False, ramp_gate: int = 0, exp_poly: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -938,7 +977,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        TURNS=bool(turns), TREE=bool(tree), RAMP_GATE=int(ramp_gate),
+        TURNS=bool(turns), TREE=bool(tree), RAMP_GATE=int(ramp_gate), EXP_POLY=int(exp_poly),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
