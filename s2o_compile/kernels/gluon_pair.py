@@ -94,6 +94,20 @@ if HAVE_GLUON:
         return ",".join(["=f"] * group + ["f"] * group)
 
     @constexpr_function
+    def _rescale_asm(n):
+        """PTX for a thread's n accumulator values times their rows' alpha, skipped by the
+        whole warp (a uniform branch) where the flag operand says no row of the warp changed
+        its maximum (alpha 1: the product would be the same bits). Operands: n outputs tied to
+        the n values, the n alphas, the n flags (_rescale_flag's, the same in a warp)."""
+        muls = " ".join(f"mul.f32 ${i}, ${i}, ${2 * n + i};" for i in range(n))
+        return ("{ .reg .pred p; " f"setp.ne.u32 p, ${3 * n}, 0; @!p bra.uni RS${{:uid}}; "
+                + muls + " RS${:uid}: }")
+
+    @constexpr_function
+    def _rescale_operands(n):
+        return ",".join(["=f"] * n + [str(i) for i in range(n)] + ["f"] * n + ["r"] * n)
+
+    @constexpr_function
     def _piece_cols(D, TPW_ROWS):
         """The columns _copy_kv addresses per row: half of D where the 32 // TPW_ROWS threads of
         a warp-instruction (8 columns each) cover exactly half a row (the default: D 128,
@@ -231,16 +245,40 @@ if HAVE_GLUON:
                                              dtype=gl.float32, is_pure=True, pack=EXP_POLY)
 
     @gluon.jit
+    def _rescale(o, alpha, D: gl.constexpr, RESCALE_SKIP: gl.constexpr):
+        """o times its rows' alpha. RESCALE_SKIP: a warp whose 16 rows all kept their maximum
+        (alpha exactly 1, the usual case once the walk's best keys are behind it) skips the
+        thread's D / 2 multiplies: a vote of the warp, then a uniform branch (_rescale_asm)."""
+        a = gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))
+        if RESCALE_SKIP:
+            flag = gl.inline_asm_elementwise(
+                "{ .reg .pred p, q; setp.neu.f32 p, $2, 0f3F800000; "
+                "setp.neu.f32 q, $3, 0f3F800000; or.pred p, p, q; "
+                "vote.sync.any.pred p, p, -1; selp.u32 $0, 1, 0, p; mov.u32 $1, $0; }",
+                "=r,=r,f,f", [a], dtype=gl.int32, is_pure=True, pack=2)
+            n: gl.constexpr = D // 2  # a thread's values of the [64, D] accumulator
+            return gl.inline_asm_elementwise(_rescale_asm(n), _rescale_operands(n),
+                                             [o, a[:, None], flag[:, None]], dtype=gl.float32,
+                                             is_pure=True, pack=n)
+        else:
+            return o * a[:, None]
+
+    @gluon.jit
     def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, TREE: gl.constexpr = False,
-                        EXP_POLY: gl.constexpr = 0):
+                        EXP_POLY: gl.constexpr = 0, RESCALE_SKIP: gl.constexpr = False,
+                        ONES_SUM: gl.constexpr = False):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
-        (m, l, o rescaled, p, alpha, gain)."""
+        (m, l, o rescaled, p, alpha, gain). ONES_SUM: the row sums come later from the tensor
+        cores (_ones_gain); gain is 0 here and l only rescaled."""
         m_new = gl.maximum(m_i, gl.convert_layout(_row_max(sc, TREE), m_i.type.layout) * qk_scale)
         p = _exp2(sc * qk_scale - m_new[:, None], EXP_POLY)
         alpha = gl.exp2(m_i - m_new)
-        gain = gl.convert_layout(_row_sum(p, TREE), m_i.type.layout)
+        if ONES_SUM:
+            gain = gl.zeros_like(l_i)
+        else:
+            gain = gl.convert_layout(_row_sum(p, TREE), m_i.type.layout)
         l_i = l_i * alpha + gain
-        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))[:, None]
+        o = _rescale(o, alpha, D, RESCALE_SKIP)
         return m_new, l_i, o, p, alpha, gain
 
     @gluon.jit
@@ -509,6 +547,7 @@ if HAVE_GLUON:
                    BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
                    CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
                    TURNS: gl.constexpr, TREE: gl.constexpr, EXP_POLY: gl.constexpr,
+                   RESCALE_SKIP: gl.constexpr, ones, ONES_SUM: gl.constexpr,
                    STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
@@ -526,8 +565,16 @@ if HAVE_GLUON:
         c2 = _clock() if STAMPS else 0
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
         m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE,
-                                                      EXP_POLY)
-        o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
+                                                      EXP_POLY, RESCALE_SKIP, ONES_SUM)
+        p_bf = gl.convert_layout(p.to(k_buf.dtype), p_op)
+        o = warpgroup_mma(p_bf, v_buf, o, is_async=True)
+        if ONES_SUM:  # the row sums of the bf16 P that P @ V multiplies, on the tensor cores
+            g8 = warpgroup_mma(gl.convert_layout(p_bf, gl.DotOperandLayout(
+                operand_index=0, parent=_mma(8), k_width=2)), ones,
+                gl.zeros([BM, 8], gl.float32, layout=_mma(8)), use_acc=False, is_async=True)
+            o, g8 = warpgroup_mma_wait(0, deps=(o, g8))
+            gain = gl.convert_layout(gl.max(g8, axis=1), l_i.type.layout)
+            l_i = l_i + gain
         c3 = _clock() if STAMPS else 0
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -571,7 +618,8 @@ if HAVE_GLUON:
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
                        CHUNKED: gl.constexpr, TURNS: gl.constexpr, TREE: gl.constexpr,
-                       EXP_POLY: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       EXP_POLY: gl.constexpr, RESCALE_SKIP: gl.constexpr, ones,
+                       ONES_SUM: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -644,7 +692,8 @@ if HAVE_GLUON:
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, turn, X, BM,
-                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, EXP_POLY, STAMPS)
+                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, EXP_POLY,
+                    RESCALE_SKIP, ones, ONES_SUM, STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
@@ -830,7 +879,8 @@ if HAVE_GLUON:
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, TURNS: gl.constexpr,
                          TREE: gl.constexpr, RAMP_GATE: gl.constexpr, EXP_POLY: gl.constexpr,
-                         STAMP,
+                         RESCALE_SKIP: gl.constexpr, ONES_SUM: gl.constexpr,
+                         SMEM_ONES: gl.constexpr, STAMP,
                          STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -859,6 +909,12 @@ if HAVE_GLUON:
         if TURNS:
             mbarrier.init(turn.index(0), count=1)
             mbarrier.init(turn.index(1), count=1)
+        ONES_ROWS: gl.constexpr = BN if ONES_SUM else 16
+        ones = gl.allocate_shared_memory(Q.dtype.element_ty, [ONES_ROWS, 8], SMEM_ONES)
+        if ONES_SUM:
+            ones.store(gl.full([ONES_ROWS, 8], 1.0, Q.dtype.element_ty,
+                               layout=gl.BlockedLayout([1, 8], [32, 1], [4, 1], [1, 0])))
+            fence_async_shared()
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
         if TURNS:
             mbarrier.arrive(turn.index(0))  # consumer 0 issues first
@@ -873,11 +929,13 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, RESCALE_SKIP,
+                              ones, ONES_SUM, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, RESCALE_SKIP,
+                              ones, ONES_SUM, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
@@ -938,7 +996,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
                    stamps: torch.Tensor | None = None, turns: bool = False,
-                   tree: bool = False, ramp_gate: int = 0, exp_poly: int = 0):
+                   tree: bool = False, ramp_gate: int = 0, exp_poly: int = 0,
+                   rescale_skip: bool = False, ones_sum: bool = False):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -978,6 +1037,9 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
         TURNS=bool(turns), TREE=bool(tree), RAMP_GATE=int(ramp_gate), EXP_POLY=int(exp_poly),
+        RESCALE_SKIP=bool(rescale_skip), ONES_SUM=bool(ones_sum),
+        SMEM_ONES=gl.NVMMASharedLayout.get_default_for([step if ones_sum else 16, 8],
+                                                       gl.bfloat16),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
