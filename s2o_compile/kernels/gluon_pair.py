@@ -70,30 +70,6 @@ if HAVE_GLUON:
                                          instr_shape=[16, n, 16])
 
     @constexpr_function
-    def _exp2_mixed(group):
-        """PTX for exp2 of `group` float32 values: the first by a polynomial on the FMA pipe, the
-        rest by MUFU.EX2 (ex2.approx.ftz.f32, as gl.exp2). The polynomial: x = r + f with r =
-        round(x) (the 1.5 x 2^23 trick) and f in [-0.5, 0.5], 2^f by a degree-5 fit (relative
-        error 3.2e-7, as ex2.approx's), times 2^r built in the exponent bits. x is clamped at
-        -127 first, where 2^r is exactly 0 (so -inf gives 0, as MUFU's ftz does); NaN passes the
-        clamp (max.NaN) and reaches the product."""
-        return ("{ .reg .f32 x, t, j, f, p, s; .reg .b32 b; "
-                f"max.NaN.f32 x, ${group}, 0fC2FE0000; "
-                "add.rn.f32 t, x, 0f4B400000; sub.rn.f32 j, t, 0f4B400000; sub.rn.f32 f, x, j; "
-                "fma.rn.f32 p, f, 0f3AADD045, 0f3C1E6FA8; fma.rn.f32 p, p, f, 0f3D635B70; "
-                "fma.rn.f32 p, p, f, 0f3E75FCD2; fma.rn.f32 p, p, f, 0f3F317215; "
-                "fma.rn.f32 p, p, f, 0f3F800000; "
-                "mov.b32 b, t; mad.lo.u32 b, b, 8388608, 1065353216; mov.b32 s, b; "
-                "mul.rn.f32 $0, p, s; "
-                + " ".join(f"ex2.approx.ftz.f32 ${i}, ${group + i};" for i in range(1, group))
-                + " }")
-
-    @constexpr_function
-    def _exp2_operands(group):
-        """_exp2_mixed's constraints: group float32 outputs, then as many inputs."""
-        return ",".join(["=f"] * group + ["f"] * group)
-
-    @constexpr_function
     def _rescale_asm(n):
         """PTX for a thread's n accumulator values times their rows' alpha, skipped by the
         whole warp (a uniform branch) where the flag operand says no row of the warp changed
@@ -212,43 +188,13 @@ if HAVE_GLUON:
                              is_async=True)
 
     @gluon.jit
-    def _row_max(x, TREE: gl.constexpr):
-        """Row maxima of a wgmma accumulator tile. TREE: halve the columns while each thread
-        holds both halves of a row (the layout's column groups of 8), so the thread's part is
-        a tree of depth log2 instead of one chain over its 2 x (N / 8) values."""
-        if TREE:
-            BM: gl.constexpr = x.shape[0]
-            W: gl.constexpr = x.shape[1]
-            for i in gl.static_range(W.bit_length() - 4):  # W -> 8 columns
-                x = gl.max(gl.reshape(x, [BM, 2, W >> (i + 1)]), axis=1)
-        return gl.max(x, axis=1)
-
-    @gluon.jit
-    def _row_sum(x, TREE: gl.constexpr):
-        """Row sums of a wgmma accumulator tile (as _row_max)."""
-        if TREE:
-            BM: gl.constexpr = x.shape[0]
-            W: gl.constexpr = x.shape[1]
-            for i in gl.static_range(W.bit_length() - 4):
-                x = gl.sum(gl.reshape(x, [BM, 2, W >> (i + 1)]), axis=1)
-        return gl.sum(x, axis=1)
-
-    @gluon.jit
-    def _exp2(x, EXP_POLY: gl.constexpr):
-        """exp2 of a tile: MUFU.EX2 (gl.exp2), or with EXP_POLY = k one value in k by a
-        polynomial on the FMA pipe (_exp2_mixed_asm): a step's 128 x 128 exponentials take 1,024
-        clocks of the SM's MUFU units (16 a clock), the tensor cores' Q K^T and P @ V 2,048."""
-        if EXP_POLY == 0:
-            return gl.exp2(x)
-        else:
-            return gl.inline_asm_elementwise(_exp2_mixed(EXP_POLY), _exp2_operands(EXP_POLY), [x],
-                                             dtype=gl.float32, is_pure=True, pack=EXP_POLY)
-
-    @gluon.jit
     def _rescale(o, alpha, D: gl.constexpr, RESCALE_SKIP: gl.constexpr):
         """o times its rows' alpha. RESCALE_SKIP: a warp whose 16 rows all kept their maximum
         (alpha exactly 1, the usual case once the walk's best keys are behind it) skips the
-        thread's D / 2 multiplies: a vote of the warp, then a uniform branch (_rescale_asm)."""
+        thread's D / 2 multiplies: a vote of the warp, then a uniform branch (_rescale_asm).
+        The softmax phase of a step is bound by the consumers' instruction issue: in session
+        23's A/B, 64 more instructions a warp and step cost ~4% (benchmarks/NOTES.md); this
+        skip took 2.1% off the walk at 32K and 64K, same bits."""
         a = gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))
         if RESCALE_SKIP:
             flag = gl.inline_asm_elementwise(
@@ -264,21 +210,22 @@ if HAVE_GLUON:
             return o * a[:, None]
 
     @gluon.jit
-    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr, TREE: gl.constexpr = False,
-                        EXP_POLY: gl.constexpr = 0, RESCALE_SKIP: gl.constexpr = False,
-                        ONES_SUM: gl.constexpr = False):
+    def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr,
+                        RESCALE_SKIP: gl.constexpr = 0):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
-        (m, l, o rescaled, p, alpha, gain). ONES_SUM: the row sums come later from the tensor
-        cores (_ones_gain); gain is 0 here and l only rescaled."""
-        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(sc, TREE), m_i.type.layout) * qk_scale)
-        p = _exp2(sc * qk_scale - m_new[:, None], EXP_POLY)
-        alpha = gl.exp2(m_i - m_new)
-        if ONES_SUM:
-            gain = gl.zeros_like(l_i)
+        (m, l, o rescaled, p, alpha, gain). RESCALE_SKIP 2: a row keeps its maximum unless the
+        step's exceeds it by more than 8 (log2 units: p stays below 256), so that the
+        rescale's skip (_rescale) holds more often; l and o share the stale maximum."""
+        m_step = gl.max(sc, axis=1) * qk_scale
+        if RESCALE_SKIP == 2:
+            m_new = gl.where(m_step > m_i + 8.0, m_step, m_i)
         else:
-            gain = gl.convert_layout(_row_sum(p, TREE), m_i.type.layout)
+            m_new = gl.maximum(m_i, m_step)
+        p = gl.exp2(sc * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        gain = gl.sum(p, axis=1)
         l_i = l_i * alpha + gain
-        o = _rescale(o, alpha, D, RESCALE_SKIP)
+        o = _rescale(o, alpha, D, RESCALE_SKIP > 0)
         return m_new, l_i, o, p, alpha, gain
 
     @gluon.jit
@@ -396,15 +343,6 @@ if HAVE_GLUON:
         return n_end
 
     @gluon.jit
-    def _ramp_gate(j, ready, RAMP_GATE: gl.constexpr):
-        """RAMP_GATE k > 0: before the copies of step k, wait until step 0 (and both Q tiles,
-        issued first) landed, so that the first step does not share the SM's bandwidth with
-        the steps after it."""
-        if RAMP_GATE > 0:
-            if j == RAMP_GATE:
-                mbarrier.wait(ready.index(0), 0)
-
-    @gluon.jit
     def _pair_rows(s, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN: gl.constexpr):
         """Key rows of the pair's dense step s < n_dense (BN keys a step): the n_diag steps over
         the pair's own 2 x 64 rows (the later first), then the n_d dense keys (the sink
@@ -471,7 +409,7 @@ if HAVE_GLUON:
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                        TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr,
-                       RAMP_GATE: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       STAMP, STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
@@ -484,7 +422,6 @@ if HAVE_GLUON:
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            _ramp_gate(j, ready, RAMP_GATE)
             rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
             _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                      cols_h, D, OFF32)
@@ -495,7 +432,6 @@ if HAVE_GLUON:
         while j < n_end:  # the walk: the rows straight from the table
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            _ramp_gate(j, ready, RAMP_GATE)
             if j < n_end:
                 _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
                          cols_h, D, OFF32)
@@ -526,28 +462,10 @@ if HAVE_GLUON:
         return gl.max(decide.index((c % 2) * 2 + 1 - X).load(one), axis=0)
 
     @gluon.jit
-    def _take_turn(turn, X: gl.constexpr, s, TURNS: gl.constexpr):
-        """TURNS: wait until the other consumer issued its Q K^T of the step before (consumer
-        1: of this step), so that the two consumers' Q K^T reach the tensor cores one after
-        the other, not interleaved (see _pass_turn)."""
-        if TURNS:
-            mbarrier.wait(turn.index(X), s & 1)
-
-    @gluon.jit
-    def _pass_turn(turn, X: gl.constexpr, TURNS: gl.constexpr):
-        """TURNS: this consumer issued its step's Q K^T (or has none): the other's turn. Both
-        consumers pass the turn at every step, computed or not, so the turns stay paired; the
-        first is consumer 0's (the kernel's prologue arrives on turn 0)."""
-        if TURNS:
-            mbarrier.arrive(turn.index(1 - X))
-
-    @gluon.jit
     def _pair_step(q_smem, k_buf, v_buf, t, s, m0, N, offs_m, row_ok, n_dense, n_d, P, m_i, l_i,
-                   o, gsum, flags, n_me, qk_scale, tau, turn, X: gl.constexpr, BM: gl.constexpr,
-                   BN: gl.constexpr, D: gl.constexpr, REMAINING: gl.constexpr,
-                   CHUNK: gl.constexpr, STOP_EVERY: gl.constexpr, JOINT: gl.constexpr,
-                   TURNS: gl.constexpr, TREE: gl.constexpr, EXP_POLY: gl.constexpr,
-                   RESCALE_SKIP: gl.constexpr, ones, ONES_SUM: gl.constexpr,
+                   o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
+                   D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
+                   STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, RESCALE_SKIP: gl.constexpr,
                    STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
@@ -558,23 +476,13 @@ if HAVE_GLUON:
         c0 = _clock() if STAMPS else 0
         fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         c1 = _clock() if STAMPS else 0
-        _take_turn(turn, X, s, TURNS)
         sc = _scores_async(q_smem, k_buf, BM, BN)
-        _pass_turn(turn, X, TURNS)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         c2 = _clock() if STAMPS else 0
         sc = _pair_mask(sc, t, m0, N, offs_m, n_dense, n_d, P, BM, BN)
-        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D, TREE,
-                                                      EXP_POLY, RESCALE_SKIP, ONES_SUM)
-        p_bf = gl.convert_layout(p.to(k_buf.dtype), p_op)
-        o = warpgroup_mma(p_bf, v_buf, o, is_async=True)
-        if ONES_SUM:  # the row sums of the bf16 P that P @ V multiplies, on the tensor cores
-            g8 = warpgroup_mma(gl.convert_layout(p_bf, gl.DotOperandLayout(
-                operand_index=0, parent=_mma(8), k_width=2)), ones,
-                gl.zeros([BM, 8], gl.float32, layout=_mma(8)), use_acc=False, is_async=True)
-            o, g8 = warpgroup_mma_wait(0, deps=(o, g8))
-            gain = gl.convert_layout(gl.max(g8, axis=1), l_i.type.layout)
-            l_i = l_i + gain
+        m_i, l_i, o, p, alpha, gain = _online_softmax(sc, m_i, l_i, o, qk_scale, D,
+                                                      RESCALE_SKIP)
+        o = warpgroup_mma(gl.convert_layout(p.to(k_buf.dtype), p_op), v_buf, o, is_async=True)
         c3 = _clock() if STAMPS else 0
         if t >= n_dense:
             gsum, flags, n_me = _walk_test(t - n_dense, s, n_me, P, gsum, flags, alpha, gain,
@@ -585,8 +493,8 @@ if HAVE_GLUON:
         return m_i, l_i, o, gsum, flags, n_me, (c1 - c0, c2 - c1, c3 - c2, c4 - c3)
 
     @gluon.jit
-    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale, turn,
-                            BM: gl.constexpr, D: gl.constexpr, TURNS: gl.constexpr):
+    def _half_diagonal_step(q_smem, k_buf, v_buf, m0, N, offs_m, l_i, o, qk_scale,
+                            BM: gl.constexpr, D: gl.constexpr):
         """The first tile's step 0 with 128-key steps: only keys m0 .. m0 + BM - 1 of the
         pair's diagonal step precede some of its rows (the other half follows them all), so
         Q K^T and P @ V run on that half (N = 64). The tile's first step: its softmax state
@@ -594,11 +502,9 @@ if HAVE_GLUON:
         row_h: gl.constexpr = gl.SliceLayout(1, _mma(BM))
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         fence_async_shared()
-        _take_turn(turn, 0, 0, TURNS)
         sc = warpgroup_mma(q_smem, k_buf.slice(0, BM).permute((1, 0)),
                            gl.zeros([BM, BM], gl.float32, layout=_mma(BM)), use_acc=False,
                            is_async=True)
-        _pass_turn(turn, 0, TURNS)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
         keys = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, _mma(BM)))
         rows = gl.convert_layout(offs_m, row_h)
@@ -614,12 +520,11 @@ if HAVE_GLUON:
     @gluon.jit
     def _pair_consumer(X: gl.constexpr, q_smem, k_bufs, v_bufs, ready, empty, sync, decide,
                        stop_smem, O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total,
-                       q_bar, qk_scale, tau, turn, BM: gl.constexpr, BN: gl.constexpr,
+                       q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, TURNS: gl.constexpr, TREE: gl.constexpr,
-                       EXP_POLY: gl.constexpr, RESCALE_SKIP: gl.constexpr, ones,
-                       ONES_SUM: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, RESCALE_SKIP: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -686,14 +591,12 @@ if HAVE_GLUON:
             need = active & ((s >= n_diag) | (m0 + (n_diag - 1 - s) * BN < mx + BM))
             if HALF & (s == 0) & need:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
-                                                  m0, N, offs_m, l_i, o, qk_scale, turn, BM, D,
-                                                  TURNS)
+                                                  m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
-                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, turn, X, BM,
-                    BN, D, REMAINING, CHUNK, STOP_EVERY, JOINT, TURNS, TREE, EXP_POLY,
-                    RESCALE_SKIP, ones, ONES_SUM, STAMPS)
+                    n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
+                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
@@ -702,9 +605,6 @@ if HAVE_GLUON:
                         ph_pv += ph[3]
                         ph_steps += 1
                         ph_counted = True
-            else:  # nothing to issue: the turn passes on
-                _take_turn(turn, X, s, TURNS)
-                _pass_turn(turn, X, TURNS)
             w = s - n_dense
             if (w >= 0) & ((w + 1) % CHUNK == 0) & (s + 1 < n_end):
                 c = w // CHUNK  # both tiles decide at the same chunk ends (one walk)
@@ -877,10 +777,8 @@ if HAVE_GLUON:
                          CHUNKED: gl.constexpr, OFF32: gl.constexpr,
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, TURNS: gl.constexpr,
-                         TREE: gl.constexpr, RAMP_GATE: gl.constexpr, EXP_POLY: gl.constexpr,
-                         RESCALE_SKIP: gl.constexpr, ONES_SUM: gl.constexpr,
-                         SMEM_ONES: gl.constexpr, STAMP,
+                         SMEM: gl.constexpr, SMEM_KV: gl.constexpr, RESCALE_SKIP: gl.constexpr,
+                         STAMP,
                          STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -905,19 +803,7 @@ if HAVE_GLUON:
         q_a, q_b, k_bufs, v_bufs, ready, empty, sync, stop_smem, seen, decide, q_bar = \
             _pair_buffers(Q, BM, BN, D, NBUF, PW, 32 * PW, SMEM, SMEM_KV)
         _post_stop(stop_smem, NO_STOP)
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        if TURNS:
-            mbarrier.init(turn.index(0), count=1)
-            mbarrier.init(turn.index(1), count=1)
-        ONES_ROWS: gl.constexpr = BN if ONES_SUM else 16
-        ones = gl.allocate_shared_memory(Q.dtype.element_ty, [ONES_ROWS, 8], SMEM_ONES)
-        if ONES_SUM:
-            ones.store(gl.full([ONES_ROWS, 8], 1.0, Q.dtype.element_ty,
-                               layout=gl.BlockedLayout([1, 8], [32, 1], [4, 1], [1, 0])))
-            fence_async_shared()
         gl.thread_barrier()  # the barriers and stop_smem, before any partition starts
-        if TURNS:
-            mbarrier.arrive(turn.index(0))  # consumer 0 issues first
         gl.static_assert(PW == num_warps, "step 0's copies: as many arrivals as the producer's")
         P, n_total, t_base = _first_copies(
             q_a, q_b, k_bufs, v_bufs, q_bar, ready, Q, bh, m0, N, Q0, stride_qb, stride_qh,
@@ -928,18 +814,16 @@ if HAVE_GLUON:
         gl.warp_specialize([
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
-                              qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, RESCALE_SKIP,
-                              ones, ONES_SUM, STAMP, STAMPS)),
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
-                              qk_scale, tau, turn, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, TURNS, TREE, EXP_POLY, RESCALE_SKIP,
-                              ones, ONES_SUM, STAMP, STAMPS)),
+                              qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
-                              RAMP_GATE, STAMP, STAMPS)),
+                              STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -995,9 +879,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None, turns: bool = False,
-                   tree: bool = False, ramp_gate: int = 0, exp_poly: int = 0,
-                   rescale_skip: bool = False, ones_sum: bool = False):
+                   stamps: torch.Tensor | None = None, rescale_skip: int = 1):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -1036,10 +918,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        TURNS=bool(turns), TREE=bool(tree), RAMP_GATE=int(ramp_gate), EXP_POLY=int(exp_poly),
-        RESCALE_SKIP=bool(rescale_skip), ONES_SUM=bool(ones_sum),
-        SMEM_ONES=gl.NVMMASharedLayout.get_default_for([step if ones_sum else 16, 8],
-                                                       gl.bfloat16),
+        RESCALE_SKIP=int(rescale_skip),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
