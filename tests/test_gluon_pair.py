@@ -245,6 +245,22 @@ def test_pair_kernel_with_64_bit_row_offsets_matches_32(block_m):
 
 @pytest.mark.gpu
 @needs_pair
+@pytest.mark.parametrize("block_m", [64, 128])
+def test_skipped_rescale_gives_the_same_bits(block_m):
+    # a warp whose rows all kept their maximum skips o *= alpha (alpha is exactly 1 there):
+    # the same visits and outputs bit for bit as the plain rescale, on inputs whose maxima do
+    # move (the sink's and the window's keys come first, the ranked ones after)
+    q, k, v = _qkv(2, 8, 2, 8192 + 37, 128, torch.bfloat16, "cuda", seed=5)
+    cfg = LLAMA.replace(threshold=0.3, block_m=block_m)
+    table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+    out, vis = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg)
+    plain, plain_vis = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,
+                                         rescale_skip=False)
+    assert torch.equal(vis, plain_vis) and torch.equal(out, plain)
+
+
+@pytest.mark.gpu
+@needs_pair
 @pytest.mark.parametrize("tau", [0.02, 0.3])
 @pytest.mark.parametrize("block_m", [64, 128])
 def test_pair_kernel_matches_the_reference_on_the_structured_workload(tau, block_m):

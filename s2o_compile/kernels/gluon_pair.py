@@ -194,7 +194,9 @@ if HAVE_GLUON:
         thread's D / 2 multiplies: a vote of the warp, then a uniform branch (_rescale_asm).
         The softmax phase of a step is bound by the consumers' instruction issue: in session
         23's A/B, 64 more instructions a warp and step cost ~4% (benchmarks/NOTES.md); this
-        skip took 2.1% off the walk at 32K and 64K, same bits."""
+        skip took 3.2-5.1% off the walk at 32K-128K (lazy23), same bits. Moving a row's maximum
+        only when it grows by more than 8 (so that the skip holds more often) gained nothing
+        more."""
         a = gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))
         if RESCALE_SKIP:
             flag = gl.inline_asm_elementwise(
@@ -211,21 +213,15 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _online_softmax(sc, m_i, l_i, o, qk_scale, D: gl.constexpr,
-                        RESCALE_SKIP: gl.constexpr = 0):
+                        RESCALE_SKIP: gl.constexpr = False):
         """One online-softmax update from a step's scores (the scale folded into the exponent):
-        (m, l, o rescaled, p, alpha, gain). RESCALE_SKIP 2: a row keeps its maximum unless the
-        step's exceeds it by more than 8 (log2 units: p stays below 256), so that the
-        rescale's skip (_rescale) holds more often; l and o share the stale maximum."""
-        m_step = gl.max(sc, axis=1) * qk_scale
-        if RESCALE_SKIP == 2:
-            m_new = gl.where(m_step > m_i + 8.0, m_step, m_i)
-        else:
-            m_new = gl.maximum(m_i, m_step)
+        (m, l, o rescaled, p, alpha, gain)."""
+        m_new = gl.maximum(m_i, gl.max(sc, axis=1) * qk_scale)
         p = gl.exp2(sc * qk_scale - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         gain = gl.sum(p, axis=1)
         l_i = l_i * alpha + gain
-        o = _rescale(o, alpha, D, RESCALE_SKIP > 0)
+        o = _rescale(o, alpha, D, RESCALE_SKIP)
         return m_new, l_i, o, p, alpha, gain
 
     @gluon.jit
@@ -879,14 +875,15 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None, rescale_skip: int = 1):
+                   stamps: torch.Tensor | None = None, rescale_skip: bool = True):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
     tiles from the one holding the first query. block_m 128: the pair's two 64-row tiles are one
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
-    producer_warps: 4, the kernel prologue's warps, which issue the first step);
+    producer_warps: 4, the kernel prologue's warps, which issue the first step; rescale_skip:
+    False multiplies o by alpha at every step, as before session 23, for the A/B);
     stamps: an int64 [ctas, STAMP_SLOTS] tensor that gets each CTA's timings
     (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
@@ -918,7 +915,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs,
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
-        RESCALE_SKIP=int(rescale_skip),
+        RESCALE_SKIP=bool(rescale_skip),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
