@@ -23,19 +23,21 @@ for stage in "$@"; do
             timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_op.py \
               2>&1 | tail -3 | tee -a "$OUT/final23_tests.log" ;;
     # session 23: the rescale's skip now the default (rescale_skip=1) against none (0) and a
-    # lazy maximum (2: a row's maximum moves only by more than 8, so the skip holds more often)
+    # lazy maximum (2: a row's maximum moves only by more than 8, so the skip holds more often;
+    # ran at 56a24fc, removed since)
     lazy23) timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 128 --variants base rescale_skip=0 rescale_skip=2 \
               --out "$OUT/lazy23_ab.json" 2>&1 | grep -v Warning | tee "$OUT/lazy23_ab.log" ;;
     # session 23: fewer consumer instructions a step (poly23: adding them costs ~1 clock
     # each): the warp's o rescale skipped where no row's maximum moved (rescale_skip=1, same
     # bits) and the row sums of P on the tensor cores against a ones tile (ones_sum=1), A/B
-    # with every check
+    # with every check (ran at 13fc584; the skip kept, ones_sum removed)
     lean23) timeout 300 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base rescale_skip=1 ones_sum=1 rescale_skip=1,ones_sum=1 \
               --out "$OUT/lean23_ab.json" 2>&1 | grep -v Warning | tee "$OUT/lean23_ab.log" ;;
     # session 23: a share of the softmax's exponentials on the FMA pipe (exp_poly=k: one in k
     # by a polynomial, the rest by MUFU.EX2), A/B with every check; the step's phases with 4
+    # (ran at f0a726f; removed since, not kept)
     poly23) timeout 300 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base exp_poly=8 exp_poly=4 exp_poly=2 exp_poly=4,turns=1 \
               --out "$OUT/poly23_ab.json" 2>&1 | grep -v Warning | tee "$OUT/poly23_ab.log"
@@ -45,16 +47,18 @@ for stage in "$@"; do
     # session 23: where a walk step goes (stamps 32-45: the fence, Q K^T, softmax, P @ V, the
     # whole step, while both tiles walk), with and without turns; the first step alone on the
     # SM's bandwidth (ramp_gate=1: step 1's copies wait for step 0 to land; 2: step 2's), A/B
+    # (ran at 3fd0535; turns and the ramp gate removed since, not kept)
     phase23) for kw in "" turns=1 ramp_gate=1; do
               timeout 100 python benchmarks/pair_ramp.py --seq-lens 65536 131072 --block-ms 64 \
-                --kw "$kw" --out "$OUT/phase23_${kw:-base}.json" 2>&1 | grep -v Warning \
+                --kw "$kw" --out "$OUT/phase23_$(echo ${kw:-base} | tr = -).json" 2>&1 | grep -v Warning \
                 | tee -a "$OUT/phase23_ramp.log"; done
             timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base ramp_gate=1 ramp_gate=2 \
               --out "$OUT/gate23_ab.json" 2>&1 | grep -v Warning | tee "$OUT/gate23_ab.log" ;;
     # session 23: the consumers taking turns at Q K^T (turns=1: their Q K^T reach the tensor
     # cores one after the other, so one's softmax runs under the other's wgmma) and row
-    # maxima/sums as trees (tree=1), each against the kept kernel, with every check
+    # maxima/sums as trees (tree=1), each against the kept kernel, with every check (ran at
+    # d87695f; both removed since, not kept)
     turns23) timeout 330 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
               --block-ms 64 --variants base turns=1 tree=1 turns=1,tree=1 \
               --out "$OUT/turns23_ab.json" 2>&1 | grep -v Warning | tee "$OUT/turns23_ab.log" ;;

@@ -10,7 +10,9 @@ ranked walk, so the K/V rows gathered through the index table are loaded once fo
     slots from the consumers (session 16: +168 a step cost 1.5-3.4%), so the step is kept lean
     (_copy_kv; the walk's rows straight from the table);
   - two consumer warpgroups, one per query tile, each run wgmma + online softmax + its own stop
-    rule (block_m 64) or one stop rule for the pair's 128 rows (block_m 128, JOINT);
+    rule (block_m 64) or one stop rule for the pair's 128 rows (block_m 128, JOINT); their
+    softmax is bound by instruction issue (session 23), so a warp whose rows all kept their
+    maximum skips the o rescale (_rescale);
   - at each walk chunk's end the consumers exchange decisions (`sync`, `decide`): with block_m
     64 one that stopped releases buffers unread until the other stops too; the pair's end goes
     to the producer (`stop_smem`, read the same by every producer warp: _stop_step).
