@@ -232,31 +232,23 @@ def test_row_offsets_fall_back_to_64_bits_where_32_would_overflow():
 @pytest.mark.gpu
 @needs_pair
 @pytest.mark.parametrize("block_m", [64, 128])
-def test_pair_kernel_with_64_bit_row_offsets_matches_32(block_m):
+@pytest.mark.parametrize("switch", [
     # the producer's 64-bit row offsets (taken where N x row stride passes 2^31) against the
-    # 32-bit ones on the same call: the same copies, so the same result bit for bit
+    # 32-bit ones (the default at this N): the same copies
+    dict(off32=False),
+    # o *= alpha at every step against the default, where a warp whose rows all kept their
+    # maximum skips it (alpha is exactly 1 there); the maxima do move on these inputs (the
+    # sink's and the window's keys come first, the ranked ones after)
+    dict(rescale_skip=False),
+])
+def test_launch_switches_keep_the_bits(block_m, switch):
     q, k, v = _qkv(2, 8, 2, 8192 + 37, 128, torch.bfloat16, "cuda", seed=3)
     cfg = LLAMA.replace(threshold=0.3, block_m=block_m)
     table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
-    out32, vis32 = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg, off32=True)
-    out64, vis64 = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg, off32=False)
-    assert torch.equal(vis32, vis64) and torch.equal(out32, out64)
-
-
-@pytest.mark.gpu
-@needs_pair
-@pytest.mark.parametrize("block_m", [64, 128])
-def test_skipped_rescale_gives_the_same_bits(block_m):
-    # a warp whose rows all kept their maximum skips o *= alpha (alpha is exactly 1 there):
-    # the same visits and outputs bit for bit as the plain rescale, on inputs whose maxima do
-    # move (the sink's and the window's keys come first, the ranked ones after)
-    q, k, v = _qkv(2, 8, 2, 8192 + 37, 128, torch.bfloat16, "cuda", seed=5)
-    cfg = LLAMA.replace(threshold=0.3, block_m=block_m)
-    table, offsets = T.build_index_table(q, k, 128 ** -0.5, cfg)
+    assert GP.fits_32_bits(q.shape[2], k, v)
     out, vis = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg)
-    plain, plain_vis = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg,
-                                         rescale_skip=False)
-    assert torch.equal(vis, plain_vis) and torch.equal(out, plain)
+    out_s, vis_s = GP.attention_pair(q, k, v, table, offsets, 128 ** -0.5, cfg, **switch)
+    assert torch.equal(vis, vis_s) and torch.equal(out, out_s)
 
 
 @pytest.mark.gpu
