@@ -196,7 +196,7 @@ if HAVE_GLUON:
         thread's D / 2 multiplies: a vote of the warp, then a uniform branch (_rescale_asm).
         The softmax phase of a step is bound by the consumers' instruction issue: in session
         23's A/B, 64 more instructions a warp and step cost ~4% (benchmarks/NOTES.md); this
-        skip took 3.2-5.1% off the walk at 32K-128K (lazy23), same bits. Moving a row's maximum
+        skip took 3.0-4.9% off the walk at 32K-128K (lazy23), same bits. Moving a row's maximum
         only when it grows by more than 8 (so that the skip holds more often) gained nothing
         more."""
         a = gl.convert_layout(alpha, gl.SliceLayout(1, _mma(D)))
