@@ -45,7 +45,7 @@ from .layout import query_tiles
 try:  # Gluon ships with Triton >= 3.5
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
     from triton.runtime.jit import constexpr_function
     from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
                                                                   fence_async_shared,
@@ -403,11 +403,39 @@ if HAVE_GLUON:
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
+    def _dense_run(j, n_diag, sink_end, lo, n_d, BN: gl.constexpr):
+        """The first key row of dense step j where its BN keys are one contiguous run of the
+        dense keys (all in the sink, or all in the window and none past it), else -1: such a
+        step can be one TMA copy (TMA_DENSE)."""
+        i0 = (j - n_diag) * BN
+        first = -1
+        if i0 + BN <= sink_end:
+            first = i0
+        elif (i0 >= sink_end) & (i0 + BN <= n_d):
+            first = lo - sink_end + i0
+        return first
+
+    @gluon.jit
+    def _tma_kv(k_desc, v_desc, k_bufs, v_bufs, bar, slot, b, hk, first, BN: gl.constexpr,
+                D: gl.constexpr, ARRIVALS: gl.constexpr):
+        """K and V rows first .. first + BN - 1 of (b, hk) into buffer slot by TMA (async
+        proxy: written as wgmma reads them, no per-thread copies). bar gets the bytes and
+        ARRIVALS arrivals, as many as a step of the producer's cp.async copies gives it."""
+        nbytes: gl.constexpr = 2 * BN * D * k_bufs.dtype.primitive_bitwidth // 8
+        mbarrier.expect(bar, nbytes)  # one arrival
+        tma.async_copy_global_to_shared(k_desc, [b, hk, first, 0], bar,
+                                        k_bufs.index(slot).reshape([1, 1, BN, D]))
+        tma.async_copy_global_to_shared(v_desc, [b, hk, first, 0], bar,
+                                        v_bufs.index(slot).reshape([1, 1, BN, D]))
+        mbarrier.arrive(bar, count=ARRIVALS - 1)
+
+    @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                        TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr,
-                       STAMP, STAMPS: gl.constexpr):
+                       k_desc, v_desc, b, hk, TMA_DENSE: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
@@ -420,10 +448,21 @@ if HAVE_GLUON:
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-            _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                     cols_h, D, OFF32)
-            cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            if TMA_DENSE:
+                first = _dense_run(j, n_diag, sink_end, lo, n_d, BN)
+                if first >= 0:
+                    _tma_kv(k_desc, v_desc, k_bufs, v_bufs, ready.index(slot), slot, b, hk,
+                            first, BN, D, PW * 32)
+                else:
+                    rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+                    _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
+                             stride_vn, cols_h, D, OFF32)
+                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+            else:
+                rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                         cols_h, D, OFF32)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
         n_end = gl.minimum(n_end, n_total)
         rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
@@ -776,7 +815,7 @@ if HAVE_GLUON:
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, RESCALE_SKIP: gl.constexpr,
-                         STAMP,
+                         k_desc, v_desc, TMA_DENSE: gl.constexpr, STAMP,
                          STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -821,6 +860,7 @@ if HAVE_GLUON:
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
+                              k_desc, v_desc, bh // H_Q, (bh % H_Q) // GROUP, TMA_DENSE,
                               STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
@@ -868,6 +908,15 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
     return None
 
 
+def _kv_descriptor(x: torch.Tensor, step: int):
+    """A TMA descriptor of K or V [B, Hkv, N, D] (its own strides) for step-row boxes of one
+    head; rows past N read as 0."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    block = [1, 1, step, x.shape[-1]]
+    return TensorDescriptor.from_tensor(x, block,
+                                        gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
+
+
 def fits_32_bits(N: int, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether every gathered row's offset (rows up to a pair past N) fits in 32 bits."""
     return (N + 2 * BLOCK) * max(k.stride(2), v.stride(2)) < 2 ** 31
@@ -877,7 +926,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None, rescale_skip: bool = True):
+                   stamps: torch.Tensor | None = None, rescale_skip: bool = True,
+                   tma_dense: bool = False):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -918,6 +968,8 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
         RESCALE_SKIP=bool(rescale_skip),
+        k_desc=_kv_descriptor(k, step) if tma_dense else None,
+        v_desc=_kv_descriptor(v, step) if tma_dense else None, TMA_DENSE=bool(tma_dense),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
