@@ -935,7 +935,9 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
     producer_warps: 4, the kernel prologue's warps, which issue the first step; rescale_skip:
-    False multiplies o by alpha at every step, as before session 23, for the A/B);
+    False multiplies o by alpha at every step, as before session 23, for the A/B; tma_dense:
+    the dense steps whose keys are one contiguous run copied by TMA, an experiment not yet
+    run on a GPU, benchmarks/NOTES.md session 23);
     stamps: an int64 [ctas, STAMP_SLOTS] tensor that gets each CTA's timings
     (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
