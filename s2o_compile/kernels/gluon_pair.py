@@ -76,13 +76,15 @@ if HAVE_GLUON:
         """PTX for a thread's n accumulator values times their rows' alpha, skipped by the
         whole warp (a uniform branch) where the flag operand says no row of the warp changed
         its maximum (alpha 1: the product would be the same bits). Operands: n outputs tied to
-        the n values, the n alphas, the n flags (_rescale_flag's, the same in a warp)."""
+        the n values, the n alphas, the n flags (the warp's vote in _rescale, the same in a
+        warp). ${:uid} makes the branch's label unique to each asm instance."""
         muls = " ".join(f"mul.f32 ${i}, ${i}, ${2 * n + i};" for i in range(n))
         return ("{ .reg .pred p; " f"setp.ne.u32 p, ${3 * n}, 0; @!p bra.uni RS${{:uid}}; "
                 + muls + " RS${:uid}: }")
 
     @constexpr_function
     def _rescale_operands(n):
+        """_rescale_asm's constraints: n outputs, n inputs tied to them, n alphas, n flags."""
         return ",".join(["=f"] * n + [str(i) for i in range(n)] + ["f"] * n + ["r"] * n)
 
     @constexpr_function
@@ -602,7 +604,7 @@ if HAVE_GLUON:
             ph_pv = wait_both
             ph_step = wait_both  # loop top to the next loop top
             ph_steps = wait_both
-            ph_counted = mx < 0
+            ph_counted = mx < 0  # False, as a runtime value the loop can carry
             t_prev = wait_both
         while s < n_end:
             slot = s % NBUF
