@@ -505,15 +505,20 @@ if HAVE_GLUON:
                    o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                    STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, RESCALE_SKIP: gl.constexpr,
-                   STAMPS: gl.constexpr):
+                   fence, FENCE_SKIP: gl.constexpr, STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me, phases);
         phases (STAMPS, else zeros): the SM clocks of the fence, Q K^T issued to landed, the
-        mask and softmax to P @ V issued, the stop rule and P @ V to landed."""
+        mask and softmax to P @ V issued, the stop rule and P @ V to landed. FENCE_SKIP: the
+        proxy fence only where `fence` (the tile came by cp.async, not by TMA)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         c0 = _clock() if STAMPS else 0
-        fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        if FENCE_SKIP:
+            if fence:
+                fence_async_shared()
+        else:
+            fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         c1 = _clock() if STAMPS else 0
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
@@ -562,8 +567,8 @@ if HAVE_GLUON:
                        q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, RESCALE_SKIP: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, RESCALE_SKIP: gl.constexpr, sink_end, lo,
+                       TMA_DENSE: gl.constexpr, STAMP, STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -632,10 +637,14 @@ if HAVE_GLUON:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
+                # TMA_DENSE 2: no proxy fence on the steps the producer copied by TMA
+                fence = (s >= n_dense) | (_dense_run(s, n_diag, sink_end, lo, n_d, BN) < 0) \
+                    if TMA_DENSE == 2 else True
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, STAMPS)
+                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, fence, TMA_DENSE == 2,
+                    STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
@@ -854,11 +863,13 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, sink_end, lo, TMA_DENSE,
+                              STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, sink_end, lo, TMA_DENSE,
+                              STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
@@ -929,7 +940,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
                    stamps: torch.Tensor | None = None, rescale_skip: bool = True,
-                   tma_dense: bool = False):
+                   tma_dense: int = 0):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -938,8 +949,9 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
     producer_warps: 4, the kernel prologue's warps, which issue the first step; rescale_skip:
     False multiplies o by alpha at every step, as before session 23, for the A/B; tma_dense:
-    the dense steps whose keys are one contiguous run copied by TMA, an experiment not yet
-    run on a GPU, benchmarks/NOTES.md session 23);
+    1 copies the dense steps whose keys are one contiguous run by TMA, 2 also drops the
+    consumers' proxy fence on those steps; an experiment not yet run on a GPU,
+    benchmarks/NOTES.md session 23);
     stamps: an int64 [ctas, STAMP_SLOTS] tensor that gets each CTA's timings
     (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
@@ -973,7 +985,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
         RESCALE_SKIP=bool(rescale_skip),
         k_desc=_kv_descriptor(k, step) if tma_dense else None,
-        v_desc=_kv_descriptor(v, step) if tma_dense else None, TMA_DENSE=bool(tma_dense),
+        v_desc=_kv_descriptor(v, step) if tma_dense else None, TMA_DENSE=int(tma_dense),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
