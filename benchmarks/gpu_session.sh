@@ -15,11 +15,12 @@ for stage in "$@"; do
   case $stage in
     # session 24 (prepared in session 23, not run): the dense steps whose keys are one
     # contiguous run copied by TMA (tma_dense=1: one copy a step instead of the producer's
-    # ~200 instructions), A/B with every check, both block_ms; the bit-for-bit switch tests
+    # ~200 instructions; 2: and the consumers' proxy fence dropped on those steps), A/B with
+    # every check, both block_ms; the bit-for-bit switch tests first
     tma24) timeout 120 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
               -k "launch_switches" 2>&1 | tail -3 | tee "$OUT/tma24_tests.log"
             timeout 240 python benchmarks/pair_ab.py --seq-lens 32768 65536 131072 --rounds 3 \
-              --block-ms 64 128 --variants base tma_dense=1 \
+              --block-ms 64 128 --variants base tma_dense=1 tma_dense=2 \
               --out "$OUT/tma24_ab.json" 2>&1 | grep -v Warning | tee "$OUT/tma24_ab.log" ;;
     # session 23, final: the op on the kept kernel (the rescale's skip), 3 paired rounds; the
     # pair kernel's GPU tests (chunked prefill, NaN/inf, the skip's bits), the op's
