@@ -405,6 +405,15 @@ if HAVE_GLUON:
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
+    def _copy_step(k_bufs, v_bufs, ready, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                   cols_h, D: gl.constexpr, OFF32: gl.constexpr):
+        """A producer step by cp.async: _copy_kv, then each thread's arrival on ready[slot]
+        once its copies land."""
+        _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
+                 D, OFF32)
+        cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+
+    @gluon.jit
     def _dense_run(j, n_diag, sink_end, lo, n_d, BN: gl.constexpr):
         """The first key row of dense step j where its BN keys are one contiguous run of the
         dense keys (all in the sink, or all in the window and none past it), else -1: such a
@@ -450,21 +459,19 @@ if HAVE_GLUON:
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            if TMA_DENSE:
+            if TMA_DENSE:  # (one `if first < 0` after both would add a producer barrier)
                 first = _dense_run(j, n_diag, sink_end, lo, n_d, BN)
                 if first >= 0:
                     _tma_kv(k_desc, v_desc, k_bufs, v_bufs, ready.index(slot), slot, b, hk,
                             first, BN, D, PW * 32)
                 else:
-                    rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-                    _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn,
-                             stride_vn, cols_h, D, OFF32)
-                    cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                    _copy_step(k_bufs, v_bufs, ready, slot, _pair_rows(
+                        j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN), N, k_base,
+                        v_base, stride_kn, stride_vn, cols_h, D, OFF32)
             else:
-                rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
-                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                         cols_h, D, OFF32)
-                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                _copy_step(k_bufs, v_bufs, ready, slot, _pair_rows(
+                    j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN), N, k_base, v_base,
+                    stride_kn, stride_vn, cols_h, D, OFF32)
             j += 1
         n_end = gl.minimum(n_end, n_total)
         rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
@@ -472,9 +479,8 @@ if HAVE_GLUON:
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
-                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                         cols_h, D, OFF32)
-                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
+                _copy_step(k_bufs, v_bufs, ready, slot, rows, N, k_base, v_base, stride_kn,
+                           stride_vn, cols_h, D, OFF32)
                 # the next step's entries load while the consumers hold its buffer (session
                 # 20: loaded after the wait, their latency delayed each step's copies; the
                 # walk 0.5-3.1% faster, a lone tile's step 1.50 -> 1.40 us)
@@ -505,19 +511,16 @@ if HAVE_GLUON:
                    o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                    STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, RESCALE_SKIP: gl.constexpr,
-                   fence, FENCE_SKIP: gl.constexpr, STAMPS: gl.constexpr):
+                   fence, STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me, phases);
         phases (STAMPS, else zeros): the SM clocks of the fence, Q K^T issued to landed, the
-        mask and softmax to P @ V issued, the stop rule and P @ V to landed. FENCE_SKIP: the
-        proxy fence only where `fence` (the tile came by cp.async, not by TMA)."""
+        mask and softmax to P @ V issued, the stop rule and P @ V to landed. The proxy fence
+        only where `fence` (the tile came by cp.async, not by TMA: TMA_DENSE 2)."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         c0 = _clock() if STAMPS else 0
-        if FENCE_SKIP:
-            if fence:
-                fence_async_shared()
-        else:
+        if fence:
             fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         c1 = _clock() if STAMPS else 0
         sc = _scores_async(q_smem, k_buf, BM, BN)
@@ -643,8 +646,7 @@ if HAVE_GLUON:
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, fence, TMA_DENSE == 2,
-                    STAMPS)
+                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, fence, STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
