@@ -36,13 +36,14 @@ EXPECTED_VISITS = {0.999: 1, 0.5: 2, 0.2: 2, 0.05: 3, 0.01: 4, 0.001: 4, 0.0: 4}
 
 def build(dtype=torch.float32):
     N, D = 128, 16
+    g = torch.Generator().manual_seed(0)  # torch 2.13 seeds its default generator at random
     q = torch.zeros(1, 1, N, D)
     q[..., 0] = 1.0
-    q[..., 1:] = 1e-3 * torch.randn(1, 1, N, D - 1)  # nonzero, negligible
+    q[..., 1:] = 1e-3 * torch.randn(1, 1, N, D - 1, generator=g)  # nonzero, negligible
     k = torch.zeros(1, 1, N, D)
     groups = (3 * torch.arange(64)) % 4
     k[0, 0, :64, 0] = torch.tensor(LOGITS)[groups]
     k[0, 0, 64:, 1] = 1.0  # own keys: orthogonal to e0, logit ~0
-    v = torch.randn(1, 1, N, D)
+    v = torch.randn(1, 1, N, D, generator=g)
     expected_order = torch.cat([torch.nonzero(groups == t).flatten() for t in range(4)])
     return q.to(dtype), k.to(dtype), v.to(dtype), expected_order
