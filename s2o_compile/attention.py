@@ -18,8 +18,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     """Causal S2O attention, a drop-in for ``scaled_dot_product_attention(..., is_causal=True)``.
 
     q: [B, Hq, L, D]; k, v: [B, Hkv, N, D] with Hq a multiple of Hkv (enable_gqa=True when they
-    differ, as for SDPA) and N >= L. scale defaults to 1/sqrt(D). causal_variant (a string or
-    torch.nn.attention.bias.CausalVariant) says where the L queries sit when L < N:
+    differ, as for SDPA, which broadcasts a single kv head without it) and N >= L. scale
+    defaults to 1/sqrt(D). causal_variant (a string or torch.nn.attention.bias.CausalVariant)
+    says where the L queries sit when L < N:
     "upper_left" (SDPA's is_causal=True: query i sees keys 0..i, so keys past L are unused and
     not read) or "lower_right" (chunked prefill with a KV cache: the queries are the last L
     positions, query i sees keys 0..N - L + i; FlashAttention's causal). Returns the output

@@ -42,6 +42,6 @@ def check_attention_inputs(q, k, v, enable_gqa: bool = True) -> None:
         raise ValueError(f"s2o: head_dim {D} is not supported (expected 1..{MAX_HEAD_DIM})")
     if Hkv == 0 or Hq % Hkv != 0:
         raise ValueError(f"s2o: query heads {Hq} must be a multiple of key/value heads {Hkv}")
-    if Hq != Hkv and not enable_gqa:
+    if Hq != Hkv and Hkv != 1 and not enable_gqa:  # one head: SDPA broadcasts it
         raise ValueError(f"s2o: query heads {Hq} != key/value heads {Hkv}; pass enable_gqa=True "
                          "for grouped-query attention")

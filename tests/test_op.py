@@ -1,6 +1,7 @@
 """torch.ops.s2o.sparse_attention and the Python front: semantics, opcheck, compile, bad input."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import SMALL, dense, qkv, rel_err
 from s2o_compile import S2OConfig, sparse_attention
@@ -121,6 +122,13 @@ def test_gqa_requires_enable_gqa_like_sdpa():
     q, k, v = qkv(1, 4, 2, 64, 32, seed=19)
     with pytest.raises(ValueError, match="enable_gqa=True"):
         sparse_attention(q, k, v, config=SMALL)
+
+
+def test_one_kv_head_broadcasts_without_enable_gqa_like_sdpa():
+    q, k, v = qkv(1, 4, 1, 64, 32, seed=24)
+    torch.testing.assert_close(sparse_attention(q, k, v, config=SMALL),
+                               F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_config_must_be_s2oconfig():

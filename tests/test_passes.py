@@ -187,6 +187,14 @@ def test_native_gqa_keeps_kv_heads():
     assert call.args[3] == pytest.approx(16 ** -0.5)  # SDPA's default scale, made explicit
 
 
+def test_one_kv_head_broadcast_without_enable_gqa_is_rewritten():
+    """Multi-query attention that lets SDPA broadcast the one K/V head (HF Falcon does)."""
+    q, k, v = qkv(Hq=4, Hkv=1, seed=23)
+    _, gm = assert_rewritten(is_causal_call, q, k, v)
+    (call,) = [n for n in gm.graph.nodes if n.target is S2O]
+    assert call.args[1].meta["example_value"].shape[1] == 1
+
+
 def test_hf_style_mask_and_repeat_kv_are_unwrapped_and_removed():
     q, k, v = qkv(seed=3)
     node, gm = assert_rewritten(hf_compiled_style, q, k, v)

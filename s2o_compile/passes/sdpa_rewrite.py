@@ -178,7 +178,9 @@ def check_gqa(c: SdpaCall):
         return "head counts are symbolic"
     if hk != hv:
         return f"key heads {hk} != value heads {hv}"
-    if hk != hq and not (c.args["enable_gqa"] or n_rep > 1):
+    # One key/value head without enable_gqa is SDPA broadcasting it over the query heads
+    # (multi-query attention written that way, e.g. HF Falcon): the op's GQA with one group.
+    if hk != hq and hk != 1 and not (c.args["enable_gqa"] or n_rep > 1):
         return f"query heads {hq} != key/value heads {hk} without enable_gqa"
     if hk == 0 or hq % hk:
         return f"query heads {hq} are not a multiple of key/value heads {hk}"
