@@ -180,6 +180,7 @@ needs_pair = pytest.mark.skipif(not _pair_runs_here(), reason="needs a Hopper GP
     (1, 8, 2, 8192, 128, torch.bfloat16, False,  # 64-key steps
      dict(block_n=64, segment_size=1024, sink_tokens=128, local_window=0)),
     (1, 32, 8, 8192 + 64, 128, torch.bfloat16, False, dict(rank_per_head=False)),
+    (1, 16, 1, 8192, 128, torch.bfloat16, True, dict(rank_per_head=False)),  # multi-query
     # block_m 128: one stop rule for the pair's two tiles
     (2, 8, 2, 8192 + 37, 128, torch.bfloat16, False, dict(block_m=128)),
     (1, 8, 2, 8192 + 64, 128, torch.bfloat16, True, dict(block_m=128)),  # a lone last tile

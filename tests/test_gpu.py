@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.gpu,
 CFG = S2OConfig(threshold=0.0, min_seq_len=0)
 
 
-@pytest.mark.parametrize("B,Hq,Hkv,N", [(2, 8, 2, 4097), (1, 32, 8, 16384), (1, 8, 8, 32768 - 3)])
+@pytest.mark.parametrize("B,Hq,Hkv,N", [(2, 8, 2, 4097), (1, 32, 8, 16384), (1, 8, 8, 32768 - 3),
+                                         (1, 16, 1, 8192)])  # the last: multi-query
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_tau0_equals_dense(B, Hq, Hkv, N, dtype):
     g = torch.Generator(device="cuda").manual_seed(N)

@@ -264,21 +264,26 @@ def test_negative_and_zero_scale_equal_dense(cfg, scale):
 
 @pytest.mark.parametrize("pack", [True, False])
 @pytest.mark.parametrize("tau", [0.0, 0.1])
-def test_gqa_packed_tiles_match_reference(pack, tau):
-    """Group 4, block_m 64: four heads x 16 positions per tile share one walk (or one head x 64
-    positions without packing); the kernel agrees with the reference tile for tile."""
-    q, k, v = qkv(1, 8, 2, 300, 64, device=DEV, seed=11)
+@pytest.mark.parametrize("Hkv", [2, 1])
+def test_gqa_packed_tiles_match_reference(pack, tau, Hkv):
+    """Group 4 (8 query heads, 2 kv heads), block_m 64: four heads x 16 positions per tile
+    share one walk (or one head x 64 positions without packing); group 8 (one kv head,
+    multi-query): four heads x 16 positions again, two tiles a group. The kernel agrees with
+    the reference tile for tile."""
+    q, k, v = qkv(1, 8, Hkv, 300, 64, device=DEV, seed=11)
+    group = 8 // Hkv
     cfg = SMALL.replace(threshold=tau, block_m=64, pack_gqa=pack, rank_per_head=False,
                         stop_rule="remaining")
-    assert T.heads_per_tile(4, 64, pack) == (4 if pack else 1)
+    hpt = T.heads_per_tile(group, 64, pack)
+    assert hpt == (4 if pack else 1)
     table = R.build_index_table(q.cpu(), k.cpu(), 0.125, cfg)
     ref_out, ref_visited, ref_pairs = R.attention_with_table(q.cpu(), k.cpu(), v.cpu(), table, 0.125, cfg)
     offsets = T.table_offsets(300, cfg.segment_size, cfg.sink_tokens, cfg.local_window, DEV)
     out, visited = T.attention_with_table(q, k, v, table.to(DEV), offsets, 0.125, cfg)
-    assert visited.shape[-1] == -(-300 // (16 if pack else 64))
+    assert visited.shape[-1] == -(-300 // (64 // hpt))
     assert torch.equal(visited.cpu().long(), ref_visited)
     assert rel_err(out.cpu(), ref_out) < 1e-5
-    assert torch.equal(T.pairs_from_visited(visited, 300, cfg, group=4).cpu(), ref_pairs)
+    assert torch.equal(T.pairs_from_visited(visited, 300, cfg, group=group).cpu(), ref_pairs)
     if pack:  # the heads of a packed tile walk together
         assert torch.equal(ref_visited[:, 0::4], ref_visited[:, 3::4])
     if tau == 0:
