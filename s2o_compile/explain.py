@@ -51,7 +51,16 @@ class Explanation:
     def __str__(self) -> str:
         head = (f"S2O explain: {len(self.graphs)} graph(s), {len(self.nodes)} SDPA call(s), "
                 f"{self.num_rewritten} rewritten")
+        if not self.nodes:
+            head += "\n" + NO_SDPA_HINT
         return "\n\n".join([head] + [str(g.report) for g in self.graphs])
+
+
+# Why a model shows no SDPA call, in the words a user needs to fix it.
+NO_SDPA_HINT = ("No scaled_dot_product_attention call in the traced graphs: S2O rewrites only "
+                "those. Attention written out (matmul + softmax), FlexAttention, or a Hugging "
+                "Face model loaded with another attn_implementation has none: load it with "
+                "attn_implementation=\"sdpa\" (some families, e.g. Gemma 2, do not offer it).")
 
 
 def explain(fn_or_module, *example_inputs, config: S2OConfig | None = None,

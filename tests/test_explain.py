@@ -91,3 +91,16 @@ def test_explain_without_no_grad_keeps_calls_that_need_grad():
     q.requires_grad_(True)
     e = explain(TwoAttentions(), q, k, v, m, config=CFG)
     assert [n.check for n in e.nodes] == ["inference", "inference"]
+
+
+def test_explain_says_why_a_model_without_sdpa_shows_no_call():
+    def written_out(q, k, v):  # causal attention without SDPA: nothing for S2O to rewrite
+        n = q.shape[2]
+        s = (q @ k.transpose(-1, -2)).masked_fill(torch.ones(n, n).triu(1).bool(), float("-inf"))
+        return s.softmax(-1) @ v
+
+    q, k, v, _ = inputs(5)
+    with torch.no_grad():
+        e = explain(written_out, q, k[:, :1].expand_as(q), v[:, :1].expand_as(q), config=CFG)
+    assert e.nodes == [] and 'attn_implementation="sdpa"' in str(e)
+    assert "attn_implementation" not in str(explain(TwoAttentions(), *inputs(6), config=CFG))
