@@ -1,4 +1,4 @@
-"""HF transformers Llama, Mistral and Qwen2 (small random-init configs) through the s2o backend.
+"""HF transformers Llama, Mistral, Qwen2 and Falcon (small random-init configs) through the s2o backend.
 
 Two graph forms are tested. "native": whatever this transformers/torch pair traces (transformers
 5.24 on torch 2.13 passes is_causal=True and enable_gqa=True). "explicit_mask": the mask is built
@@ -190,3 +190,21 @@ def test_inductor_pass_matches_backend(form):
 
     assert decisions(inductor_pass.reports) == decisions(backend.reports)
     assert_every_layer_rewritten(inductor_pass.reports[0])
+
+
+def test_falcon_multi_query_broadcast_is_rewritten():
+    """Falcon's multi-query attention hands SDPA one K/V head without enable_gqa (SDPA
+    broadcasts it over the query heads): GQA with one group, rewritten in every layer."""
+    config = transformers.FalconConfig(hidden_size=64, num_hidden_layers=LAYERS,
+                                       num_attention_heads=4, vocab_size=VOCAB,
+                                       attn_implementation="sdpa")
+    assert config.multi_query and not config.new_decoder_architecture
+    torch.manual_seed(0)
+    model, backend = transformers.FalconForCausalLM(config).eval(), make_backend(
+        CFG, inner="aot_eager")
+    x = ids(80, seed=9)
+    with torch.no_grad():
+        out = torch.compile(model, backend=backend)(x).logits
+        torch.testing.assert_close(out, model(x).logits, rtol=1e-4, atol=1e-4)
+    nodes = all_nodes(backend.reports)
+    assert len(nodes) == LAYERS and all(n.rewritten for n in nodes), backend.reports
