@@ -1,4 +1,5 @@
-"""HF transformers Llama, Mistral, Qwen2 and Falcon (small random-init configs) through the s2o backend.
+"""HF transformers Llama, Mistral, Qwen2 and Falcon (small random-init configs) through the s2o
+backend.
 
 Two graph forms are tested. "native": whatever this transformers/torch pair traces (transformers
 5.24 on torch 2.13 passes is_causal=True and enable_gqa=True). "explicit_mask": the mask is built
