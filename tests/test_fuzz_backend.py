@@ -339,7 +339,7 @@ def mask_is_causal(c: Call) -> bool:
         return c.is_causal
     if c.mask in MASK_INPUTS or c.mask_shape in ("over_batch", "5d"):
         return False
-    return {"shape_causal": True, "tril": True, "float_causal": False, "strict": False,
+    return {"shape_causal": True, "tril": True, "float_causal": True, "strict": False,
             "window": c.N <= 5, "all_true": c.N == 1}[c.mask]
 
 

@@ -203,6 +203,30 @@ def test_compiled_rewrite_keeps_nan_rows_of_sdpa():
     torch._dynamo.reset()
 
 
+def test_compiled_rewrite_of_an_additive_mask_keeps_nan_to_the_rows_that_see_it():
+    """A float causal mask (-inf above the diagonal): SDPA adds it to the logits, so a NaN key
+    spreads NaN into rows before it too. The rewrite masks as a boolean mask does: NaN rows
+    are those that see the key (a subset of SDPA's), the rest are finite and SDPA's values."""
+    torch._dynamo.reset()
+
+    def attend(q, k, v):
+        n = q.shape[2]
+        i = torch.arange(n)
+        bias = torch.zeros(n, n).masked_fill(i[None, :] > i[:, None], -math.inf)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+
+    key = POSITIONS["prefix"]
+    q, k, v = poisoned("k", key, math.nan, torch.float32)
+    backend = make_backend(CFG, inner="aot_eager")
+    out = torch.compile(attend, backend=backend)(q, k, v)
+    assert backend.reports[0].num_rewritten == 1
+    want = attend(q, k, v)
+    assert out[:, :, key:].isnan().all() and out[:, :, :key].isfinite().all()
+    assert (want.isnan() | ~out.isnan()).all()  # no NaN that SDPA does not have
+    torch.testing.assert_close(out[:, :, :key], truth(q, k, v)[:, :, :key], atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+
+
 def fully_masked_calls(q, k, v, attention_mask):
     """Three SDPA calls with fully masked rows: strict causal (row 0 sees nothing), left padding
     (the padded queries see nothing), a float bias with -inf rows."""

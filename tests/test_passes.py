@@ -131,10 +131,22 @@ def padded(q, k, v, attention_mask):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
-def float_bias(q, k, v):
+def additive(masked_value, bias=0.0):
+    """An additive float mask: masked_value above the diagonal, bias x distance on and below."""
+    def attend(q, k, v):
+        n = q.shape[2]
+        i = torch.arange(n, device=q.device)
+        mask = (bias * (i[None, :] - i[:, None])).to(q.dtype).masked_fill(
+            ~causal_bool(n, q.device), masked_value)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return attend
+
+
+def hf_float_causal(q, k, v):
+    """The float mask older HF code builds: finfo.min above the diagonal, 0 elsewhere."""
     n = q.shape[2]
-    bias = torch.zeros(n, n, device=q.device).masked_fill(~causal_bool(n, q.device), float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    mask = torch.full((n, n), torch.finfo(q.dtype).min, device=q.device).triu(1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None], enable_gqa=True)
 
 
 def sliding(window):
@@ -278,8 +290,17 @@ def test_padding_mask_is_skipped():
     assert "mask[" in node.shapes
 
 
-def test_float_bias_mask_is_skipped():
-    assert_skipped(float_bias, *qkv(seed=8), check="causal", reason="additive bias")
+@pytest.mark.parametrize("attend", [additive(float("-inf")), additive(-1e4), hf_float_causal],
+                         ids=["-inf", "-1e4", "finfo.min"])
+def test_additive_causal_mask_is_rewritten(attend):
+    assert_rewritten(attend, *qkv(seed=8))
+
+
+@pytest.mark.parametrize("attend", [additive(float("-inf"), bias=0.1), additive(-1e3)],
+                         ids=["alibi-like bias", "-1e3 masks too little"])
+def test_other_additive_masks_are_skipped(attend):
+    node = assert_skipped(attend, *qkv(seed=8), check="causal", reason="additive bias")
+    assert "<= -10000 off it" in node.reason
 
 
 def test_sliding_window_is_skipped():

@@ -6,7 +6,12 @@ right: query i (position kv_len - q_len + i) sees keys 0 .. kv_len - q_len + i.
 Compiled HF models pass SDPA a boolean [B, 1, N, N] mask built from shapes (arange, le, expand)
 instead of is_causal=True. Such a mask is accepted only when
 
-1. it is boolean (a float mask is an additive bias);
+1. it is boolean, or an additive float mask that is 0 on the triangle and at most MASKED_BIAS
+   (-1e4) off it: -inf, finfo.min and -1e4 are what models write. A logit pushed down by 1e4
+   gets a weight of exactly 0 in float32 (exp(-104) rounds to 0) unless it exceeded its row's
+   largest seen logit by ~1e4, so such a mask gives the boolean triangle's attention (where
+   a masked logit is NaN or +inf, SDPA's sum with the bias spreads NaN into the row; S2O skips
+   masked keys as a boolean mask does); any other float mask is a bias S2O cannot apply;
 2. its subgraph depends on shapes only: walking back from the mask reaches no tensor placeholder
    (no attention_mask / padding input), no module attribute and no data-dependent size; sizes
    (SymInt values) are the leaves;
@@ -35,6 +40,7 @@ MAX_DYNAMIC_MASK_ELEMENTS = 1 << 28  # dynamic graphs: the sizes are ours to pic
 DYNAMIC_SIZE_CAP = 2048      # dynamic graphs: first evaluation's sequence sizes are capped here
 DYNAMIC_OTHER_CAP = 4        # ... and its other sizes (batch) here
 SENTINEL = 1 << 31           # larger integer literals are "until the end" sentinels, not windows
+MASKED_BIAS = -1e4           # an additive mask's masked entries: at most this (see 1. above)
 
 _SCALAR_TYPES = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
 
@@ -177,9 +183,12 @@ def _extract(mask: Node, nodes: set[Node], leaves: set[Node]) -> tuple[GraphModu
 
 
 def _lower_triangle(m, n: int, s: int) -> bool:
-    """m broadcasts as [..., n, s] and equals the causal lower triangle aligned to the lower
-    right (query i sees keys 0 .. s - n + i; checked in row blocks)."""
-    if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() < 2:
+    """m broadcasts as [..., n, s] and is the causal lower triangle aligned to the lower right
+    (query i sees keys 0 .. s - n + i; checked in row blocks): boolean, or additive (0 on the
+    triangle, at most MASKED_BIAS off it)."""
+    if not isinstance(m, torch.Tensor) or m.dim() < 2:
+        return False
+    if m.dtype != torch.bool and not m.dtype.is_floating_point:
         return False
     if m.shape[-2] != n or m.shape[-1] != s:
         return False
@@ -188,7 +197,12 @@ def _lower_triangle(m, n: int, s: int) -> bool:
     for r0 in range(0, n, step):
         rows = torch.arange(r0, min(n, r0 + step), device=m.device) + (s - n)
         block = m[..., r0:r0 + len(rows), :]
-        if not torch.equal(block, (cols[None, :] <= rows[:, None]).expand(block.shape)):
+        want = (cols[None, :] <= rows[:, None]).expand(block.shape)
+        if block.dtype != torch.bool:  # additive: 0 where seen, far below 0 where masked
+            if not bool((block <= MASKED_BIAS).logical_or_(want).all()):
+                return False
+            block = block == 0
+        if not torch.equal(block, want):
             return False
     return True
 
@@ -197,8 +211,8 @@ def _prove(mask: Node, q_len, kv_len) -> None:
     value = tensor_value(mask)
     if value is None:
         raise NotProven("the mask has no traced tensor value")
-    if value.dtype != torch.bool:
-        raise NotProven(f"the mask is a {value.dtype} additive bias, not a boolean causal mask")
+    if value.dtype != torch.bool and not value.dtype.is_floating_point:
+        raise NotProven(f"the mask has dtype {value.dtype}, neither boolean nor additive")
     nodes, leaves = _subgraph(mask)
     points = _points(value, leaves, nodes)
     gm, leaf_list = _extract(mask, nodes, leaves)
@@ -218,5 +232,9 @@ def _prove(mask: Node, q_len, kv_len) -> None:
                             f"{type(e).__name__}: {e}") from e
         if not _lower_triangle(result, n, s):
             size = f"{n}" if n == s else f"{n} x {s} (lower right)"
+            if value.dtype != torch.bool:
+                raise NotProven(f"the mask is a {value.dtype} additive bias, not 0 on the "
+                                f"causal lower triangle and <= {MASKED_BIAS:g} off it at size "
+                                f"{size}")
             raise NotProven(f"the mask is not the causal lower triangle at size {size} "
                             "(sliding window, chunked, padded or non-causal)")
