@@ -58,9 +58,11 @@ class Explanation:
 
 # Why a model shows no SDPA call, in the words a user needs to fix it.
 NO_SDPA_HINT = ("No scaled_dot_product_attention call in the traced graphs: S2O rewrites only "
-                "those. Attention written out (matmul + softmax), FlexAttention, or a Hugging "
-                "Face model loaded with another attn_implementation has none: load it with "
-                "attn_implementation=\"sdpa\" (some families, e.g. Gemma 2, do not offer it).")
+                "those. Attention written out (matmul + softmax), FlexAttention, the fused "
+                "inference path of torch.nn.MultiheadAttention / TransformerEncoderLayer, or a "
+                "Hugging Face model loaded with another attn_implementation has none: load it "
+                "with attn_implementation=\"sdpa\" (some families, e.g. Gemma 2, do not offer "
+                "it).")
 
 
 def explain(fn_or_module, *example_inputs, config: S2OConfig | None = None,
