@@ -18,6 +18,15 @@ from .passes import RewriteReport, rewrite_sdpa
 from .passes.report import NodeReport
 
 
+# Why a model shows no SDPA call, in the words a user needs to fix it.
+NO_SDPA_HINT = ("No scaled_dot_product_attention call in the traced graphs: S2O rewrites only "
+                "those. Attention written out (matmul + softmax), FlexAttention, the fused "
+                "inference path of torch.nn.MultiheadAttention / TransformerEncoderLayer, or a "
+                "Hugging Face model loaded with another attn_implementation has none: load it "
+                "with attn_implementation=\"sdpa\" (some families, e.g. Gemma 2, do not offer "
+                "it).")
+
+
 @dataclass
 class GraphExplanation:
     """One Dynamo graph: its rewrite report and its code before and after."""
@@ -48,21 +57,15 @@ class Explanation:
     def code_after(self) -> str:
         return "\n".join(g.code_after for g in self.graphs)
 
-    def __str__(self) -> str:
+    @property
+    def summary(self) -> str:
+        """The counts, and with no SDPA call why that happens."""
         head = (f"S2O explain: {len(self.graphs)} graph(s), {len(self.nodes)} SDPA call(s), "
                 f"{self.num_rewritten} rewritten")
-        if not self.nodes:
-            head += "\n" + NO_SDPA_HINT
-        return "\n\n".join([head] + [str(g.report) for g in self.graphs])
+        return head if self.nodes else head + "\n" + NO_SDPA_HINT
 
-
-# Why a model shows no SDPA call, in the words a user needs to fix it.
-NO_SDPA_HINT = ("No scaled_dot_product_attention call in the traced graphs: S2O rewrites only "
-                "those. Attention written out (matmul + softmax), FlexAttention, the fused "
-                "inference path of torch.nn.MultiheadAttention / TransformerEncoderLayer, or a "
-                "Hugging Face model loaded with another attn_implementation has none: load it "
-                "with attn_implementation=\"sdpa\" (some families, e.g. Gemma 2, do not offer "
-                "it).")
+    def __str__(self) -> str:
+        return "\n\n".join([self.summary] + [str(g.report) for g in self.graphs])
 
 
 def explain(fn_or_module, *example_inputs, config: S2OConfig | None = None,

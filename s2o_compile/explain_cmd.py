@@ -66,6 +66,6 @@ def command(p: argparse.ArgumentParser, args) -> int:
     with torch.no_grad():
         explanation = explain(model, ids, config=cfg)
     paths = write_explanation(explanation, args.out)
-    print(str(explanation).split("\n\n")[0])  # the summary (and, with no call, why)
+    print(explanation.summary)
     print(f"wrote {len(paths)} files to {args.out}: {', '.join(os.path.basename(x) for x in paths)}")
     return 0

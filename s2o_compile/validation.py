@@ -11,6 +11,13 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
 
 
+def needs_enable_gqa(hq: int, hkv: int) -> bool:
+    """Whether SDPA needs enable_gqa=True for these head counts: they differ, and there is more
+    than one key/value head (a single one SDPA broadcasts over the query heads, as multi-query
+    models such as HF Falcon rely on)."""
+    return hq != hkv and hkv != 1
+
+
 def check_attention_inputs(q, k, v, enable_gqa: bool = True) -> None:
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, torch.Tensor):
@@ -42,6 +49,6 @@ def check_attention_inputs(q, k, v, enable_gqa: bool = True) -> None:
         raise ValueError(f"s2o: head_dim {D} is not supported (expected 1..{MAX_HEAD_DIM})")
     if Hkv == 0 or Hq % Hkv != 0:
         raise ValueError(f"s2o: query heads {Hq} must be a multiple of key/value heads {Hkv}")
-    if Hq != Hkv and Hkv != 1 and not enable_gqa:  # one head: SDPA broadcasts it
+    if needs_enable_gqa(Hq, Hkv) and not enable_gqa:
         raise ValueError(f"s2o: query heads {Hq} != key/value heads {Hkv}; pass enable_gqa=True "
                          "for grouped-query attention")

@@ -17,7 +17,7 @@ from torch.fx import Graph, GraphModule, Node
 
 from ..config import S2OConfig
 from ..ops import config_args, min_chunk_queries  # importing ops registers torch.ops.s2o.*
-from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES
+from ..validation import MAX_HEAD_DIM, SUPPORTED_DTYPES, needs_enable_gqa
 from ._fx import (layout_order, may_mutate, meta_value, same_shape, same_size, shape_str,
                   size_expr, static_int, tensor_value, user_location, value_key)
 from .causal_mask import prove_causal
@@ -178,9 +178,8 @@ def check_gqa(c: SdpaCall):
         return "head counts are symbolic"
     if hk != hv:
         return f"key heads {hk} != value heads {hv}"
-    # One key/value head without enable_gqa is SDPA broadcasting it over the query heads
-    # (multi-query attention written that way, e.g. HF Falcon): the op's GQA with one group.
-    if hk != hq and hk != 1 and not (c.args["enable_gqa"] or n_rep > 1):
+    # a single key/value head without enable_gqa: SDPA broadcasts it, the op's GQA of one group
+    if needs_enable_gqa(hq, hk) and not (c.args["enable_gqa"] or n_rep > 1):
         return f"query heads {hq} != key/value heads {hk} without enable_gqa"
     if hk == 0 or hq % hk:
         return f"query heads {hq} are not a multiple of key/value heads {hk}"
