@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU checks and times, in stages, for one device call each:
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]    (results under $OUT, default ./gpu_out)
-# Stages: check24, tma24, final23, lazy23, lean23, poly23, phase23, turns23, drift22, reps22, l2_22, final22, scores22, op22, op21k, keys21, scatter21, op21, rank21, kfirst21, share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
+# Stages: check24, tma24, final25, final23, lazy23, lean23, poly23, phase23, turns23, drift22, reps22, l2_22, final22, scores22, op22, op21k, keys21, scatter21, op21, rank21, kfirst21, share21, early21, waits21, final20, lone22, op20, whole21, ahead21, lone21, lone20, last19, sb19b, sb19, op19, pf19, pro19, ramp19, op18, last18, sort18, final18, tiles18, pre18, drift18, split17, l2_17, confirm17, final17, persist17, store17, pf17, start17, ramp17, fit16, tpw16, off16, joint16, final16, lean16, pad16, persist16, probe16, lazy16, softmax16, soak15, chunk15, bench15, sort15, overlap15, final15, pair15, joint15, sort14, sort14b, bench14, timeline, tests, chunked, pairop, bench13, pairop2, why, final13, h200, pair, ncu, bm128, overhead, bench08, sort, ab14, ab15, ab16, ab17, sweep, ab, ab2, ab3, ab4, ab8, ab9, ab10, ab11, ab12, local, bench128, profile, mean, gain, pad, segments, perhead, perhead2, headn,
 # oracle, bench, memory, demo, flex, e2e, eager, fallback, hf.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
@@ -13,15 +13,28 @@ SCORE_TESTS="prefix_scores or equals_reference or stable_sort or sorted_table or
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
-    # session 24 (prepared, not run): the GPU tests added without a GPU, multi-query shapes
+    # session 24 (ran in session 25): the GPU tests added without a GPU, multi-query shapes
     # (tau 0 vs dense, the pair kernel vs the Triton kernel) and the op replayed from a CUDA
-    # graph; run with tma24 in the next session's first call
+    # graph
     check24) timeout 200 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 \
               | tail -4 | tee "$OUT/check24_tests.log"
             timeout 200 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \
               -k "matches_the_triton_kernel" 2>&1 | tail -4 | tee -a "$OUT/check24_tests.log" ;;
-    # session 24 (prepared in session 23, not run): the dense steps whose keys are one
-    # contiguous run copied by TMA (tma_dense=1: one copy a step instead of the producer's
+    # session 25, final: the op with tma_dense removed (the kernel of final23 again), 3 paired
+    # rounds; the GPU tests of the pair kernel, the op and the Triton kernels
+    final25) timeout 270 python -m s2o_compile bench --seq-lens 131072 32768 65536 --taus 0.8 \
+              --rounds 3 --out "$OUT/final25_bench.json" 2>&1 | grep -v "it/s\]" \
+              | tee "$OUT/final25_bench.log"
+            timeout 240 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py 2>&1 \
+              | tail -3 | tee "$OUT/final25_tests.log" ;;
+    final25b) timeout 300 python -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+              tests/test_op.py tests/test_chunked_prefill.py 2>&1 | tail -3 \
+              | tee "$OUT/final25b_tests.log"
+            timeout 200 python -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+              tests/test_nan_inf.py -k "$SCORE_TESTS" 2>&1 | tail -3 \
+              | tee -a "$OUT/final25b_tests.log" ;;
+    # session 24 (ran in session 25 at f56553c; tma_dense removed since, not kept): the dense
+    # steps whose keys are one contiguous run copied by TMA (tma_dense=1: one copy a step instead of the producer's
     # ~200 instructions; 2: and the consumers' proxy fence dropped on those steps), A/B with
     # every check, both block_ms; the bit-for-bit switch tests first
     tma24) timeout 120 python -m pytest -q -p no:cacheprovider tests/test_gluon_pair.py \

@@ -241,10 +241,6 @@ def test_row_offsets_fall_back_to_64_bits_where_32_would_overflow():
     # maximum skips it (alpha is exactly 1 there); the maxima do move on these inputs (the
     # sink's and the window's keys come first, the ranked ones after)
     dict(rescale_skip=False),
-    # the dense steps whose keys are one contiguous run (sink or window) copied by TMA (2: and
-    # no proxy fence on them): the same rows into the same swizzled layout
-    dict(tma_dense=1),
-    dict(tma_dense=2),
 ])
 def test_launch_switches_keep_the_bits(block_m, switch):
     q, k, v = _qkv(2, 8, 2, 8192 + 37, 128, torch.bfloat16, "cuda", seed=3)

@@ -45,7 +45,7 @@ from .layout import query_tiles
 try:  # Gluon ships with Triton >= 3.5
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier
     from triton.runtime.jit import constexpr_function
     from triton.experimental.gluon.language.nvidia.hopper import (async_copy as cp,
                                                                   fence_async_shared,
@@ -405,48 +405,11 @@ if HAVE_GLUON:
             cp.async_copy_global_to_shared(v_buf, v_ptr, mask=ok)
 
     @gluon.jit
-    def _copy_step(k_bufs, v_bufs, ready, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
-                   cols_h, D: gl.constexpr, OFF32: gl.constexpr):
-        """A producer step by cp.async: _copy_kv, then each thread's arrival on ready[slot]
-        once its copies land."""
-        _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn, cols_h,
-                 D, OFF32)
-        cp.mbarrier_arrive(ready.index(slot), increment_count=False)
-
-    @gluon.jit
-    def _dense_run(j, n_diag, sink_end, lo, n_d, BN: gl.constexpr):
-        """The first key row of dense step j where its BN keys are one contiguous run of the
-        dense keys (all in the sink, or all in the window and none past it), else -1: such a
-        step can be one TMA copy (TMA_DENSE)."""
-        i0 = (j - n_diag) * BN
-        first = -1
-        if i0 + BN <= sink_end:
-            first = i0
-        elif (i0 >= sink_end) & (i0 + BN <= n_d):
-            first = lo - sink_end + i0
-        return first
-
-    @gluon.jit
-    def _tma_kv(k_desc, v_desc, k_bufs, v_bufs, bar, slot, b, hk, first, BN: gl.constexpr,
-                D: gl.constexpr, ARRIVALS: gl.constexpr):
-        """K and V rows first .. first + BN - 1 of (b, hk) into buffer slot by TMA (async
-        proxy: written as wgmma reads them, no per-thread copies). bar gets the bytes and
-        ARRIVALS arrivals, as many as a step of the producer's cp.async copies gives it."""
-        nbytes: gl.constexpr = 2 * BN * D * k_bufs.dtype.primitive_bitwidth // 8
-        mbarrier.expect(bar, nbytes)  # one arrival
-        tma.async_copy_global_to_shared(k_desc, [b, hk, first, 0], bar,
-                                        k_bufs.index(slot).reshape([1, 1, BN, D]))
-        tma.async_copy_global_to_shared(v_desc, [b, hk, first, 0], bar,
-                                        v_bufs.index(slot).reshape([1, 1, BN, D]))
-        mbarrier.arrive(bar, count=ARRIVALS - 1)
-
-    @gluon.jit
     def _pair_producer(k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                        stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                        n_total, t_base, BN: gl.constexpr, D: gl.constexpr, NBUF: gl.constexpr,
                        TPW_ROWS: gl.constexpr, PW: gl.constexpr, OFF32: gl.constexpr,
-                       k_desc, v_desc, b, hk, TMA_DENSE: gl.constexpr, STAMP,
-                       STAMPS: gl.constexpr):
+                       STAMP, STAMPS: gl.constexpr):
         """Producer warps of a tile pair: gather step j's K/V rows into buffer j % NBUF once
         both consumers released it, up to the step where the pair stopped (stop_smem). Step 0
         was issued by the kernel's prologue (_first_copies), which also loaded the walk's
@@ -459,19 +422,10 @@ if HAVE_GLUON:
         while j < n_dense:  # the pair's own rows, the sink and the window (no stop before)
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
-            if TMA_DENSE:  # (one `if first < 0` after both would add a producer barrier)
-                first = _dense_run(j, n_diag, sink_end, lo, n_d, BN)
-                if first >= 0:
-                    _tma_kv(k_desc, v_desc, k_bufs, v_bufs, ready.index(slot), slot, b, hk,
-                            first, BN, D, PW * 32)
-                else:
-                    _copy_step(k_bufs, v_bufs, ready, slot, _pair_rows(
-                        j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN), N, k_base,
-                        v_base, stride_kn, stride_vn, cols_h, D, OFF32)
-            else:
-                _copy_step(k_bufs, v_bufs, ready, slot, _pair_rows(
-                    j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN), N, k_base, v_base,
-                    stride_kn, stride_vn, cols_h, D, OFF32)
+            rows = _pair_rows(j, m0, n_diag, n_dense, sink_end, lo, n_d, rows_g, BN)
+            _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                     cols_h, D, OFF32)
+            cp.mbarrier_arrive(ready.index(slot), increment_count=False)
             j += 1
         n_end = gl.minimum(n_end, n_total)
         rows = _table_rows(t_base, j - n_dense, P, rows_g, BN)
@@ -479,8 +433,9 @@ if HAVE_GLUON:
             slot = j % NBUF
             n_end = _claim_slot(j, n_end, empty, stop_smem, seen, NBUF, PW)
             if j < n_end:
-                _copy_step(k_bufs, v_bufs, ready, slot, rows, N, k_base, v_base, stride_kn,
-                           stride_vn, cols_h, D, OFF32)
+                _copy_kv(k_bufs, v_bufs, slot, rows, N, k_base, v_base, stride_kn, stride_vn,
+                         cols_h, D, OFF32)
+                cp.mbarrier_arrive(ready.index(slot), increment_count=False)
                 # the next step's entries load while the consumers hold its buffer (session
                 # 20: loaded after the wait, their latency delayed each step's copies; the
                 # walk 0.5-3.1% faster, a lone tile's step 1.50 -> 1.40 us)
@@ -511,17 +466,15 @@ if HAVE_GLUON:
                    o, gsum, flags, n_me, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                    D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                    STOP_EVERY: gl.constexpr, JOINT: gl.constexpr, RESCALE_SKIP: gl.constexpr,
-                   fence, STAMPS: gl.constexpr):
+                   STAMPS: gl.constexpr):
         """A consumer's step t of its pair's stream over the landed K/V tile: Q K^T, the step's
         mask, the online softmax, P @ V, and on a walk step the stop rule (whose end is s + 1:
         s is step t as the producer counts it). Returns (m, l, o, gsum, flags, n_me, phases);
         phases (STAMPS, else zeros): the SM clocks of the fence, Q K^T issued to landed, the
-        mask and softmax to P @ V issued, the stop rule and P @ V to landed. The proxy fence
-        only where `fence` (the tile came by cp.async, not by TMA: TMA_DENSE 2)."""
+        mask and softmax to P @ V issued, the stop rule and P @ V to landed."""
         p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma(D), k_width=2)
         c0 = _clock() if STAMPS else 0
-        if fence:
-            fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
+        fence_async_shared()  # cp.async wrote the tile (generic proxy); wgmma reads it
         c1 = _clock() if STAMPS else 0
         sc = _scores_async(q_smem, k_buf, BM, BN)
         sc = warpgroup_mma_wait(0, deps=(sc, ))
@@ -570,8 +523,8 @@ if HAVE_GLUON:
                        q_bar, qk_scale, tau, BM: gl.constexpr, BN: gl.constexpr,
                        D: gl.constexpr, REMAINING: gl.constexpr, CHUNK: gl.constexpr,
                        STOP_EVERY: gl.constexpr, NBUF: gl.constexpr, JOINT: gl.constexpr, Q0,
-                       CHUNKED: gl.constexpr, RESCALE_SKIP: gl.constexpr, sink_end, lo,
-                       TMA_DENSE: gl.constexpr, STAMP, STAMPS: gl.constexpr):
+                       CHUNKED: gl.constexpr, RESCALE_SKIP: gl.constexpr, STAMP,
+                       STAMPS: gl.constexpr):
         """Consumer warpgroup X of a tile pair (query rows m0 + X * BM ...): the pair's stream of
         steps, computing those it needs and releasing every buffer. At each walk chunk's end the
         two exchange decisions. Each tile its own stop rule (block_m 64): a consumer that stopped
@@ -640,13 +593,10 @@ if HAVE_GLUON:
                 m_i, l_i, o = _half_diagonal_step(q_smem, k_bufs.index(slot), v_bufs.index(slot),
                                                   m0, N, offs_m, l_i, o, qk_scale, BM, D)
             elif need:
-                # TMA_DENSE 2: no proxy fence on the steps the producer copied by TMA
-                fence = (s >= n_dense) | (_dense_run(s, n_diag, sink_end, lo, n_d, BN) < 0) \
-                    if TMA_DENSE == 2 else True
                 m_i, l_i, o, gsum, flags, n_me, ph = _pair_step(
                     q_smem, k_bufs.index(slot), v_bufs.index(slot), s, s, m0, N, offs_m, row_ok,
                     n_dense, n_d, P, m_i, l_i, o, gsum, flags, n_me, qk_scale, tau, BM, BN, D,
-                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, fence, STAMPS)
+                    REMAINING, CHUNK, STOP_EVERY, JOINT, RESCALE_SKIP, STAMPS)
                 if STAMPS:
                     if (s >= n_dense) & (~alone):  # a walk step both tiles walk
                         ph_fence += ph[0]
@@ -828,7 +778,7 @@ if HAVE_GLUON:
                          NBUF: gl.constexpr, TPW_ROWS: gl.constexpr, PW: gl.constexpr,
                          CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                          SMEM: gl.constexpr, SMEM_KV: gl.constexpr, RESCALE_SKIP: gl.constexpr,
-                         k_desc, v_desc, TMA_DENSE: gl.constexpr, STAMP,
+                         STAMP,
                          STAMPS: gl.constexpr,
                          num_warps: gl.constexpr):
         """Two query tiles of one segment per CTA (one CTA per SM): they share the segment's
@@ -865,17 +815,14 @@ if HAVE_GLUON:
             (_pair_consumer, (0, q_a, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, RESCALE_SKIP, sink_end, lo, TMA_DENSE,
-                              STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
             (_pair_consumer, (1, q_b, k_bufs, v_bufs, ready, empty, sync, decide, stop_smem,
                               O, VISITED, bh, mt, m0, N, N_VIS, n_dense, n_d, P, n_total, q_bar,
                               qk_scale, tau, BM, BN, D, REMAINING, CHUNK, STOP_EVERY, NBUF,
-                              JOINT, Q0, CHUNKED, RESCALE_SKIP, sink_end, lo, TMA_DENSE,
-                              STAMP, STAMPS)),
+                              JOINT, Q0, CHUNKED, RESCALE_SKIP, STAMP, STAMPS)),
             (_pair_producer, (k_bufs, v_bufs, ready, empty, stop_smem, seen, k_base, v_base,
                               stride_kn, stride_vn, m0, N, n_diag, n_dense, sink_end, lo, n_d, P,
                               n_total, t_base, BN, D, NBUF, TPW_ROWS, PW, OFF32,
-                              k_desc, v_desc, bh // H_Q, (bh % H_Q) // GROUP, TMA_DENSE,
                               STAMP, STAMPS)),
         ], [4, PW], [CONSUMER_REGS, PRODUCER_REGS])
 
@@ -923,15 +870,6 @@ def pair_unsupported(q, k, v, table, cfg, scale: float, whole: bool,
     return None
 
 
-def _kv_descriptor(x: torch.Tensor, step: int):
-    """A TMA descriptor of K or V [B, Hkv, N, D] (its own strides) for step-row boxes of one
-    head; rows past N read as 0."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    block = [1, 1, step, x.shape[-1]]
-    return TensorDescriptor.from_tensor(x, block,
-                                        gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
-
-
 def fits_32_bits(N: int, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether every gathered row's offset (rows up to a pair past N) fits in 32 bits."""
     return (N + 2 * BLOCK) * max(k.stride(2), v.stride(2)) < 2 ** 31
@@ -941,8 +879,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
                    nbuf: int | None = None, tpw_rows: int = TPW_ROWS,
                    producer_warps: int = PRODUCER_WARPS, producer_regs: int = 56,
                    consumer_regs: int = 224, off32: bool | None = None,
-                   stamps: torch.Tensor | None = None, rescale_skip: bool = True,
-                   tma_dense: int = 0):
+                   stamps: torch.Tensor | None = None, rescale_skip: bool = True):
     """Launches the pair kernel (pair_unsupported must be None): (out contiguous [B, Hq, L, D],
     visited int32 [B, Hq, n_mt]) as triton_s2o.attention_with_table: q [B, Hq, L, D] may be
     shorter than k and v (chunked prefill: positions N - L ...), n_mt counts the block_m-row
@@ -950,10 +887,7 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
     128-row tile (one stop rule). The keyword arguments other than cfg's are for A/B runs
     (benchmarks/pair_ab.py) and tests (off32: the row offsets' width, default fits_32_bits;
     producer_warps: 4, the kernel prologue's warps, which issue the first step; rescale_skip:
-    False multiplies o by alpha at every step, as before session 23, for the A/B; tma_dense:
-    1 copies the dense steps whose keys are one contiguous run by TMA, 2 also drops the
-    consumers' proxy fence on those steps; an experiment not yet run on a GPU,
-    benchmarks/NOTES.md session 23);
+    False multiplies o by alpha at every step, as before session 23, for the A/B);
     stamps: an int64 [ctas, STAMP_SLOTS] tensor that gets each CTA's timings
     (benchmarks/pair_ramp.py)."""
     if producer_warps != 4:
@@ -986,8 +920,6 @@ def attention_pair(q, k, v, table, offsets, scale: float, cfg, step: int | None 
         SMEM=gl.NVMMASharedLayout.get_default_for([BLOCK, D], gl.bfloat16),
         SMEM_KV=gl.NVMMASharedLayout.get_default_for([step, D], gl.bfloat16),
         RESCALE_SKIP=bool(rescale_skip),
-        k_desc=_kv_descriptor(k, step) if tma_dense else None,
-        v_desc=_kv_descriptor(v, step) if tma_dense else None, TMA_DENSE=int(tma_dense),
         STAMP=visited if stamps is None else stamps, STAMPS=stamps is not None,
         num_warps=4,
         # one CTA per SM: 64K registers over both consumer warpgroups and the producer warps
