@@ -194,7 +194,9 @@ def model_demo(device: str, N: int, cfg: S2OConfig) -> None:
     if device == "cpu":
         print("  (CPU: the PyTorch reference of S2O, not built for speed)")
     if densities and min(densities) > 0.9995:
-        print(f"  (nothing to skip at N {N}: sink, local window and own segment cover every key)")
+        print("  (every key visited: random weights attend diffusely, so no walked chunk's gain "
+              "fell below tau's share of the mass; part 2 has attention concentrated like a "
+              "trained model's)")
     elif densities:
         print("  (random weights attend diffusely, the hard case: skipped keys still carry mass; "
               "part 2 has attention concentrated like a trained model's)")

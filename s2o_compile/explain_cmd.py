@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     # min_seq_len 0: show the rewrite at the short lengths explain runs (at the default 16384 a
-    # shorter static sequence keeps SDPA, reason "seq_len"); pass --min-seq-len to see that.
+    # shorter static sequence keeps SDPA, reason "min_seq_len"); pass --min-seq-len to see that.
     add_config_arguments(p, min_seq_len=0)
 
 

@@ -104,3 +104,48 @@ def test_explain_says_why_a_model_without_sdpa_shows_no_call():
         e = explain(written_out, q, k[:, :1].expand_as(q), v[:, :1].expand_as(q), config=CFG)
     assert e.nodes == [] and 'attn_implementation="sdpa"' in str(e)
     assert "attn_implementation" not in str(explain(TwoAttentions(), *inputs(6), config=CFG))
+
+
+class Stack(torch.nn.Module):
+    """Two layers that call SDPA from one line, as HF models do from one shared file."""
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(32, 96)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).view(1, -1, 3, 2, 16).permute(2, 0, 3, 1, 4)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return x + out.transpose(1, 2).reshape(1, -1, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([self.Layer(), self.Layer()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_locations_name_the_module_of_each_call():
+    with torch.no_grad():
+        e = explain(Stack(), torch.randn(1, 70, 32), config=CFG)
+    locations = [n.location for n in e.nodes]
+    assert [loc.split(" ")[0] for loc in locations] == ["layers.0", "layers.1"], locations
+    assert all("test_explain.py" in loc and "in forward" in loc for loc in locations), locations
+
+
+def test_a_short_call_that_is_not_causal_gives_its_own_reason():
+    """At the default min_seq_len a short non-causal or grad-mode call is kept for what keeps it
+    at any length, not for its length: lowering min_seq_len would not rewrite it."""
+    q, k, v, _ = inputs(3)
+    e = explain(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), q, k, v)
+    assert [n.check for n in e.nodes] == ["causal"]
+    e = explain(Stack(), torch.randn(1, 70, 32))  # grad mode: the weights require grad
+    assert [n.check for n in e.nodes] == ["inference", "inference"]
+    with torch.no_grad():
+        e = explain(Stack(), torch.randn(1, 70, 32))
+    assert [n.check for n in e.nodes] == ["min_seq_len", "min_seq_len"]
+    assert "lower S2OConfig.min_seq_len" in e.nodes[0].reason

@@ -56,6 +56,9 @@ def all_nodes(reports):
 def assert_every_layer_rewritten(report):
     assert report.num_rewritten == LAYERS and len(report.nodes) == LAYERS, report
     assert all("sdpa_attention.py" in n.location for n in report.nodes), report
+    # every call comes from that one file: the module path tells the layers apart
+    assert [n.location.split(" ")[0] for n in report.nodes] == [
+        f"model.layers.{i}.self_attn" for i in range(LAYERS)], report
 
 
 @pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])

@@ -89,13 +89,29 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 
 
 def user_location(node: Node) -> str:
-    """'file:line in function' of the innermost frame of the node's stack trace ('?' if none)."""
+    """'module (file:line in function)': the innermost module of the node's nn_module_stack
+    (e.g. model.layers.0.self_attn: HF models call SDPA from one shared file) and the innermost
+    frame of its stack trace; either part left out where unknown ('?' if both are)."""
     trace = node.meta.get("stack_trace") or ""
     frames = _FRAME.findall(trace)
-    if not frames:
-        return "?"
-    path, line, func = frames[-1]
-    return f"{path}:{line} in {func}"
+    where = "{}:{} in {}".format(*frames[-1]) if frames else ""
+    module = module_path(node)
+    if module and where:
+        return f"{module} ({where})"
+    return module or where or "?"
+
+
+def module_path(node: Node) -> str:
+    """The qualified name of the innermost nn.Module the node was traced in ('' at the top),
+    without Dynamo's L['self'] prefix."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return _LOCAL_PREFIX.sub("", str(path))
+
+
+_LOCAL_PREFIX = re.compile(r"^L\[['\"][^'\"]*['\"]\](\[\d+\])*\.?")  # L['self'], L['fn'][0].
 
 
 _INPLACE_OPERATORS = {operator.setitem, operator.iadd, operator.isub, operator.imul,

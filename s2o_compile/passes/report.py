@@ -55,6 +55,6 @@ class RewriteReport:
         return [n.check for n in self.nodes]
 
     def __str__(self) -> str:
-        head = (f"S2O rewrite{' of ' + self.graph if self.graph else ''}: "
+        head = (f"S2O rewrite{' of graph ' + self.graph if self.graph else ''}: "
                 f"{self.num_rewritten} of {len(self.nodes)} SDPA call(s) rewritten")
         return "\n".join([head] + [str(n) for n in self.nodes])

@@ -97,7 +97,9 @@ def check_head_dim(c: SdpaCall):
     q, k, v = (c.value(n) for n in ("query", "key", "value"))
     d = static_int(q.shape[-1])
     if d is None:
-        return "the head dim is symbolic"
+        return ("the head dim is symbolic (torch.compile(fn, dynamic=True) on a function that "
+                "takes q, k and v makes every dim symbolic: compile the module that projects "
+                "them, or mark only the sequence dim with torch._dynamo.mark_dynamic(x, 2))")
     if static_int(k.shape[-1]) != d or static_int(v.shape[-1]) != d:
         return f"head dims differ: q {d}, k {k.shape[-1]}, v {v.shape[-1]} (S2O needs one head dim)"
     if not 1 <= d <= MAX_HEAD_DIM:
@@ -112,12 +114,15 @@ def check_seq_len(c: SdpaCall):
     q, k, v = (c.value(n) for n in ("query", "key", "value"))
     q_len, kv_len = q.shape[2], k.shape[2]
     if not same_size(q_len, kv_len):
+        differ = (f"q_len {q_len} != kv_len {kv_len}"
+                  if static_int(q_len) is not None and static_int(kv_len) is not None else
+                  f"q_len {q_len} and kv_len {kv_len} are not provably equal (two symbols)")
         if c.args["attn_mask"] is None:
             how = ("is_causal=True aligns to the upper left in SDPA (query i sees keys 0..i), "
                    "which is no chunked prefill" if c.args["is_causal"] is True else
                    "no mask: every query sees every key (a decode step or cross-attention)")
-            return (f"q_len {q_len} != kv_len {kv_len}, {how}; S2O serves self-attention "
-                    "prefill and chunked prefill with a lower-right causal mask")
+            return (f"{differ}, {how}; S2O serves self-attention prefill and chunked prefill "
+                    "with a lower-right causal mask")
         if not _known_true(kv_len >= q_len):
             return f"q_len {q_len} is not provably at most kv_len {kv_len}"
         n, limit = static_int(q_len), min_chunk_queries(c.config)
@@ -126,7 +131,13 @@ def check_seq_len(c: SdpaCall):
                     f"{limit} queries runs faster dense, so the op would run SDPA here")
     if not same_size(kv_len, v.shape[2]):
         return f"key length {kv_len} and value length {v.shape[2]} are not provably equal"
-    n, min_len = static_int(kv_len), c.config.min_seq_len
+    return None
+
+
+def check_min_seq_len(c: SdpaCall):
+    """Runs after every other check but the layout's, so that its hint (lower min_seq_len)
+    is only given for a call that would otherwise be rewritten."""
+    n, min_len = static_int(c.value("key").shape[2]), c.config.min_seq_len
     if n is not None and n < min_len:  # symbolic: rewritten, the op checks at run time
         return (f"N={n} < min_seq_len={min_len}: the op would run dense SDPA here, so the "
                 "call is left as it is (lower S2OConfig.min_seq_len to force S2O)")
@@ -206,6 +217,7 @@ CHECKS = (
     ("inference", check_inference),
     ("causal", check_causal),
     ("gqa", check_gqa),
+    ("min_seq_len", check_min_seq_len),
     ("layout", check_layout),
 )
 
