@@ -25,6 +25,21 @@ PASS_CFG = S2OConfig(threshold=0.0, segment_size=64, block_m=32, block_n=16,
                      local_window=16, min_seq_len=0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warm_cpu_kernels():
+    """The process's first S2O computation, before any test compares one. In about one fresh
+    process of twelve, the first multi-threaded float32 CPU ops of the reference (its matmuls
+    and exponentials: plain torch ops, no threads of ours) read ~6e-5 to 1e-4 off, in the rows
+    of one tile of one head; later calls are exact. Seen in CI in sessions 23 and 25 (the first
+    compiled S2O call of the run, against a 1e-5 tolerance); not root-caused below torch
+    (benchmarks/NOTES.md, sessions 24-25)."""
+    from s2o_compile.kernels.reference import s2o_attention_reference
+    g = torch.Generator().manual_seed(0)
+    (torch.randn(256, 256, generator=g) @ torch.randn(256, 256, generator=g)).exp().sum()
+    q, k, v = (torch.randn(2, 4, 200, 16, generator=g) for _ in range(3))
+    s2o_attention_reference(q, k, v, 0.25, PASS_CFG)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     """Every test starts and ends with an empty Dynamo cache (compiled graphs, counters)."""
