@@ -149,3 +149,13 @@ def test_a_short_call_that_is_not_causal_gives_its_own_reason():
         e = explain(Stack(), torch.randn(1, 70, 32))
     assert [n.check for n in e.nodes] == ["min_seq_len", "min_seq_len"]
     assert "lower S2OConfig.min_seq_len" in e.nodes[0].reason
+
+
+@pytest.mark.parametrize("stack", [None, {}, {"a": "not a pair"}, [1], {"a": ()}])
+def test_unexpected_module_metadata_names_no_module(stack):
+    """The location never fails the pass: metadata of another layout is left out."""
+    from types import SimpleNamespace
+    from s2o_compile.passes._fx import user_location
+    node = SimpleNamespace(meta={"nn_module_stack": stack,
+                                 "stack_trace": '  File "m.py", line 3, in forward\n'})
+    assert user_location(node) == "m.py:3 in forward"

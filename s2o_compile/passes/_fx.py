@@ -104,11 +104,14 @@ def user_location(node: Node) -> str:
 def module_path(node: Node) -> str:
     """The qualified name of the innermost nn.Module the node was traced in ('' at the top),
     without Dynamo's L['self'] prefix."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
+    stack = node.meta.get("nn_module_stack")
+    try:  # (path, type) per module, innermost last; another layout names no module
+        entry = list(stack.values())[-1]
+    except (AttributeError, IndexError, TypeError):
         return ""
-    path = list(stack.values())[-1][0]
-    return _LOCAL_PREFIX.sub("", str(path))
+    if not isinstance(entry, (tuple, list)) or not entry:
+        return ""
+    return _LOCAL_PREFIX.sub("", str(entry[0]))
 
 
 _LOCAL_PREFIX = re.compile(r"^L\[['\"][^'\"]*['\"]\](\[\d+\])*\.?")  # L['self'], L['fn'][0].
